@@ -1,0 +1,404 @@
+//! The daemon core: the one owner of the daemon's state.
+//!
+//! Everything that changes state arrives as a [`DaemonEvent`] on one
+//! channel and is handled, one at a time, by [`Daemon::handle`]'s single
+//! `match`, which calls an `on_<verb>` method. Slow work (filesystem scans)
+//! runs on blocking threads and comes back as another event, so the core
+//! never waits on I/O and never holds a lock across `.await`.
+//!
+//! The core knows nothing about sockets: IPC connections reach it through a
+//! cloneable [`CoreHandle`].
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use lanspread_proto::ipc::{
+    ErrorCode, EventMessage, IpcError, PROTOCOL_VERSION, PeerCommand, PeerCountResult, PeerEvent,
+    SetGameDirResult, SubscribeResult,
+};
+use lanspread_proto::model::{DaemonStatus, GameSummary, PeerInfo, UnavailableComponent};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::catalog::Catalog;
+use crate::game_dir::validate_game_dir;
+use crate::library::{LibraryIndex, LocalLibrary, scan_local_library};
+use crate::state_dir::StateDir;
+
+/// Events kept for subscribers that fall behind; a subscriber further
+/// behind than this is disconnected with a reason.
+pub const EVENT_BUFFER: usize = 1024;
+
+/// Commands queued for the core before senders wait.
+const INBOX_CAPACITY: usize = 256;
+
+/// Everything that can change the daemon's state.
+#[derive(Debug)]
+pub enum DaemonEvent {
+    /// A client command (already authorized by its connection).
+    Command {
+        command: PeerCommand,
+        reply: oneshot::Sender<CommandOutcome>,
+    },
+    /// A game directory was validated and scanned (or failed to be).
+    GameDirScanned(GameDirScan),
+}
+
+/// The answer to a command.
+#[derive(Debug)]
+pub enum CommandOutcome {
+    /// A plain reply.
+    Reply(Result<serde_json::Value, IpcError>),
+    /// `Subscribe` succeeded: the snapshot to send first, then the live
+    /// events. Taken together inside the core, so no event falls between.
+    Subscribed {
+        result: SubscribeResult,
+        snapshot: EventMessage,
+        events: broadcast::Receiver<EventMessage>,
+    },
+}
+
+/// The result of validating and scanning a game directory off the core.
+#[derive(Debug)]
+pub struct GameDirScan {
+    /// Which request this answers; older generations are stale.
+    generation: u64,
+    result: Result<(PathBuf, LocalLibrary), IpcError>,
+    /// The `SetGameDir` caller waiting for the outcome, if any.
+    reply: Option<oneshot::Sender<CommandOutcome>>,
+}
+
+/// Fixed facts about this daemon, shared with connections.
+#[derive(Debug)]
+pub struct Identity {
+    pub peer_id: String,
+    pub name: String,
+    pub daemon_version: &'static str,
+}
+
+/// A cloneable way to talk to the core.
+#[derive(Clone, Debug)]
+pub struct CoreHandle {
+    inbox: mpsc::Sender<DaemonEvent>,
+}
+
+impl CoreHandle {
+    /// Sends `command` to the core and waits for its outcome.
+    pub async fn command(&self, command: PeerCommand) -> CommandOutcome {
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || {
+            CommandOutcome::Reply(Err(IpcError::new(
+                ErrorCode::Internal,
+                "the daemon core is shutting down",
+            )))
+        };
+        if self
+            .inbox
+            .send(DaemonEvent::Command { command, reply })
+            .await
+            .is_err()
+        {
+            return stopped();
+        }
+        outcome.await.unwrap_or_else(|_| stopped())
+    }
+}
+
+/// The daemon's state and its one dispatch.
+#[derive(Debug)]
+pub struct Daemon {
+    identity: Arc<Identity>,
+    catalog: Arc<Catalog>,
+    state_dir: StateDir,
+    started: Instant,
+    /// The game directory in use; `None` until one is set.
+    game_dir: Option<PathBuf>,
+    /// The last scan of `game_dir`.
+    library: LocalLibrary,
+    /// The library index, used only inside blocking scan tasks (a std
+    /// mutex: it is never held across `.await`).
+    index: Arc<Mutex<LibraryIndex>>,
+    /// Known peers by peer id. Filled by discovery (SPEC §5), which this
+    /// build does not have yet, so it stays empty.
+    peers: std::collections::BTreeMap<String, PeerInfo>,
+    /// Live event stream to subscribers.
+    events: broadcast::Sender<EventMessage>,
+    /// Sequence number of the last published event.
+    last_seq: u64,
+    /// Generation of the newest game-directory scan requested.
+    scan_generation: u64,
+    /// Sender side of the inbox, for blocking tasks to report back.
+    inbox: mpsc::Sender<DaemonEvent>,
+}
+
+/// What [`Daemon::new`] needs.
+#[derive(Debug)]
+pub struct DaemonParts {
+    pub identity: Arc<Identity>,
+    pub catalog: Arc<Catalog>,
+    pub state_dir: StateDir,
+    pub game_dir: Option<PathBuf>,
+    pub library: LocalLibrary,
+    pub index: Arc<Mutex<LibraryIndex>>,
+}
+
+impl Daemon {
+    /// Builds the core and the handle that feeds it.
+    pub fn new(parts: DaemonParts) -> (Self, CoreHandle, mpsc::Receiver<DaemonEvent>) {
+        let (inbox, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let daemon = Self {
+            identity: parts.identity,
+            catalog: parts.catalog,
+            state_dir: parts.state_dir,
+            started: Instant::now(),
+            game_dir: parts.game_dir,
+            library: parts.library,
+            index: parts.index,
+            peers: Default::default(),
+            events,
+            last_seq: 0,
+            scan_generation: 0,
+            inbox: inbox.clone(),
+        };
+        (daemon, CoreHandle { inbox }, inbox_rx)
+    }
+
+    /// Drains the inbox until every handle is gone or `shutdown` fires.
+    pub async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<DaemonEvent>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                event = inbox.recv() => match event {
+                    Some(event) => self.handle(event),
+                    None => break,
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        tracing::debug!("daemon core stopped");
+    }
+
+    /// The one dispatch.
+    fn handle(&mut self, event: DaemonEvent) {
+        match event {
+            DaemonEvent::Command { command, reply } => self.on_command(command, reply),
+            DaemonEvent::GameDirScanned(scan) => self.on_game_dir_scanned(scan),
+        }
+    }
+
+    fn on_command(&mut self, command: PeerCommand, reply: oneshot::Sender<CommandOutcome>) {
+        let outcome = match command {
+            PeerCommand::ListGames => to_reply(&self.merged_library()),
+            PeerCommand::Status => to_reply(&self.status()),
+            PeerCommand::GetPeerCount => to_reply(&PeerCountResult {
+                count: self.peer_count(),
+            }),
+            PeerCommand::ListPeers => to_reply(&self.peers.values().collect::<Vec<_>>()),
+            PeerCommand::Subscribe => self.on_subscribe(),
+            PeerCommand::SetGameDir { path } => return self.on_set_game_dir(path, reply),
+            PeerCommand::GetGame { .. }
+            | PeerCommand::FetchLatestFromPeers { .. }
+            | PeerCommand::DownloadGameFiles { .. }
+            | PeerCommand::CancelDownload { .. } => {
+                not_available(&command, "the download pipeline")
+            }
+            PeerCommand::InstallGame { .. } | PeerCommand::UninstallGame { .. } => {
+                not_available(&command, "the install transactions")
+            }
+        };
+        // The client may have gone; nothing to do then.
+        let _ = reply.send(outcome);
+    }
+
+    fn on_subscribe(&mut self) -> CommandOutcome {
+        let events = self.events.subscribe();
+        CommandOutcome::Subscribed {
+            result: SubscribeResult { seq: self.last_seq },
+            snapshot: EventMessage {
+                seq: self.last_seq,
+                event: PeerEvent::LibrarySnapshot {
+                    games: self.merged_library(),
+                },
+            },
+            events,
+        }
+    }
+
+    /// Validates and scans `path` on a blocking thread; the reply is sent
+    /// when the scan comes back as [`DaemonEvent::GameDirScanned`].
+    fn on_set_game_dir(&mut self, path: PathBuf, reply: oneshot::Sender<CommandOutcome>) {
+        self.scan_generation += 1;
+        let generation = self.scan_generation;
+        let catalog = Arc::clone(&self.catalog);
+        let index = Arc::clone(&self.index);
+        let state_dir = self.state_dir.clone();
+        let inbox = self.inbox.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = adopt_game_dir(&path, &catalog, &index, &state_dir);
+            let scan = GameDirScan {
+                generation,
+                result,
+                reply: Some(reply),
+            };
+            // The core may be gone (shutdown): then nobody needs the result.
+            let _ = inbox.blocking_send(DaemonEvent::GameDirScanned(scan));
+        });
+    }
+
+    fn on_game_dir_scanned(&mut self, scan: GameDirScan) {
+        let outcome = match scan.result {
+            Err(err) => Err(err),
+            Ok(_) if scan.generation != self.scan_generation => Err(IpcError::new(
+                ErrorCode::InvalidGameDir,
+                "superseded by a newer SetGameDir request",
+            )),
+            Ok((path, library)) => {
+                let games = library.games.len() as u32;
+                let dir_changed = self.game_dir.as_ref() != Some(&path);
+                let library_changed = self.library != library;
+                self.game_dir = Some(path.clone());
+                self.library = library;
+                tracing::info!(game_dir = %path.display(), games, "game directory in use");
+                if dir_changed {
+                    self.publish(PeerEvent::GameDirChanged { path: path.clone() });
+                }
+                if dir_changed || library_changed {
+                    self.publish_library();
+                }
+                serde_json::to_value(SetGameDirResult { path, games }).map_err(internal)
+            }
+        };
+        if let Some(reply) = scan.reply {
+            let _ = reply.send(CommandOutcome::Reply(outcome));
+        }
+    }
+
+    fn publish_library(&mut self) {
+        let games = self.merged_library();
+        self.publish(PeerEvent::LibrarySnapshot { games });
+    }
+
+    /// Stamps `event` with the next sequence number and sends it to every
+    /// subscriber. Never blocks: slow subscribers lag and are dropped by
+    /// their connection.
+    fn publish(&mut self, event: PeerEvent) {
+        self.last_seq += 1;
+        let _ = self.events.send(EventMessage {
+            seq: self.last_seq,
+            event,
+        });
+    }
+
+    /// The library clients see: every local cataloged game. Remote titles
+    /// join it when peers exist (SPEC §3 `PeerGameDB`).
+    fn merged_library(&self) -> Vec<GameSummary> {
+        self.library
+            .games
+            .values()
+            .map(|game| GameSummary {
+                id: game.id.clone(),
+                name: game.name.clone(),
+                version: game.version.clone(),
+                downloaded: game.downloaded,
+                installed: game.installed,
+                size: game.size,
+                peers: 0,
+            })
+            .collect()
+    }
+
+    fn peer_count(&self) -> u32 {
+        self.peers.len() as u32
+    }
+
+    fn status(&self) -> DaemonStatus {
+        DaemonStatus {
+            peer_id: self.identity.peer_id.clone(),
+            name: self.identity.name.clone(),
+            game_dir: self.game_dir.clone(),
+            peer_count: self.peer_count(),
+            local_games: self.library.games.len() as u32,
+            daemon_version: self.identity.daemon_version.to_owned(),
+            protocol: PROTOCOL_VERSION,
+            uptime_secs: self.started.elapsed().as_secs(),
+            unavailable: vec![UnavailableComponent {
+                component: "peers".into(),
+                reason: "mDNS discovery and the QUIC transport are not part of this build yet"
+                    .into(),
+            }],
+        }
+    }
+}
+
+/// Validates `path`, scans it, and remembers it in the state dir.
+/// Blocking: runs on a blocking thread.
+pub fn adopt_game_dir(
+    path: &std::path::Path,
+    catalog: &Catalog,
+    index: &Mutex<LibraryIndex>,
+    state_dir: &StateDir,
+) -> Result<(PathBuf, LocalLibrary), IpcError> {
+    let invalid =
+        |err: &dyn std::error::Error| IpcError::new(ErrorCode::InvalidGameDir, err_chain(err));
+    let path = validate_game_dir(path).map_err(|err| invalid(&err))?;
+    let library = scan_game_dir(&path, catalog, index, state_dir).map_err(|err| invalid(&*err))?;
+    state_dir
+        .save_game_dir(&path)
+        .map_err(|err| IpcError::new(ErrorCode::Internal, err_chain(&err)))?;
+    Ok((path, library))
+}
+
+/// Scans `game_dir` with the shared index and saves the index. Blocking.
+pub fn scan_game_dir(
+    game_dir: &std::path::Path,
+    catalog: &Catalog,
+    index: &Mutex<LibraryIndex>,
+    state_dir: &StateDir,
+) -> Result<LocalLibrary, Box<dyn std::error::Error + Send + Sync>> {
+    // Poisoning only means another scan panicked; the index is a cache.
+    let mut index = index
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (library, stats) = scan_local_library(game_dir, catalog, &mut index)?;
+    tracing::debug!(game_dir = %game_dir.display(), walked = stats.walked, reused = stats.reused, skipped = stats.skipped, "library scanned");
+    if let Err(err) = index.save(state_dir.path()) {
+        tracing::warn!(cause = %err, "cannot save library index");
+    }
+    Ok(library)
+}
+
+/// `err` and its sources, joined with ": ".
+pub fn err_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn to_reply(value: &impl Serialize) -> CommandOutcome {
+    CommandOutcome::Reply(serde_json::to_value(value).map_err(internal))
+}
+
+fn internal(err: serde_json::Error) -> IpcError {
+    IpcError::new(ErrorCode::Internal, format!("cannot encode reply: {err}"))
+}
+
+fn not_available(command: &PeerCommand, machinery: &str) -> CommandOutcome {
+    CommandOutcome::Reply(Err(IpcError::new(
+        ErrorCode::NotAvailable,
+        format!(
+            "{} is not available: {machinery} is not part of this build yet",
+            command.name()
+        ),
+    )))
+}

@@ -1,0 +1,133 @@
+//! `lanspreadd`: the lanspread daemon as a library.
+//!
+//! [`run`] wires the pieces together: state dir, catalog, the local library,
+//! the daemon core and the IPC server. The binary (`main.rs`) only turns
+//! flags and signals into a [`Config`] and a shutdown future; the tests call
+//! [`run`] directly.
+
+pub mod catalog;
+pub mod core;
+pub mod game_dir;
+pub mod ipc;
+pub mod library;
+pub mod state_dir;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Catalog;
+use crate::core::{Daemon, DaemonParts, Identity, adopt_game_dir};
+use crate::ipc::{AccessPolicy, BindError, IpcServer};
+use crate::library::{LibraryIndex, LocalLibrary};
+use crate::state_dir::{StateDir, StateDirError};
+
+/// Default file mode of the socket: anyone may connect; what they may do
+/// is decided per connection from their credentials.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o666;
+
+/// Everything the daemon needs to start, already resolved from flags,
+/// environment and defaults.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Game directory from `--game-dir`; falls back to the one remembered
+    /// in the state dir.
+    pub game_dir: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub socket_mode: u32,
+    pub catalog: Catalog,
+    /// Name announced to peers and shown in `status`.
+    pub name: String,
+    /// Group whose members get operator access (`None`: nobody beyond root
+    /// and the daemon's user).
+    pub operator_group: Option<String>,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
+    #[error("--game-dir refused")]
+    GameDir(#[source] lanspread_proto::ipc::IpcError),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// Runs the daemon until `shutdown` is cancelled. `on_ready` is called once
+/// the socket accepts clients (systemd readiness, tests).
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(),
+) -> Result<(), StartError> {
+    let state_dir = StateDir::open(&config.state_dir)?;
+    let peer_id = state_dir.peer_id()?;
+    let identity = Arc::new(Identity {
+        peer_id,
+        name: config.name.clone(),
+        daemon_version: env!("CARGO_PKG_VERSION"),
+    });
+    let catalog = Arc::new(config.catalog);
+    let index = Arc::new(Mutex::new(LibraryIndex::load(state_dir.path())));
+    let (game_dir, library) =
+        initial_game_dir(config.game_dir, &catalog, &index, &state_dir).await?;
+
+    let server = IpcServer::bind(&config.socket, config.socket_mode).await?;
+    let (daemon, core, inbox) = Daemon::new(DaemonParts {
+        identity: Arc::clone(&identity),
+        catalog,
+        state_dir,
+        game_dir,
+        library,
+        index,
+    });
+    tracing::info!(peer_id = %identity.peer_id, name = %identity.name, "lanspreadd started");
+    on_ready();
+    let core_task = tokio::spawn(daemon.run(inbox, shutdown.clone().cancelled_owned()));
+    server
+        .serve(
+            core,
+            identity,
+            AccessPolicy::new(config.operator_group),
+            shutdown,
+        )
+        .await;
+    let _ = core_task.await;
+    tracing::info!("lanspreadd stopped");
+    Ok(())
+}
+
+/// The game directory to start with and its first scan: `--game-dir` must
+/// be valid (a refusal stops the start), a remembered one that went bad is
+/// logged and left unset.
+async fn initial_game_dir(
+    flag: Option<PathBuf>,
+    catalog: &Arc<Catalog>,
+    index: &Arc<Mutex<LibraryIndex>>,
+    state_dir: &StateDir,
+) -> Result<(Option<PathBuf>, LocalLibrary), StartError> {
+    let from_flag = flag.is_some();
+    let Some(candidate) = flag.or_else(|| state_dir.saved_game_dir()) else {
+        tracing::info!("no game directory yet; waiting for SetGameDir");
+        return Ok((None, LocalLibrary::default()));
+    };
+    let (catalog, index, state) = (Arc::clone(catalog), Arc::clone(index), state_dir.clone());
+    let adopted =
+        tokio::task::spawn_blocking(move || adopt_game_dir(&candidate, &catalog, &index, &state))
+            .await
+            .expect("adopting a game directory does not panic");
+    match adopted {
+        Ok((path, library)) => {
+            tracing::info!(game_dir = %path.display(), games = library.games.len(), "game directory in use");
+            Ok((Some(path), library))
+        }
+        Err(err) if from_flag => Err(StartError::GameDir(err)),
+        Err(err) => {
+            tracing::warn!(cause = %err.message, "remembered game directory is unusable; waiting for SetGameDir");
+            Ok((None, LocalLibrary::default()))
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The lightweight library index kept in the state dir: per root, the
+//! fingerprint that proves it unchanged and the scan result it produced, so
+//! an unchanged root is not walked again.
+//!
+//! The index is a cache. A missing, unreadable or foreign index costs a full
+//! walk and nothing else.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use lanspread_proto::model::{GameId, Version};
+use serde::{Deserialize, Serialize};
+
+/// File name of the index inside the state dir.
+pub const INDEX_FILE_NAME: &str = "library-index.json";
+
+/// Bumped when the index layout changes; other formats are discarded.
+const INDEX_FORMAT: u32 = 1;
+
+/// Everything the daemon remembers about the roots of one game directory.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LibraryIndex {
+    format: u32,
+    /// The game directory the entries belong to.
+    game_dir: PathBuf,
+    pub(super) roots: BTreeMap<GameId, IndexedRoot>,
+}
+
+/// What a walk of one root found, and the fingerprint it was taken under.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct IndexedRoot {
+    pub fingerprint: RootFingerprint,
+    pub version: Option<Version>,
+    pub files: Vec<IndexedFile>,
+}
+
+/// Modification times that change whenever the root's file set or sentinel
+/// changes: every served directory (adding, removing or renaming an entry
+/// touches its parent) and `version.ini`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct RootFingerprint {
+    /// `(relative path, mtime)` of the root (`""`) and each served directory.
+    pub dirs: Vec<(String, Option<i128>)>,
+    /// `(len, mtime)` of `version.ini`, if present.
+    pub version_ini: Option<(u64, Option<i128>)>,
+}
+
+/// One served file or directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct IndexedFile {
+    pub relative_path: String,
+    pub is_dir: bool,
+    pub size: u64,
+}
+
+/// Nanoseconds since the epoch, if the platform reports a modification time.
+pub(super) fn mtime_ns(meta: &std::fs::Metadata) -> Option<i128> {
+    let mtime = meta.modified().ok()?;
+    Some(match mtime.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => after.as_nanos() as i128,
+        Err(before) => -(before.duration().as_nanos() as i128),
+    })
+}
+
+impl LibraryIndex {
+    /// Loads the index from `state_dir`, or an empty one (with a log line
+    /// saying why) when it is missing or unreadable.
+    pub fn load(state_dir: &Path) -> Self {
+        let path = state_dir.join(INDEX_FILE_NAME);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Self::default(),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), cause = %err, "cannot read library index, rebuilding it");
+                return Self::default();
+            }
+        };
+        match serde_json::from_slice::<Self>(&bytes) {
+            Ok(index) if index.format == INDEX_FORMAT => index,
+            Ok(_) => Self::default(),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), cause = %err, "library index is corrupt, rebuilding it");
+                Self::default()
+            }
+        }
+    }
+
+    /// Writes the index atomically (temp file, fsync, rename).
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        let mut tmp = tempfile::NamedTempFile::new_in(state_dir)?;
+        let json = serde_json::to_vec(&IndexRef {
+            format: INDEX_FORMAT,
+            game_dir: &self.game_dir,
+            roots: &self.roots,
+        })
+        .map_err(std::io::Error::other)?;
+        tmp.write_all(&json)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(state_dir.join(INDEX_FILE_NAME))
+            .map_err(|err| err.error)?;
+        Ok(())
+    }
+
+    /// Forgets everything unless the index belongs to `game_dir`.
+    pub(super) fn retarget(&mut self, game_dir: &Path) {
+        if self.game_dir != game_dir {
+            self.roots.clear();
+            self.game_dir = game_dir.to_owned();
+        }
+        self.format = INDEX_FORMAT;
+    }
+}
+
+/// Borrowed view of [`LibraryIndex`] for saving without a clone.
+#[derive(Serialize)]
+struct IndexRef<'a> {
+    format: u32,
+    game_dir: &'a Path,
+    roots: &'a BTreeMap<GameId, IndexedRoot>,
+}

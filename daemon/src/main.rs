@@ -1,0 +1,180 @@
+//! `lanspreadd`: flags and environment, logging, signals; then
+//! [`lanspreadd::run`].
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use lanspreadd::Config;
+use lanspreadd::catalog::Catalog;
+use tokio_util::sync::CancellationToken;
+
+/// The lanspread daemon: finds peers on the LAN, shares and downloads
+/// games, and answers clients on a local socket.
+///
+/// Every flag can also be set in the environment as LANSPREAD_<FLAG>
+/// (for example LANSPREAD_GAME_DIR). Logs go to stderr, filtered by
+/// RUST_LOG (default: info).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Directory holding one folder per game. May be set later with
+    /// `lanspreadctl set-game-dir`; remembered in the state dir.
+    #[arg(long, env = "LANSPREAD_GAME_DIR", value_name = "DIR")]
+    game_dir: Option<PathBuf>,
+
+    /// Where the daemon keeps its peer id, library index and download
+    /// journal [default: $STATE_DIRECTORY, /var/lib/lanspread as root,
+    /// else $XDG_STATE_HOME/lanspread]
+    #[arg(long, env = "LANSPREAD_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// IPC socket path [default: $RUNTIME_DIRECTORY/lanspreadd.sock,
+    /// /run/lanspread/lanspreadd.sock as root, else
+    /// $XDG_RUNTIME_DIR/lanspread/lanspreadd.sock]
+    #[arg(long, env = "LANSPREAD_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// Catalog of known games (a JSON array of {"id", "name", …});
+    /// replaces the bundled one.
+    #[arg(long, env = "LANSPREAD_CATALOG", value_name = "FILE")]
+    catalog: Option<PathBuf>,
+
+    /// Name shown to peers and in status [default: the host name]
+    #[arg(long, env = "LANSPREAD_NAME")]
+    name: Option<String>,
+
+    /// Members of this group get full access over the socket; other users
+    /// are read-only. An empty value leaves only root and the daemon's user.
+    #[arg(
+        long,
+        env = "LANSPREAD_OPERATOR_GROUP",
+        value_name = "GROUP",
+        default_value = "lanspread"
+    )]
+    operator_group: String,
+
+    /// File mode of the socket, in octal (0666: anyone may connect and
+    /// read; 0660: only the socket's group may connect).
+    #[arg(long, env = "LANSPREAD_SOCKET_MODE", value_name = "MODE", value_parser = parse_mode, default_value = "0666")]
+    socket_mode: u32,
+
+    /// Log line format.
+    #[arg(long, env = "LANSPREAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("{text:?} is not an octal file mode"))?;
+    if mode > 0o777 {
+        return Err(format!("{text:?} is not a file mode (at most 0777)"));
+    }
+    Ok(mode)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let config = resolve(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("lanspreadd")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        lanspreadd::run(config, shutdown, || {
+            // A no-op outside systemd (no NOTIFY_SOCKET).
+            if let Err(err) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+                tracing::warn!(cause = %err, "cannot notify systemd of readiness");
+            }
+        })
+        .await
+        .map_err(anyhow::Error::from)
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn resolve(args: Args) -> anyhow::Result<Config> {
+    let catalog = match &args.catalog {
+        Some(path) => Catalog::load(path)?,
+        None => Catalog::bundled(),
+    };
+    let name = args.name.unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "lanspread".into())
+    });
+    Ok(Config {
+        game_dir: args.game_dir,
+        state_dir: args.state_dir.unwrap_or_else(default_state_dir),
+        socket: args
+            .socket
+            .unwrap_or_else(lanspread_proto::client::default_socket_path),
+        socket_mode: args.socket_mode,
+        catalog,
+        name,
+        operator_group: Some(args.operator_group).filter(|g| !g.is_empty()),
+    })
+}
+
+/// `$STATE_DIRECTORY` (systemd), `/var/lib/lanspread` as root, else
+/// `$XDG_STATE_HOME/lanspread` (`~/.local/state/lanspread`).
+fn default_state_dir() -> PathBuf {
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = env("STATE_DIRECTORY") {
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        return PathBuf::from(first);
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/lanspread");
+    }
+    env("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|home| PathBuf::from(home).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("lanspread")
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = which, "shutting down");
+    shutdown.cancel();
+}

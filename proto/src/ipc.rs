@@ -1,0 +1,423 @@
+//! The IPC protocol between `lanspreadd` and its clients (docs/ipc.md).
+//!
+//! Newline-delimited JSON over a local socket, UTF-8, one object per line,
+//! at most [`MAX_LINE_BYTES`] per line. The daemon speaks first with a
+//! [`ServerMessage::Hello`]; a client sends [`ClientRequest`]s with ids of
+//! its choosing and gets one [`ServerMessage::Reply`] per request, in order.
+//! After `Subscribe`, [`ServerMessage::Event`]s are pushed, each with a
+//! sequence number.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{GameFileDescription, GameId, GameSummary, PeerInfo};
+
+/// The one IPC protocol version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest line either side accepts, in bytes (without the newline).
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// A line sent by a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRequest {
+    /// Chosen by the client; echoed in the reply.
+    pub id: u64,
+    pub command: PeerCommand,
+}
+
+/// Everything a client can ask the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum PeerCommand {
+    /// The merged library (local + peers).
+    ListGames,
+    /// Ask the peers holding the latest version for the game's manifest;
+    /// answered by a `GotGameFiles` event.
+    GetGame {
+        id: GameId,
+    },
+    /// Like `GetGame`, but for an update: local archives are ignored.
+    FetchLatestFromPeers {
+        id: GameId,
+    },
+    /// Download the listed files of a game.
+    DownloadGameFiles {
+        id: GameId,
+        files: Vec<GameFileDescription>,
+    },
+    InstallGame {
+        id: GameId,
+    },
+    UninstallGame {
+        id: GameId,
+    },
+    /// Switch the game directory (absolute, existing, writable directory).
+    SetGameDir {
+        path: PathBuf,
+    },
+    GetPeerCount,
+    /// Start the event stream on this connection.
+    Subscribe,
+    Status,
+    ListPeers,
+    CancelDownload {
+        id: GameId,
+    },
+}
+
+impl PeerCommand {
+    /// Every command name, as it appears in the `type` field.
+    pub const NAMES: &'static [&'static str] = &[
+        "ListGames",
+        "GetGame",
+        "FetchLatestFromPeers",
+        "DownloadGameFiles",
+        "InstallGame",
+        "UninstallGame",
+        "SetGameDir",
+        "GetPeerCount",
+        "Subscribe",
+        "Status",
+        "ListPeers",
+        "CancelDownload",
+    ];
+
+    /// The command's name as it appears in the `type` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ListGames => "ListGames",
+            Self::GetGame { .. } => "GetGame",
+            Self::FetchLatestFromPeers { .. } => "FetchLatestFromPeers",
+            Self::DownloadGameFiles { .. } => "DownloadGameFiles",
+            Self::InstallGame { .. } => "InstallGame",
+            Self::UninstallGame { .. } => "UninstallGame",
+            Self::SetGameDir { .. } => "SetGameDir",
+            Self::GetPeerCount => "GetPeerCount",
+            Self::Subscribe => "Subscribe",
+            Self::Status => "Status",
+            Self::ListPeers => "ListPeers",
+            Self::CancelDownload { .. } => "CancelDownload",
+        }
+    }
+
+    /// Whether a read-only client may issue this command: reading state and
+    /// following events, nothing that changes anything or reaches peers.
+    pub fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            Self::ListGames | Self::GetPeerCount | Self::Subscribe | Self::Status | Self::ListPeers
+        )
+    }
+}
+
+/// A line sent by the daemon.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First line on every connection.
+    Hello(Hello),
+    /// The answer to one request.
+    Reply(Reply),
+    /// A pushed event (after `Subscribe`).
+    Event(EventMessage),
+    /// The daemon is closing this connection, and why.
+    Closing { reason: String },
+}
+
+/// The daemon's greeting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub daemon_version: String,
+    pub protocol: u32,
+    pub peer_id: String,
+    /// What this connection may do, decided from its peer credentials.
+    pub access: Access,
+}
+
+/// What a connection may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Every command.
+    Operator,
+    /// Only reads: `ListGames`, `Status`, `ListPeers`, `GetPeerCount`,
+    /// `Subscribe`.
+    ReadOnly,
+}
+
+/// The answer to one request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The request's id; `None` when the line did not parse far enough to
+    /// carry one.
+    pub id: Option<u64>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Result or error of a request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The command's result; its shape depends on the command (docs/ipc.md).
+    Result(serde_json::Value),
+    Error(IpcError),
+}
+
+/// A failed request: a stable code for programs, a message for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl IpcError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for IpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code.as_str())
+    }
+}
+
+impl std::error::Error for IpcError {}
+
+/// Stable error codes (docs/ipc.md lists them with their meaning).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The line is not JSON.
+    MalformedJson,
+    /// The line is longer than [`MAX_LINE_BYTES`].
+    LineTooLong,
+    /// The command's `type` is not one this daemon knows.
+    UnknownCommand,
+    /// JSON, but not a valid request (missing or mistyped field, bad id).
+    InvalidRequest,
+    /// The connection's access level does not allow the command.
+    PermissionDenied,
+    /// The command exists but its machinery is not available in this
+    /// daemon (yet, or not right now).
+    NotAvailable,
+    /// `SetGameDir` refused the path.
+    InvalidGameDir,
+    /// No game directory is set.
+    NoGameDir,
+    /// The daemon failed internally; the message says what.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::LineTooLong => "line_too_long",
+            Self::UnknownCommand => "unknown_command",
+            Self::InvalidRequest => "invalid_request",
+            Self::PermissionDenied => "permission_denied",
+            Self::NotAvailable => "not_available",
+            Self::InvalidGameDir => "invalid_game_dir",
+            Self::NoGameDir => "no_game_dir",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// A pushed event with its sequence number.
+///
+/// Sequence numbers grow by one per event the daemon publishes. The first
+/// event after `Subscribe` is a [`PeerEvent::LibrarySnapshot`] carrying the
+/// number of the last event it reflects; the next live event has that
+/// number plus one, so a gap means events were missed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMessage {
+    pub seq: u64,
+    pub event: PeerEvent,
+}
+
+/// Everything the daemon reports on its event stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum PeerEvent {
+    /// The whole merged library; sent first after `Subscribe` and after
+    /// every change.
+    LibrarySnapshot {
+        games: Vec<GameSummary>,
+    },
+    /// The game directory changed (`SetGameDir`).
+    GameDirChanged {
+        path: PathBuf,
+    },
+    /// The manifest of a game gathered from peers.
+    GotGameFiles {
+        id: GameId,
+        files: Vec<GameFileDescription>,
+    },
+    /// No peer holds the requested game.
+    NoPeersHaveGame {
+        id: GameId,
+    },
+    DownloadGameFilesBegin {
+        id: GameId,
+    },
+    DownloadGameFilesProgress {
+        id: GameId,
+        bytes_done: u64,
+        bytes_total: u64,
+        /// Bytes per second over the last interval.
+        rate: u64,
+        peers: u32,
+    },
+    DownloadGameFilesFinished {
+        id: GameId,
+    },
+    DownloadGameFilesFailed {
+        id: GameId,
+        reason: String,
+    },
+    DownloadGameFilesCancelled {
+        id: GameId,
+    },
+    InstallGameBegin {
+        id: GameId,
+    },
+    InstallGameFinished {
+        id: GameId,
+    },
+    InstallGameFailed {
+        id: GameId,
+        reason: String,
+    },
+    UninstallGameBegin {
+        id: GameId,
+    },
+    UninstallGameFinished {
+        id: GameId,
+    },
+    UninstallGameFailed {
+        id: GameId,
+        reason: String,
+    },
+    /// A subsystem failed and is retrying or stopped.
+    RuntimeFailed {
+        component: String,
+        reason: String,
+    },
+    PeerDiscovered {
+        peer: PeerInfo,
+    },
+    PeerConnected {
+        peer: PeerInfo,
+    },
+    PeerLost {
+        peer_id: String,
+    },
+    PeerCountChanged {
+        count: u32,
+    },
+}
+
+/// Result of `SetGameDir`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetGameDirResult {
+    /// The directory now in use.
+    pub path: PathBuf,
+    /// Cataloged games found in it.
+    pub games: u32,
+}
+
+/// Result of `GetPeerCount`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCountResult {
+    pub count: u32,
+}
+
+/// Result of `Subscribe`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeResult {
+    /// Sequence number of the snapshot event that follows.
+    pub seq: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_carry_either_result_or_error() {
+        let ok = ServerMessage::Reply(Reply {
+            id: Some(3),
+            outcome: Outcome::Result(serde_json::json!({"count": 0})),
+        });
+        let json = serde_json::to_value(&ok).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "reply", "id": 3, "result": {"count": 0}})
+        );
+        let err = ServerMessage::Reply(Reply {
+            id: None,
+            outcome: Outcome::Error(IpcError::new(ErrorCode::MalformedJson, "x")),
+        });
+        let json = serde_json::to_value(&err).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "reply", "id": null, "error": {"code": "malformed_json", "message": "x"}})
+        );
+        assert_eq!(serde_json::from_value::<ServerMessage>(json).unwrap(), err);
+    }
+
+    #[test]
+    fn error_code_names_match_their_serialization() {
+        use ErrorCode::*;
+        for code in [
+            MalformedJson,
+            LineTooLong,
+            UnknownCommand,
+            InvalidRequest,
+            PermissionDenied,
+            NotAvailable,
+            InvalidGameDir,
+            NoGameDir,
+            Internal,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+
+    #[test]
+    fn command_names_match_their_type_tag() {
+        let id = GameId::new("x").unwrap();
+        let commands = [
+            PeerCommand::ListGames,
+            PeerCommand::GetGame { id: id.clone() },
+            PeerCommand::FetchLatestFromPeers { id: id.clone() },
+            PeerCommand::DownloadGameFiles {
+                id: id.clone(),
+                files: vec![],
+            },
+            PeerCommand::InstallGame { id: id.clone() },
+            PeerCommand::UninstallGame { id: id.clone() },
+            PeerCommand::SetGameDir { path: "/g".into() },
+            PeerCommand::GetPeerCount,
+            PeerCommand::Subscribe,
+            PeerCommand::Status,
+            PeerCommand::ListPeers,
+            PeerCommand::CancelDownload { id },
+        ];
+        assert_eq!(commands.len(), PeerCommand::NAMES.len());
+        for command in commands {
+            let json = serde_json::to_value(&command).unwrap();
+            assert_eq!(json["type"], command.name());
+            assert!(PeerCommand::NAMES.contains(&command.name()));
+        }
+    }
+}

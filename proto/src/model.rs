@@ -1,0 +1,253 @@
+//! The shared model: what a game, a version, a file and a peer are.
+//!
+//! Pure data and pure rules (id validation, version ordering); no I/O.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted game id, in bytes.
+pub const MAX_GAME_ID_LEN: usize = 64;
+
+/// A game id: the folder name of a game root. Lower-case ASCII letters,
+/// digits, `-` and `_`, 1 to [`MAX_GAME_ID_LEN`] bytes.
+///
+/// Validated on construction and on deserialization, so a `GameId` in hand
+/// is always safe to join onto a game directory.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct GameId(String);
+
+/// Why a string is not a [`GameId`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidGameId(pub String);
+
+impl fmt::Display for InvalidGameId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid game id {:?}: expected 1 to {MAX_GAME_ID_LEN} characters from a-z, 0-9, '-' and '_'",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for InvalidGameId {}
+
+impl GameId {
+    /// Validates `id` and wraps it.
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidGameId> {
+        let id = id.into();
+        let valid = !id.is_empty()
+            && id.len() <= MAX_GAME_ID_LEN
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if valid {
+            Ok(Self(id))
+        } else {
+            Err(InvalidGameId(id))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for GameId {
+    type Error = InvalidGameId;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<GameId> for String {
+    fn from(value: GameId) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for GameId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A game's version (the "ETI version" from `version.ini`).
+///
+/// Ordering: when both sides parse as dotted numbers (`1.10`, `20240612`)
+/// they compare component by component as integers (`1.10 > 1.9`, a missing
+/// component counts as 0); otherwise they compare by bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Version(String);
+
+impl Version {
+    pub fn new(version: impl Into<String>) -> Self {
+        Self(version.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The dotted-number components, if every component is a decimal integer.
+    fn numeric_components(&self) -> Option<Vec<u128>> {
+        self.0
+            .split('.')
+            .map(|part| {
+                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    None
+                } else {
+                    part.parse::<u128>().ok()
+                }
+            })
+            .collect()
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self.numeric_components(), other.numeric_components()) {
+            (Some(a), Some(b)) => {
+                let len = a.len().max(b.len());
+                let component = |v: &[u128], i: usize| v.get(i).copied().unwrap_or(0);
+                (0..len)
+                    .map(|i| component(&a, i).cmp(&component(&b, i)))
+                    .find(|o| o.is_ne())
+                    // Equal numerically ("1.0" vs "1"): fall back to bytes so
+                    // Ord stays consistent with Eq.
+                    .unwrap_or_else(|| self.0.as_bytes().cmp(other.0.as_bytes()))
+            }
+            _ => self.0.as_bytes().cmp(other.0.as_bytes()),
+        }
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One row of the merged library, as `ListGames` and `lanspreadctl games`
+/// report it. The field set is a public contract (docs/ipc.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GameSummary {
+    pub id: GameId,
+    /// Display name from the catalog.
+    pub name: String,
+    /// Latest known version (local or from peers); `None` if unknown.
+    pub version: Option<Version>,
+    /// This host holds the game's files (its `version.ini` is present).
+    pub downloaded: bool,
+    /// This host has it installed (`local/` is a directory).
+    pub installed: bool,
+    /// Bytes of the served files on this host (0 when not downloaded).
+    pub size: u64,
+    /// How many peers hold the latest version.
+    pub peers: u32,
+}
+
+/// One entry of a game's file manifest, relative to its game root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GameFileDescription {
+    /// Path relative to the game root, `/`-separated, never absolute, never
+    /// containing `..`.
+    pub relative_path: String,
+    pub is_dir: bool,
+    /// File length in bytes (0 for directories).
+    pub size: u64,
+    /// Hex BLAKE3 hash of each [`crate::wire::CHUNK_SIZE`] chunk, in order.
+    /// Empty for directories and empty files.
+    #[serde(default)]
+    pub chunk_hashes: Vec<String>,
+}
+
+/// A peer as `ListPeers` and `lanspreadctl peers` report it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub name: String,
+    /// The address the daemon dials (`ip:port`).
+    pub address: String,
+}
+
+/// What the daemon reports for `Status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub peer_id: String,
+    /// This daemon's human-readable name (announced to peers).
+    pub name: String,
+    /// The game directory, or `None` while it is unset.
+    pub game_dir: Option<PathBuf>,
+    pub peer_count: u32,
+    /// Number of cataloged games in the local library.
+    pub local_games: u32,
+    /// `lanspreadd` version.
+    pub daemon_version: String,
+    /// The IPC protocol version.
+    pub protocol: u32,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// Subsystems that are not running, each with the reason.
+    pub unavailable: Vec<UnavailableComponent>,
+}
+
+/// A part of the daemon that is not running, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnavailableComponent {
+    pub component: String,
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn game_ids_follow_the_spec_alphabet() {
+        for ok in ["openarena", "quake3", "ut-2004", "a_b", "0"] {
+            assert!(GameId::new(ok).is_ok(), "{ok} should be valid");
+        }
+        let too_long = "a".repeat(MAX_GAME_ID_LEN + 1);
+        for bad in [
+            "",
+            "Quake",
+            "a b",
+            "../x",
+            "a/b",
+            ".hidden",
+            "é",
+            too_long.as_str(),
+        ] {
+            assert!(GameId::new(bad).is_err(), "{bad:?} should be invalid");
+        }
+        assert!(serde_json::from_str::<GameId>("\"UPPER\"").is_err());
+    }
+
+    #[test]
+    fn versions_compare_as_dotted_numbers_where_both_parse() {
+        let v = Version::new;
+        assert!(v("1.10") > v("1.9"));
+        assert!(v("20240612") > v("20231101"));
+        assert!(v("2") > v("1.99.99"));
+        assert!(v("1.0.1") > v("1.0"));
+        assert!(v("1.0") != v("1"));
+        assert_eq!(v("1.2").cmp(&v("1.2")), Ordering::Equal);
+        // Mixed: byte order.
+        assert!(v("1.10-beta") < v("1.9-beta"));
+        assert!(v("b") > v("a"));
+        let latest = [v("1.9"), v("1.10"), v("1.2")].into_iter().max().unwrap();
+        assert_eq!(latest, v("1.10"));
+    }
+}
