@@ -1,1 +1,168 @@
-fn main() {}
+//! `lanspreadctl`: drives `lanspreadd` over its local socket.
+//!
+//! One file per subcommand under `cmd/`; this file parses flags, connects,
+//! and maps failures to the exit codes of SPEC §9.
+
+mod cmd;
+mod format;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lanspread_proto::client::{ClientError, IpcClient, default_socket_path};
+
+/// Exit code: the daemon could not be reached.
+const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code: the operation failed.
+const EXIT_FAILED: u8 = 1;
+
+/// Control lanspreadd, the lanspread daemon.
+///
+/// Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 the
+/// daemon is not reachable.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// The daemon's socket [default: as lanspreadd chooses it]
+    #[arg(long, global = true, env = "LANSPREAD_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// Print machine-readable JSON (the shapes are documented in docs/ipc.md)
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the daemon's identity, game directory and peer count
+    Status,
+    /// List the library: local games and games peers hold
+    Games,
+    /// List the peers this daemon knows
+    Peers,
+    /// Ask peers for a game's file list
+    Get { id: String },
+    /// Download a game from the peers that hold its latest version
+    Download { id: String },
+    /// Update a game to the latest version peers hold
+    Update { id: String },
+    /// Install a downloaded game
+    Install { id: String },
+    /// Uninstall a game (its archives stay)
+    Uninstall { id: String },
+    /// Cancel a running download
+    Cancel { id: String },
+    /// Set the game directory (relative paths are taken from here)
+    SetGameDir { path: PathBuf },
+    /// Follow the event stream, one JSON object a line, until interrupted
+    Events,
+}
+
+/// Output options every subcommand honours.
+#[derive(Clone, Copy, Debug)]
+pub struct Output {
+    pub json: bool,
+}
+
+/// A subcommand's failure.
+#[derive(Debug)]
+pub enum Failure {
+    /// Talking to the daemon failed, or the daemon refused.
+    Client(ClientError),
+    /// Checked on this side before asking the daemon.
+    Usage(String),
+}
+
+impl From<ClientError> for Failure {
+    fn from(err: ClientError) -> Self {
+        Self::Client(err)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let socket = cli.socket.clone().unwrap_or_else(default_socket_path);
+    let output = Output { json: cli.json };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("lanspreadctl: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(run(cli.command, &socket, output)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("lanspreadctl: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Client(err)) => report(&err, &socket),
+    }
+}
+
+async fn run(command: Command, socket: &std::path::Path, output: Output) -> Result<(), Failure> {
+    let mut client = IpcClient::connect(socket).await?;
+    match command {
+        Command::Status => cmd::status::run(&mut client, output).await,
+        Command::Games => cmd::games::run(&mut client, output).await,
+        Command::Peers => cmd::peers::run(&mut client, output).await,
+        Command::SetGameDir { path } => cmd::set_game_dir::run(&mut client, output, &path).await,
+        Command::Events => cmd::events::run(&mut client).await,
+        Command::Get { id } => {
+            cmd::operation::run(&mut client, output, cmd::operation::Kind::Get, &id).await
+        }
+        Command::Download { id } => {
+            cmd::operation::run(&mut client, output, cmd::operation::Kind::Download, &id).await
+        }
+        Command::Update { id } => {
+            cmd::operation::run(&mut client, output, cmd::operation::Kind::Update, &id).await
+        }
+        Command::Install { id } => {
+            cmd::operation::run(&mut client, output, cmd::operation::Kind::Install, &id).await
+        }
+        Command::Uninstall { id } => {
+            cmd::operation::run(&mut client, output, cmd::operation::Kind::Uninstall, &id).await
+        }
+        Command::Cancel { id } => {
+            cmd::operation::run(&mut client, output, cmd::operation::Kind::Cancel, &id).await
+        }
+    }
+}
+
+/// Prints `err` for people and returns the matching exit code.
+fn report(err: &ClientError, socket: &std::path::Path) -> ExitCode {
+    if err.is_unreachable() {
+        let cause = std::error::Error::source(err)
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        eprintln!(
+            "lanspreadctl: cannot reach lanspreadd at {}{cause}\n  is the daemon running? choose another socket with --socket or LANSPREAD_SOCKET",
+            socket.display()
+        );
+        return ExitCode::from(EXIT_UNREACHABLE);
+    }
+    match err.daemon_error() {
+        Some(refusal) => eprintln!(
+            "lanspreadctl: {} [{}]",
+            refusal.message,
+            refusal.code.as_str()
+        ),
+        None => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("lanspreadctl: {text}");
+        }
+    }
+    ExitCode::from(EXIT_FAILED)
+}

@@ -138,6 +138,14 @@ impl Connection {
                 line = self.framed.next() => match line {
                     None if after_error => { after_error = false; Ok(()) }
                     None => Err(Ended::ClientClosed),
+                    // The codec consumed the line before finding it is not UTF-8.
+                    Some(Err(LinesCodecError::Io(err))) if err.kind() == std::io::ErrorKind::InvalidData => {
+                        after_error = true;
+                        self.reply(None, Err(IpcError::new(
+                            ErrorCode::MalformedJson,
+                            "line is not UTF-8, skipped",
+                        ))).await
+                    }
                     Some(Err(LinesCodecError::Io(err))) => Err(Ended::Io(err)),
                     Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
                         after_error = true;

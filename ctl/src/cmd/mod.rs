@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub mod events;
+pub mod games;
+pub mod operation;
+pub mod peers;
+pub mod set_game_dir;
+pub mod status;
