@@ -205,11 +205,9 @@ impl Daemon {
             PeerCommand::GetGame { .. }
             | PeerCommand::FetchLatestFromPeers { .. }
             | PeerCommand::DownloadGameFiles { .. }
-            | PeerCommand::CancelDownload { .. } => {
-                not_available(&command, "the download pipeline")
-            }
+            | PeerCommand::CancelDownload { .. } => not_available(&command, "download pipeline"),
             PeerCommand::InstallGame { .. } | PeerCommand::UninstallGame { .. } => {
-                not_available(&command, "the install transactions")
+                not_available(&command, "install transactions")
             }
         };
         // The client may have gone; nothing to do then.
@@ -397,7 +395,7 @@ fn not_available(command: &PeerCommand, machinery: &str) -> CommandOutcome {
     CommandOutcome::Reply(Err(IpcError::new(
         ErrorCode::NotAvailable,
         format!(
-            "{} is not available: {machinery} is not part of this build yet",
+            "{} is not available: this build has no {machinery} yet",
             command.name()
         ),
     )))

@@ -419,3 +419,20 @@ async fn a_bad_game_dir_flag_stops_the_start_with_a_reason() {
     assert!(text.contains("does not exist"), "{text}");
     assert!(!socket.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_gets_exactly_the_requested_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    for mode in [0o666, 0o660] {
+        let state = tempfile::tempdir().unwrap();
+        let socket_dir = tempfile::tempdir().unwrap();
+        let socket = socket_dir.path().join("s.sock");
+        let mut config = test_config(None, state.path(), &socket);
+        config.socket_mode = mode;
+        let (shutdown, task) = spawn_daemon(config).await;
+        let actual = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+        assert_eq!(actual, mode, "requested {mode:o}, got {actual:o}");
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
+}

@@ -152,7 +152,8 @@ pub struct GameSummary {
     pub downloaded: bool,
     /// This host has it installed (`local/` is a directory).
     pub installed: bool,
-    /// Bytes of the served files on this host (0 when not downloaded).
+    /// Bytes of the game's files on this host, without `local/` (for a game
+    /// that is not downloaded: what is on disk so far).
     pub size: u64,
     /// How many peers hold the latest version.
     pub peers: u32,

@@ -81,6 +81,15 @@ impl IpcServer {
         #[cfg(not(unix))]
         let _ = mode;
         let listener = options.create_tokio().map_err(listen_error)?;
+        // The mode set before bind is still masked by the umask (0644 under
+        // the usual 022). Masking only removes bits, so widening it to the
+        // requested mode now never exposes the socket beyond `mode`.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(listen_error)?;
+        }
         Ok(Self {
             listener,
             path: path.to_owned(),

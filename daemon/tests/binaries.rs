@@ -1,0 +1,342 @@
+//! The real binaries: `lanspreadd` started as a process, driven by
+//! `lanspreadctl` as an admin's script would, checking output and exit
+//! codes.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{sample_library, write};
+use tempfile::TempDir;
+
+fn lanspreadd() -> PathBuf {
+    env!("CARGO_BIN_EXE_lanspreadd").into()
+}
+
+/// `lanspreadctl`, built (once per test run) from the workspace, so a
+/// stale binary from an earlier build is never what gets tested.
+fn lanspreadctl() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo
+                .args(["build", "--quiet", "-p", "lanspreadctl"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            let profile_dir = lanspreadd().parent().unwrap().to_owned();
+            if profile_dir.ends_with("release") {
+                cargo.arg("--release");
+            }
+            let status = cargo.status().expect("cargo runs");
+            assert!(status.success(), "building lanspreadctl failed");
+            let path = profile_dir.join("lanspreadctl");
+            assert!(
+                path.exists(),
+                "{} is missing after the build",
+                path.display()
+            );
+            path
+        })
+        .clone()
+}
+
+/// A `lanspreadd` process on temp dirs; killed (by pid) if still running
+/// when dropped.
+struct DaemonProcess {
+    child: Child,
+    socket: PathBuf,
+    _game_dir: TempDir,
+    _state_dir: TempDir,
+    _socket_dir: TempDir,
+}
+
+impl DaemonProcess {
+    fn start(setup: impl FnOnce(&Path), extra_args: &[&str]) -> Self {
+        let game_dir = tempfile::tempdir().unwrap();
+        setup(game_dir.path());
+        let state_dir = tempfile::tempdir().unwrap();
+        let socket_dir = tempfile::tempdir().unwrap();
+        // Other users must reach the socket (access is decided per client).
+        std::fs::set_permissions(
+            socket_dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let socket = socket_dir.path().join("lanspreadd.sock");
+        let child = Command::new(lanspreadd())
+            .arg("--game-dir")
+            .arg(game_dir.path())
+            .arg("--state-dir")
+            .arg(state_dir.path())
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra_args)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut daemon = Self {
+            child,
+            socket,
+            _game_dir: game_dir,
+            _state_dir: state_dir,
+            _socket_dir: socket_dir,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("lanspreadd exited during start: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lanspreadd did not open its socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        ctl_with(&self.socket, args, None)
+    }
+
+    /// SIGTERM, then wait for the exit; returns stderr.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "lanspreadd ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        (status, stderr)
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn ctl_with(socket: &Path, args: &[&str], uid: Option<u32>) -> Output {
+    let mut command = Command::new(lanspreadctl());
+    command.arg("--socket").arg(socket).args(args);
+    if let Some(uid) = uid {
+        command.uid(uid).gid(uid);
+    }
+    command.output().unwrap()
+}
+
+fn stdout_json(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "lanspreadctl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("--json output is JSON")
+}
+
+#[test]
+fn ctl_json_games_lists_each_cataloged_root_with_its_facts() {
+    let daemon = DaemonProcess::start(sample_library, &[]);
+    let games = stdout_json(&daemon.ctl(&["--json", "games"]));
+    let games = games.as_array().unwrap();
+    // The bundled catalog knows openarena and quake3; the rest is left out.
+    let ids: Vec<_> = games.iter().map(|g| g["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["openarena", "quake3"]);
+    assert_eq!(
+        games[0],
+        serde_json::json!({
+            "id": "openarena", "name": "OpenArena", "version": "0.8.8",
+            "downloaded": true, "installed": true, "size": 1514, "peers": 0
+        })
+    );
+    assert_eq!(games[1]["version"], "1.32c");
+    assert_eq!(games[1]["installed"], false);
+
+    let status = stdout_json(&daemon.ctl(&["--json", "status"]));
+    assert_eq!(status["peer_count"], 0);
+    assert_eq!(status["peer_id"].as_str().unwrap().len(), 32);
+    assert!(status["game_dir"].as_str().is_some());
+    assert_eq!(
+        stdout_json(&daemon.ctl(&["--json", "peers"])),
+        serde_json::json!([])
+    );
+
+    // Human output is a table.
+    let human = daemon.ctl(&["games"]);
+    let text = String::from_utf8(human.stdout).unwrap();
+    assert!(text.starts_with("ID "), "{text}");
+    assert!(
+        text.contains("OpenArena") && text.contains("1.5 KiB"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_custom_catalog_replaces_the_bundled_one() {
+    let catalog_dir = tempfile::tempdir().unwrap();
+    let catalog = catalog_dir.path().join("catalog.json");
+    write(
+        &catalog,
+        br#"[{"id":"not-in-catalog","name":"Now Listed"}]"#,
+    );
+    let daemon = DaemonProcess::start(sample_library, &["--catalog", catalog.to_str().unwrap()]);
+    let games = stdout_json(&daemon.ctl(&["--json", "games"]));
+    assert_eq!(
+        games
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].clone())
+            .collect::<Vec<_>>(),
+        ["Now Listed"]
+    );
+}
+
+#[test]
+fn exit_codes_follow_the_spec() {
+    let daemon = DaemonProcess::start(sample_library, &[]);
+    assert_eq!(daemon.ctl(&["status"]).status.code(), Some(0));
+    // 1: the daemon refused the operation.
+    let refused = daemon.ctl(&["install", "openarena"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("not_available"), "{stderr}");
+    let refused = daemon.ctl(&["set-game-dir", "/nonexistent/games"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not exist"));
+    // 2: usage errors, caught before or by the client.
+    assert_eq!(daemon.ctl(&["no-such-command"]).status.code(), Some(2));
+    assert_eq!(
+        daemon.ctl(&["install", "Not A Valid Id"]).status.code(),
+        Some(2)
+    );
+    // 3: nothing listens there; the message names the socket.
+    let missing = Path::new("/nonexistent/lanspread.sock");
+    let unreachable = ctl_with(missing, &["status"], None);
+    assert_eq!(unreachable.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("/nonexistent/lanspread.sock"));
+}
+
+#[test]
+fn set_game_dir_resolves_relative_paths_on_the_client_side() {
+    let daemon = DaemonProcess::start(|_| {}, &[]);
+    let other = tempfile::tempdir().unwrap();
+    sample_library(other.path());
+    let output = Command::new(lanspreadctl())
+        .current_dir(other.path().parent().unwrap())
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["--json", "set-game-dir"])
+        .arg(other.path().file_name().unwrap())
+        .output()
+        .unwrap();
+    let result = stdout_json(&output);
+    assert_eq!(result["games"], 2);
+    assert_eq!(
+        PathBuf::from(result["path"].as_str().unwrap()),
+        std::fs::canonicalize(other.path()).unwrap()
+    );
+}
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly_and_removes_its_socket() {
+    let daemon = DaemonProcess::start(sample_library, &[]);
+    let socket = daemon.socket.clone();
+    let (status, stderr) = daemon.terminate();
+    assert!(status.success(), "exit status {status}; log:\n{stderr}");
+    assert!(!socket.exists(), "socket left behind");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_refuses_to_start() {
+    let daemon = DaemonProcess::start(sample_library, &[]);
+    let state = tempfile::tempdir().unwrap();
+    let output = Command::new(lanspreadd())
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("already serving"), "{stderr}");
+    // The first one is unharmed.
+    assert_eq!(daemon.ctl(&["status"]).status.code(), Some(0));
+}
+
+#[test]
+fn events_prints_the_snapshot_first_as_one_json_line() {
+    let daemon = DaemonProcess::start(sample_library, &[]);
+    let mut events = Command::new(lanspreadctl())
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .arg("events")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(events.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    let _ = events.kill();
+    let _ = events.wait();
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["event"]["type"], "LibrarySnapshot");
+    assert_eq!(event["event"]["games"].as_array().unwrap().len(), 2);
+    assert!(event["seq"].is_u64());
+}
+
+/// A user outside the operator group reads but cannot change anything.
+/// Needs root to run the client as another uid (CI runs as root).
+#[test]
+fn other_users_get_read_only_access() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root to run lanspreadctl as another user (CI runs as root)"
+    );
+    let nobody = 65534;
+    let daemon = DaemonProcess::start(sample_library, &["--operator-group", ""]);
+    let games = ctl_with(&daemon.socket, &["--json", "games"], Some(nobody));
+    assert_eq!(stdout_json(&games).as_array().unwrap().len(), 2);
+    let status = ctl_with(&daemon.socket, &["status"], Some(nobody));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("your access read-only"));
+    let refused = ctl_with(&daemon.socket, &["set-game-dir", "/tmp"], Some(nobody));
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("permission_denied"), "{stderr}");
+    // Root still has every right.
+    let status = daemon.ctl(&["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("your access operator"));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let daemon = DaemonProcess::start(sample_library, &["--log-format", "json"]);
+    let (_, stderr) = daemon.terminate();
+    let lines: Vec<_> = stderr.lines().collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let value: serde_json::Value = serde_json::from_str(line).expect("json log line");
+        assert!(value["level"].is_string(), "{line}");
+    }
+}
