@@ -340,3 +340,47 @@ fn json_logs_are_one_object_per_line() {
         assert!(value["level"].is_string(), "{line}");
     }
 }
+
+#[test]
+fn every_setting_can_come_from_the_environment() {
+    let work = tempfile::tempdir().unwrap();
+    let games = work.path().join("games");
+    sample_library(&games);
+    let catalog = work.path().join("catalog.json");
+    write(&catalog, br#"[{"id":"quake3","name":"From Env"}]"#);
+    let socket = work.path().join("env.sock");
+    let mut child = Command::new(lanspreadd())
+        .env("LANSPREAD_GAME_DIR", &games)
+        .env("LANSPREAD_STATE_DIR", work.path().join("state"))
+        .env("LANSPREAD_SOCKET", &socket)
+        .env("LANSPREAD_CATALOG", &catalog)
+        .env("LANSPREAD_NAME", "env-named")
+        .env("LANSPREAD_SOCKET_MODE", "0660")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "lanspreadd exited");
+        assert!(
+            Instant::now() < deadline,
+            "lanspreadd did not open its socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // lanspreadctl finds the socket through the same variable.
+    let output = Command::new(lanspreadctl())
+        .env("LANSPREAD_SOCKET", &socket)
+        .args(["--json", "status"])
+        .output()
+        .unwrap();
+    let status = stdout_json(&output);
+    assert_eq!(status["name"], "env-named");
+    let games = stdout_json(&ctl_with(&socket, &["--json", "games"], None));
+    assert_eq!(games[0]["name"], "From Env");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o660);
+    let _ = child.kill();
+    let _ = child.wait();
+}
