@@ -10,7 +10,9 @@ pub mod core;
 pub mod game_dir;
 pub mod ipc;
 pub mod library;
+pub mod serve;
 pub mod state_dir;
+pub mod transport;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

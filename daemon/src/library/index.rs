@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub const INDEX_FILE_NAME: &str = "library-index.json";
 
 /// Bumped when the index layout changes; other formats are discarded.
-const INDEX_FORMAT: u32 = 1;
+const INDEX_FORMAT: u32 = 2;
 
 /// Everything the daemon remembers about the roots of one game directory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -53,6 +53,10 @@ pub(super) struct IndexedFile {
     pub relative_path: String,
     pub is_dir: bool,
     pub size: u64,
+    pub mtime: Option<i128>,
+    /// BLAKE3 chunk hashes, once computed, valid for `size` and `mtime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_hashes: Option<Vec<String>>,
 }
 
 /// Nanoseconds since the epoch, if the platform reports a modification time.
@@ -101,6 +105,51 @@ impl LibraryIndex {
         tmp.persist(state_dir.join(INDEX_FILE_NAME))
             .map_err(|err| err.error)?;
         Ok(())
+    }
+
+    /// Cached chunk hashes of a file, if still valid for `size` and `mtime`.
+    pub(super) fn cached_hashes(
+        &self,
+        id: &GameId,
+        relative_path: &str,
+        size: u64,
+        mtime: Option<i128>,
+    ) -> Option<Vec<String>> {
+        let file = self.file(id, relative_path)?;
+        (file.size == size && file.mtime == mtime && mtime.is_some())
+            .then(|| file.chunk_hashes.clone())
+            .flatten()
+    }
+
+    /// Remembers chunk hashes computed for a file at `size` and `mtime`.
+    pub(super) fn store_hashes(
+        &mut self,
+        id: &GameId,
+        relative_path: &str,
+        size: u64,
+        mtime: Option<i128>,
+        hashes: Vec<String>,
+    ) {
+        let Some(root) = self.roots.get_mut(id) else {
+            return;
+        };
+        if let Some(file) = root
+            .files
+            .iter_mut()
+            .find(|f| f.relative_path == relative_path)
+        {
+            file.size = size;
+            file.mtime = mtime;
+            file.chunk_hashes = Some(hashes);
+        }
+    }
+
+    fn file(&self, id: &GameId, relative_path: &str) -> Option<&IndexedFile> {
+        self.roots
+            .get(id)?
+            .files
+            .iter()
+            .find(|f| f.relative_path == relative_path)
     }
 
     /// Forgets everything unless the index belongs to `game_dir`.

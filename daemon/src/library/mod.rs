@@ -5,6 +5,7 @@
 //! threads. This module reads the game directory and never writes to it.
 
 mod index;
+mod manifest;
 mod version_ini;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use lanspread_proto::model::{GameId, Version};
 use crate::catalog::Catalog;
 pub use index::LibraryIndex;
 use index::{IndexedFile, IndexedRoot, RootFingerprint, mtime_ns};
+pub use manifest::{ManifestError, game_manifest, hash_chunks};
 pub use version_ini::{VersionIniError, parse_version_ini, read_version_ini};
 
 /// The sentinel file whose presence means "downloaded".
@@ -228,6 +230,20 @@ fn scan_root(root: &Path, cached: Option<&IndexedRoot>) -> Result<(IndexedRoot, 
     }
     let mut walk = Walk::default();
     walk.dir(root, "", 0)?;
+    // Chunk hashes stay valid for files whose size and mtime did not change.
+    if let Some(cached) = cached {
+        for file in &mut walk.files {
+            if let Some(old) = cached
+                .files
+                .iter()
+                .find(|old| old.relative_path == file.relative_path)
+                && old.size == file.size
+                && old.mtime == file.mtime
+            {
+                file.chunk_hashes.clone_from(&old.chunk_hashes);
+            }
+        }
+    }
     let version = match version_ini {
         None => None,
         Some(_) => match read_version_ini(&root.join(SENTINEL)) {
@@ -318,6 +334,8 @@ impl Walk {
                     relative_path: child_rel.clone(),
                     is_dir: true,
                     size: 0,
+                    mtime: None,
+                    chunk_hashes: None,
                 });
                 self.dir(&entry_path, &child_rel, depth + 1)?;
             } else if meta.is_file() {
@@ -325,6 +343,8 @@ impl Walk {
                     relative_path: child_rel,
                     is_dir: false,
                     size: meta.len(),
+                    mtime: mtime_ns(&meta),
+                    chunk_hashes: None,
                 });
             } else {
                 tracing::debug!(path = %entry_path.display(), "symlink or special file, not served");

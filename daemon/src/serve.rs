@@ -1,0 +1,223 @@
+//! What this daemon offers to peers, and the rules for serving it: which
+//! games are announced, and which paths a peer may read (SPEC §4).
+//!
+//! Pure policy over a [`ServedLibrary`] snapshot plus the filesystem checks
+//! that must happen at open time. Knows nothing about QUIC.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use lanspread_proto::model::{GameId, Version};
+use lanspread_proto::wire::{AnnouncedGame, CHUNK_SIZE, WireError, WireErrorCode};
+
+use crate::library::{LOCAL_DIR, LocalFile, LocalLibrary, is_reserved_root_entry};
+
+/// The part of the local library peers may see: downloaded, cataloged
+/// games with a known version. Published by the core on every change.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServedLibrary {
+    /// Grows whenever the announced library changes (sent in `Pong`).
+    pub revision: u64,
+    pub game_dir: Option<PathBuf>,
+    pub games: BTreeMap<GameId, ServedGame>,
+}
+
+/// One served game.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServedGame {
+    pub version: Version,
+    pub size: u64,
+    pub files: Vec<LocalFile>,
+}
+
+impl ServedLibrary {
+    /// The served view of `library` (games without `version.ini` or with an
+    /// unreadable one are not served).
+    pub fn new(game_dir: Option<PathBuf>, library: &LocalLibrary, revision: u64) -> Self {
+        let games = library
+            .games
+            .values()
+            .filter(|game| game.downloaded)
+            .filter_map(|game| {
+                Some((
+                    game.id.clone(),
+                    ServedGame {
+                        version: game.version.clone()?,
+                        size: game.size,
+                        files: game.files.clone(),
+                    },
+                ))
+            })
+            .collect();
+        Self {
+            revision,
+            game_dir,
+            games,
+        }
+    }
+
+    /// Whether `other` announces the same games (revision aside).
+    pub fn same_announcement(&self, other: &Self) -> bool {
+        self.game_dir == other.game_dir && self.games == other.games
+    }
+
+    /// The `ListGames` answer.
+    pub fn announced(&self) -> Vec<AnnouncedGame> {
+        self.games
+            .iter()
+            .map(|(id, game)| AnnouncedGame {
+                id: id.clone(),
+                version: game.version.clone(),
+                size: game.size,
+            })
+            .collect()
+    }
+
+    /// The root and entry of a served game, or the refusal.
+    pub fn game(&self, id: &GameId) -> Result<(PathBuf, &ServedGame), WireError> {
+        let unknown = || {
+            refusal(
+                WireErrorCode::UnknownGame,
+                format!("game {id} is not served here"),
+            )
+        };
+        let game_dir = self.game_dir.as_ref().ok_or_else(unknown)?;
+        let game = self.games.get(id).ok_or_else(unknown)?;
+        Ok((game_dir.join(id.as_str()), game))
+    }
+
+    /// Resolves a file of a served game for reading: the path must pass
+    /// [`check_relative_path`], name a served regular file, and still be a
+    /// regular file inside the root once symlinks are resolved.
+    pub fn resolve_file(&self, id: &GameId, relative_path: &str) -> Result<PathBuf, WireError> {
+        check_relative_path(relative_path)?;
+        let (root, game) = self.game(id)?;
+        let listed = game
+            .files
+            .iter()
+            .any(|f| !f.is_dir && f.relative_path == relative_path);
+        if !listed {
+            return Err(refusal(
+                WireErrorCode::NotFound,
+                format!("{relative_path} is not a served file of {id}"),
+            ));
+        }
+        let path = root.join(relative_path);
+        let inside = std::fs::canonicalize(&root)
+            .and_then(|root| Ok((root, std::fs::canonicalize(&path)?)))
+            .map(|(root, real)| real.starts_with(root))
+            .unwrap_or(false);
+        let is_file = std::fs::symlink_metadata(&path)
+            .map(|m| m.is_file())
+            .unwrap_or(false);
+        if !inside || !is_file {
+            return Err(refusal(
+                WireErrorCode::ForbiddenPath,
+                format!("{relative_path} of {id} is not a regular file inside the game root"),
+            ));
+        }
+        Ok(path)
+    }
+}
+
+/// Checks a peer-supplied relative path before it touches the filesystem:
+/// not empty, not absolute, `/`-separated without `\`, NUL, empty, `.` or
+/// `..` components, and not naming `local/` or a reserved entry.
+pub fn check_relative_path(relative_path: &str) -> Result<(), WireError> {
+    let forbidden = |why: &str| {
+        Err(refusal(
+            WireErrorCode::ForbiddenPath,
+            format!("path {relative_path:?} refused: {why}"),
+        ))
+    };
+    if relative_path.is_empty() {
+        return forbidden("empty");
+    }
+    if relative_path.len() > 4096 {
+        return forbidden("longer than 4096 bytes");
+    }
+    if relative_path.starts_with('/') || Path::new(relative_path).is_absolute() {
+        return forbidden("absolute");
+    }
+    if relative_path.contains('\\') || relative_path.contains('\0') {
+        return forbidden("backslash or NUL");
+    }
+    let mut components = relative_path.split('/');
+    if components
+        .clone()
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return forbidden("empty, '.' or '..' component");
+    }
+    let first = components.next().unwrap_or_default();
+    if first == LOCAL_DIR || is_reserved_root_entry(first) {
+        return forbidden("local/ and reserved names are never served");
+    }
+    Ok(())
+}
+
+/// Checks a chunk request's range against a file of `size` bytes.
+pub fn check_range(size: u64, offset: u64, length: u64) -> Result<(), WireError> {
+    let out_of_range = |why: String| Err(refusal(WireErrorCode::OutOfRange, why));
+    if length == 0 || length > CHUNK_SIZE {
+        return out_of_range(format!("length {length} outside 1..={CHUNK_SIZE}"));
+    }
+    match offset.checked_add(length) {
+        Some(end) if end <= size => Ok(()),
+        _ => out_of_range(format!(
+            "bytes {offset}+{length} are past the end of a {size} byte file"
+        )),
+    }
+}
+
+pub fn refusal(code: WireErrorCode, message: String) -> WireError {
+    WireError { code, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_paths_are_checked_before_use() {
+        for ok in [
+            "pak0.eti",
+            "maps/dm1.eti",
+            "a/b/c/d",
+            "maps/local/x",
+            "version.ini",
+        ] {
+            assert!(check_relative_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "maps/../../x",
+            "maps/./x",
+            "maps//x",
+            "maps/",
+            "local/game.exe",
+            "local",
+            ".lanspread.json",
+            ".local.backup/x",
+            ".version.ini.tmp",
+            "a\\..\\b",
+            "a\0b",
+        ] {
+            let err = check_relative_path(bad).unwrap_err();
+            assert_eq!(err.code, WireErrorCode::ForbiddenPath, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_ranges_stay_inside_the_file() {
+        assert!(check_range(100, 0, 100).is_ok());
+        assert!(check_range(100, 99, 1).is_ok());
+        assert!(check_range(100, 100, 1).is_err());
+        assert!(check_range(100, 50, 51).is_err());
+        assert!(check_range(100, 0, 0).is_err());
+        assert!(check_range(u64::MAX, u64::MAX, 1).is_err());
+        assert!(check_range(u64::MAX, 0, CHUNK_SIZE + 1).is_err());
+    }
+}

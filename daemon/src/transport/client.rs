@@ -1,0 +1,239 @@
+//! The QUIC client: asks other peers, reusing one connection per peer
+//! address and opening one stream per request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lanspread_proto::model::GameId;
+use lanspread_proto::wire::{DataHeader, MAX_RESPONSE_BYTES, Request, Response};
+use s2n_quic::Client;
+use s2n_quic::client::Connect;
+use s2n_quic::connection::{Handle, StreamAcceptor};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::Mutex;
+
+use super::framing::{read_data_header, read_exact_data, read_to_end_bounded};
+use super::server::limits;
+use super::tls::TlsIdentity;
+use super::{REQUEST_TIMEOUT, TransportError};
+
+/// A live connection to one peer.
+#[derive(Debug)]
+struct Cached {
+    handle: Handle,
+    /// Kept so the connection stays open; peers never open streams to us
+    /// on it.
+    _acceptor: StreamAcceptor,
+}
+
+/// The client side of the transport.
+#[derive(Debug)]
+pub struct PeerClient {
+    client: Client,
+    /// One connection per peer address. The lock is held only to look up or
+    /// insert, never across a connect or a request.
+    connections: Mutex<HashMap<SocketAddr, Cached>>,
+}
+
+impl PeerClient {
+    /// A client endpoint trusting only `identity`'s certificate.
+    pub fn new(identity: &TlsIdentity) -> Result<Self, TransportError> {
+        Self::with_alpn(identity, lanspread_proto::wire::ALPN)
+    }
+
+    /// A client speaking `alpn` (tests use a wrong one).
+    pub fn with_alpn(identity: &TlsIdentity, alpn: &[u8]) -> Result<Self, TransportError> {
+        let start = |reason: String| TransportError::Start {
+            addr: "0.0.0.0:0".into(),
+            reason,
+        };
+        let tls = s2n_quic::provider::tls::default::Client::builder()
+            .with_empty_trust_store()
+            .and_then(|b| b.with_certificate(identity.cert_pem.as_str()))
+            .and_then(|b| b.with_application_protocols([alpn]))
+            .and_then(|b| b.build())
+            .map_err(|err| TransportError::Tls(err.to_string()))?;
+        let client = Client::builder()
+            .with_tls(tls)
+            .map_err(|err| start(err.to_string()))?
+            .with_limits(limits().map_err(start)?)
+            .map_err(|err| start(err.to_string()))?
+            .with_io("0.0.0.0:0")
+            .map_err(|err| start(err.to_string()))?
+            .start()
+            .map_err(|err| start(err.to_string()))?;
+        Ok(Self {
+            client,
+            connections: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Sends a metadata request and reads its JSON answer. A refusal is
+    /// returned as `Ok(Response::Error(..))`.
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+    ) -> Result<Response, TransportError> {
+        self.bounded(addr, REQUEST_TIMEOUT, async {
+            let mut stream = self.open_stream(addr, request).await?;
+            let bytes = read_to_end_bounded(&mut stream, MAX_RESPONSE_BYTES)
+                .await
+                .map_err(|err| protocol(addr, err))?;
+            serde_json::from_slice(&bytes).map_err(|err| protocol(addr, err))
+        })
+        .await
+    }
+
+    /// Fetches `length` bytes at `offset` of a file; the peer's refusal is
+    /// a [`TransportError::Refused`].
+    pub async fn fetch_chunk(
+        &self,
+        addr: SocketAddr,
+        id: &GameId,
+        relative_path: &str,
+        offset: u64,
+        length: u64,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        let request = Request::GetGameFileChunk {
+            id: id.clone(),
+            relative_path: relative_path.to_owned(),
+            offset,
+            length,
+        };
+        self.bounded(addr, timeout, async {
+            let stream = self.open_stream(addr, &request).await?;
+            let mut reader = BufReader::new(stream);
+            match read_data_header(&mut reader)
+                .await
+                .map_err(|err| protocol(addr, err))?
+            {
+                DataHeader::Error(refusal) => Err(TransportError::Refused {
+                    addr: addr.to_string(),
+                    code: refusal.code,
+                    message: refusal.message,
+                }),
+                DataHeader::Data { length: announced } if announced != length => Err(protocol(
+                    addr,
+                    format!("announced {announced} bytes for a {length} byte chunk"),
+                )),
+                DataHeader::Data { length } => read_exact_data(&mut reader, length)
+                    .await
+                    .map_err(|err| protocol(addr, err)),
+            }
+        })
+        .await
+    }
+
+    /// Closes every cached connection explicitly (so peers do not wait for
+    /// the idle timeout).
+    pub async fn close_all(&self) {
+        for (_, cached) in self.connections.lock().await.drain() {
+            cached.handle.close(0u32.into());
+        }
+    }
+
+    /// Forgets and closes the connection to `addr` (after a failure).
+    pub async fn forget(&self, addr: SocketAddr) {
+        if let Some(cached) = self.connections.lock().await.remove(&addr) {
+            cached.handle.close(0u32.into());
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        work: impl Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, TransportError> {
+        let result = match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout {
+                addr: addr.to_string(),
+                timeout,
+            }),
+        };
+        if matches!(
+            result,
+            Err(TransportError::Connect { .. }
+                | TransportError::Stream { .. }
+                | TransportError::Timeout { .. })
+        ) {
+            self.forget(addr).await;
+        }
+        result
+    }
+
+    /// Opens a stream on the cached (or a new) connection and sends the
+    /// request on it, finishing the send side.
+    async fn open_stream(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+    ) -> Result<s2n_quic::stream::BidirectionalStream, TransportError> {
+        let stream_error = |reason: String| TransportError::Stream {
+            addr: addr.to_string(),
+            reason,
+        };
+        let mut handle = self.connection(addr).await?;
+        let mut stream = match handle.open_bidirectional_stream().await {
+            Ok(stream) => stream,
+            Err(_) => {
+                // The cached connection died (peer restarted): one fresh try.
+                self.forget(addr).await;
+                handle = self.connection(addr).await?;
+                handle
+                    .open_bidirectional_stream()
+                    .await
+                    .map_err(|err| stream_error(err.to_string()))?
+            }
+        };
+        let bytes = serde_json::to_vec(request).expect("requests serialize");
+        stream
+            .write_all(&bytes)
+            .await
+            .map_err(|err| stream_error(err.to_string()))?;
+        stream
+            .finish()
+            .map_err(|err| stream_error(err.to_string()))?;
+        Ok(stream)
+    }
+
+    async fn connection(&self, addr: SocketAddr) -> Result<Handle, TransportError> {
+        if let Some(cached) = self.connections.lock().await.get(&addr) {
+            return Ok(cached.handle.clone());
+        }
+        let connect = Connect::new(addr).with_server_name(lanspread_proto::wire::SERVER_NAME);
+        let mut connection =
+            self.client
+                .connect(connect)
+                .await
+                .map_err(|err| TransportError::Connect {
+                    addr: addr.to_string(),
+                    reason: err.to_string(),
+                })?;
+        let _ = connection.keep_alive(true);
+        let (handle, acceptor) = connection.split();
+        let previous = self.connections.lock().await.insert(
+            addr,
+            Cached {
+                handle: handle.clone(),
+                _acceptor: acceptor,
+            },
+        );
+        if let Some(previous) = previous {
+            // Two requests raced to connect; the older connection goes.
+            previous.handle.close(0u32.into());
+        }
+        Ok(handle)
+    }
+}
+
+fn protocol(addr: SocketAddr, err: impl std::fmt::Display) -> TransportError {
+    TransportError::Protocol {
+        addr: addr.to_string(),
+        reason: err.to_string(),
+    }
+}

@@ -1,0 +1,68 @@
+//! The peer transport: one QUIC endpoint serving the local library and a
+//! client that asks other peers (SPEC §4).
+//!
+//! The only module that knows s2n-quic. One request per bidirectional
+//! stream (see `lanspread_proto::wire`); the client reuses one connection
+//! per peer address.
+
+mod client;
+mod framing;
+mod server;
+mod tls;
+
+use std::time::Duration;
+
+pub use client::PeerClient;
+pub use server::{QuicServer, ServeContext};
+pub use tls::TlsIdentity;
+
+/// Longest a QUIC handshake may take. Short, because an ALPN mismatch is
+/// only ever reported as a handshake timeout.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A connection with no traffic for this long is closed (pings keep live
+/// peers well inside it).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Longest a metadata request (`Ping`, `ListGames`, `GetGame`) may take,
+/// end to end, before the client gives up.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest the server waits for a request's bytes once a stream opened.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest one write of response data may stall before the server resets
+/// the stream (a reader that stopped reading).
+pub const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Streams a peer may have open on one connection at once.
+pub const MAX_STREAMS_PER_CONNECTION: u64 = 64;
+
+/// Why a transport operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot start the QUIC endpoint on {addr}: {reason}")]
+    Start { addr: String, reason: String },
+    #[error("cannot read {what}")]
+    ReadIdentity {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid TLS identity: {0}")]
+    Tls(String),
+    #[error("cannot connect to peer {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("request to peer {addr} failed: {reason}")]
+    Stream { addr: String, reason: String },
+    #[error("peer {addr} did not answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    #[error("peer {addr} sent an invalid answer: {reason}")]
+    Protocol { addr: String, reason: String },
+    #[error("peer {addr} refused: {message} ({code:?})")]
+    Refused {
+        addr: String,
+        code: lanspread_proto::wire::WireErrorCode,
+        message: String,
+    },
+}

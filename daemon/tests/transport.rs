@@ -1,0 +1,423 @@
+//! The QUIC transport in-process on loopback: what a server answers, every
+//! path it must refuse, and peers that misbehave while a good one is served.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{test_catalog, write};
+use lanspread_proto::model::GameId;
+use lanspread_proto::wire::{
+    CHUNK_SIZE, MAX_REQUEST_BYTES, Request, Response, WIRE_VERSION, WireErrorCode,
+};
+use lanspreadd::library::{LibraryIndex, scan_local_library};
+use lanspreadd::serve::ServedLibrary;
+use lanspreadd::transport::{
+    HANDSHAKE_TIMEOUT, PeerClient, QuicServer, ServeContext, TlsIdentity, TransportError,
+};
+use tempfile::TempDir;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const BIG_FILE: u64 = CHUNK_SIZE * 2 + 12345;
+
+fn id(s: &str) -> GameId {
+    GameId::new(s).unwrap()
+}
+
+fn content(len: u64, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// A server on loopback serving openarena (several files, one larger than
+/// two chunks, an empty one, nested folders) and quake3 without
+/// `version.ini`.
+struct Fixture {
+    addr: SocketAddr,
+    dir: TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path();
+        write(&g.join("openarena/version.ini"), b"version=0.8.8\n");
+        write(&g.join("openarena/pak0.eti"), &content(BIG_FILE, 1));
+        write(&g.join("openarena/maps/dm1.eti"), &content(1000, 2));
+        write(&g.join("openarena/empty.txt"), b"");
+        write(&g.join("openarena/local/game.exe"), b"installed");
+        write(&g.join("openarena/.lanspread.json"), b"{}");
+        write(&g.join("quake3/pak0.pk3"), b"no sentinel");
+        write(&g.join("unlisted/version.ini"), b"1");
+        let secret = dir.path().join("secret.txt");
+        write(&secret, b"outside");
+        let game_dir = std::fs::canonicalize(g).unwrap();
+        let index = Arc::new(Mutex::new(LibraryIndex::default()));
+        let (library, _) =
+            scan_local_library(&game_dir, &test_catalog(), &mut index.lock().unwrap()).unwrap();
+        let served = ServedLibrary::new(Some(game_dir), &library, 7);
+        let (_tx, rx) = watch::channel(Arc::new(served));
+        // Keep the sender alive for the server's lifetime.
+        std::mem::forget(_tx);
+        let server =
+            QuicServer::bind("127.0.0.1:0".parse().unwrap(), &TlsIdentity::compiled_in()).unwrap();
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let context = Arc::new(ServeContext {
+            peer_id: "server-peer".into(),
+            library: rx,
+            index,
+        });
+        tokio::spawn(server.serve(context, shutdown.clone()));
+        Self {
+            addr,
+            dir,
+            shutdown,
+        }
+    }
+
+    fn root(&self) -> std::path::PathBuf {
+        self.dir.path().join("openarena")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn client() -> PeerClient {
+    PeerClient::new(&TlsIdentity::compiled_in()).unwrap()
+}
+
+async fn chunk(
+    client: &PeerClient,
+    addr: SocketAddr,
+    game: &str,
+    path: &str,
+    offset: u64,
+    length: u64,
+) -> Result<Vec<u8>, TransportError> {
+    client
+        .fetch_chunk(
+            addr,
+            &id(game),
+            path,
+            offset,
+            length,
+            Duration::from_secs(10),
+        )
+        .await
+}
+
+fn refused_code(result: Result<Vec<u8>, TransportError>) -> WireErrorCode {
+    match result {
+        Err(TransportError::Refused { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_list_and_manifest_describe_the_served_library() {
+    let fixture = Fixture::start().await;
+    let client = client();
+    let pong = client.request(fixture.addr, &Request::Ping).await.unwrap();
+    assert_eq!(
+        pong,
+        Response::Pong {
+            peer_id: "server-peer".into(),
+            wire_version: WIRE_VERSION,
+            library_revision: 7
+        }
+    );
+    let Response::Games { games } = client
+        .request(fixture.addr, &Request::ListGames)
+        .await
+        .unwrap()
+    else {
+        panic!("expected games");
+    };
+    // quake3 has no version.ini and is not announced.
+    assert_eq!(games.len(), 1);
+    assert_eq!(games[0].id, id("openarena"));
+    assert_eq!(games[0].version.as_str(), "0.8.8");
+
+    let answer = client
+        .request(
+            fixture.addr,
+            &Request::GetGame {
+                id: id("openarena"),
+            },
+        )
+        .await
+        .unwrap();
+    let Response::Game { files, version, .. } = answer else {
+        panic!("expected a manifest, got {answer:?}");
+    };
+    assert_eq!(version.as_str(), "0.8.8");
+    let paths: Vec<_> = files.iter().map(|f| f.relative_path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "empty.txt",
+            "maps",
+            "maps/dm1.eti",
+            "pak0.eti",
+            "version.ini"
+        ]
+    );
+    let pak = files
+        .iter()
+        .find(|f| f.relative_path == "pak0.eti")
+        .unwrap();
+    assert_eq!(pak.size, BIG_FILE);
+    let data = content(BIG_FILE, 1);
+    let expected: Vec<String> = data
+        .chunks(CHUNK_SIZE as usize)
+        .map(|c| blake3::hash(c).to_hex().to_string())
+        .collect();
+    assert_eq!(pak.chunk_hashes, expected);
+    let empty = files
+        .iter()
+        .find(|f| f.relative_path == "empty.txt")
+        .unwrap();
+    assert!(empty.chunk_hashes.is_empty());
+    // The connection is reused: many requests, one handshake's worth of time.
+    let started = Instant::now();
+    for _ in 0..50 {
+        client.request(fixture.addr, &Request::Ping).await.unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_arrive_byte_exact_and_ranges_past_the_end_are_refused() {
+    let fixture = Fixture::start().await;
+    let client = client();
+    let data = content(BIG_FILE, 1);
+    let last = chunk(
+        &client,
+        fixture.addr,
+        "openarena",
+        "pak0.eti",
+        CHUNK_SIZE * 2,
+        12345,
+    )
+    .await
+    .unwrap();
+    assert_eq!(last, &data[(CHUNK_SIZE * 2) as usize..]);
+    let first = chunk(
+        &client,
+        fixture.addr,
+        "openarena",
+        "pak0.eti",
+        0,
+        CHUNK_SIZE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first, &data[..CHUNK_SIZE as usize]);
+    let nested = chunk(&client, fixture.addr, "openarena", "maps/dm1.eti", 10, 20)
+        .await
+        .unwrap();
+    assert_eq!(nested, &content(1000, 2)[10..30]);
+
+    for (offset, length) in [
+        (BIG_FILE, 1),
+        (BIG_FILE - 1, 2),
+        (0, 0),
+        (0, CHUNK_SIZE + 1),
+        (u64::MAX, 1),
+    ] {
+        let code = refused_code(
+            chunk(
+                &client,
+                fixture.addr,
+                "openarena",
+                "pak0.eti",
+                offset,
+                length,
+            )
+            .await,
+        );
+        assert_eq!(code, WireErrorCode::OutOfRange, "{offset}+{length}");
+    }
+    // Still serving after all those refusals.
+    client.request(fixture.addr, &Request::Ping).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_path_outside_the_served_files_is_refused() {
+    let fixture = Fixture::start().await;
+    let client = client();
+    let forbidden = [
+        "/etc/passwd",
+        "../secret.txt",
+        "maps/../../secret.txt",
+        "local/game.exe",
+        ".lanspread.json",
+        ".version.ini.tmp",
+        "maps\\..\\..\\secret.txt",
+        "a\0b",
+        "",
+    ];
+    for path in forbidden {
+        let code = refused_code(chunk(&client, fixture.addr, "openarena", path, 0, 1).await);
+        assert_eq!(code, WireErrorCode::ForbiddenPath, "{path:?}");
+    }
+    let code = refused_code(chunk(&client, fixture.addr, "openarena", "no-such-file", 0, 1).await);
+    assert_eq!(code, WireErrorCode::NotFound);
+    // A served file replaced by a symlink that leaves the root.
+    let pak = fixture.root().join("maps/dm1.eti");
+    std::fs::remove_file(&pak).unwrap();
+    std::os::unix::fs::symlink(fixture.dir.path().join("secret.txt"), &pak).unwrap();
+    let code = refused_code(chunk(&client, fixture.addr, "openarena", "maps/dm1.eti", 0, 1).await);
+    assert_eq!(code, WireErrorCode::ForbiddenPath);
+    // Uncataloged ids and roots without version.ini are not served.
+    for game in ["unlisted", "quake3", "teeworlds"] {
+        let code = refused_code(chunk(&client, fixture.addr, game, "version.ini", 0, 1).await);
+        assert_eq!(code, WireErrorCode::UnknownGame, "{game}");
+        let answer = client
+            .request(fixture.addr, &Request::GetGame { id: id(game) })
+            .await
+            .unwrap();
+        assert!(
+            matches!(answer, Response::Error(ref e) if e.code == WireErrorCode::UnknownGame),
+            "{game}: {answer:?}"
+        );
+    }
+    client.request(fixture.addr, &Request::Ping).await.unwrap();
+}
+
+/// A raw s2n-quic client, for requests `PeerClient` would never send.
+mod raw {
+    use super::*;
+    use s2n_quic::Client;
+    use s2n_quic::client::Connect;
+
+    pub async fn connect(addr: SocketAddr, alpn: &[u8]) -> Result<s2n_quic::Connection, String> {
+        let cert = include_str!("../../certs/cert.pem");
+        let tls = s2n_quic::provider::tls::default::Client::builder()
+            .with_empty_trust_store()
+            .unwrap()
+            .with_certificate(cert)
+            .unwrap()
+            .with_application_protocols([alpn])
+            .unwrap()
+            .build()
+            .unwrap();
+        let client = Client::builder()
+            .with_tls(tls)
+            .unwrap()
+            .with_io("0.0.0.0:0")
+            .unwrap()
+            .start()
+            .unwrap();
+        let connect = Connect::new(addr).with_server_name("lanspread");
+        let connection = client.connect(connect).await.map_err(|e| e.to_string())?;
+        // The endpoint must outlive the connection in this test.
+        std::mem::forget(client);
+        Ok(connection)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_or_garbled_request_costs_only_itself() {
+    let fixture = Fixture::start().await;
+    let mut connection = raw::connect(fixture.addr, lanspread_proto::wire::ALPN)
+        .await
+        .unwrap();
+    for body in [
+        vec![b'x'; MAX_REQUEST_BYTES + 10],
+        b"{not json".to_vec(),
+        br#"{"type":"GetGame","id":"../x"}"#.to_vec(),
+    ] {
+        let mut stream = connection.open_bidirectional_stream().await.unwrap();
+        // The server may answer before all of an oversized body was sent.
+        let _ = stream.send(Bytes::from(body)).await;
+        let _ = stream.finish();
+        let mut answer = Vec::new();
+        while let Ok(Some(bytes)) = stream.receive().await {
+            answer.extend_from_slice(&bytes);
+        }
+        let response: Response = serde_json::from_slice(&answer).unwrap();
+        assert!(
+            matches!(response, Response::Error(ref e) if e.code == WireErrorCode::BadRequest),
+            "{response:?}"
+        );
+    }
+    client()
+        .request(fixture.addr, &Request::Ping)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_alpn_fails_fast_and_the_server_lives_on() {
+    let fixture = Fixture::start().await;
+    let wrong = PeerClient::with_alpn(&TlsIdentity::compiled_in(), b"h3").unwrap();
+    let started = Instant::now();
+    let result = wrong.request(fixture.addr, &Request::Ping).await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(
+        started.elapsed() < HANDSHAKE_TIMEOUT + Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    client()
+        .request(fixture.addr, &Request::Ping)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_opens_many_streams_and_never_reads_does_not_starve_others() {
+    let fixture = Fixture::start().await;
+    let mut hog = raw::connect(fixture.addr, lanspread_proto::wire::ALPN)
+        .await
+        .unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..32 {
+        let mut stream = hog.open_bidirectional_stream().await.unwrap();
+        let request = Request::GetGameFileData {
+            id: id("openarena"),
+            relative_path: "pak0.eti".into(),
+        };
+        stream
+            .send(Bytes::from(serde_json::to_vec(&request).unwrap()))
+            .await
+            .unwrap();
+        stream.finish().unwrap();
+        stalled.push(stream); // never read
+    }
+    let good = client();
+    let data = content(BIG_FILE, 1);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let got = chunk(
+            &good,
+            fixture.addr,
+            "openarena",
+            "pak0.eti",
+            CHUNK_SIZE,
+            CHUNK_SIZE,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, &data[CHUNK_SIZE as usize..2 * CHUNK_SIZE as usize]);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        good.request(fixture.addr, &Request::Ping).await.unwrap();
+    }
+    drop(stalled);
+}
