@@ -19,11 +19,16 @@ use lanspread_proto::ipc::{
 };
 use lanspread_proto::model::{DaemonStatus, GameSummary, PeerInfo, UnavailableComponent};
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::catalog::Catalog;
+use crate::discovery::DiscoveryEvent;
 use crate::game_dir::validate_game_dir;
 use crate::library::{LibraryIndex, LocalLibrary, scan_local_library};
+use crate::peer_db::{Discovered, PeerGameDb, PeerState};
+use crate::ping::{PingEvent, PingTarget};
+use crate::runtime::{PeerRuntime, PeerRuntimeConfig, RuntimeFeeds};
+use crate::serve::ServedLibrary;
 use crate::state_dir::StateDir;
 
 /// Events kept for subscribers that fall behind; a subscriber further
@@ -43,6 +48,10 @@ pub enum DaemonEvent {
     },
     /// A game directory was validated and scanned (or failed to be).
     GameDirScanned(GameDirScan),
+    /// Discovery learned something.
+    Discovery(DiscoveryEvent),
+    /// Pinging learned something.
+    Ping(PingEvent),
 }
 
 /// The answer to a command.
@@ -119,9 +128,16 @@ pub struct Daemon {
     /// The library index, used only inside blocking scan tasks (a std
     /// mutex: it is never held across `.await`).
     index: Arc<Mutex<LibraryIndex>>,
-    /// Known peers by peer id. Filled by discovery (SPEC §5), which this
-    /// build does not have yet, so it stays empty.
-    peers: std::collections::BTreeMap<String, PeerInfo>,
+    /// Known peers, their liveness and their games.
+    peers: PeerGameDb,
+    /// What peers may see; read by the QUIC server.
+    served: watch::Sender<Arc<ServedLibrary>>,
+    /// Peers to ping; read by the ping task.
+    ping_targets: watch::Sender<Vec<PingTarget>>,
+    /// The peer runtime, once a game directory is known.
+    runtime: RuntimeSlot,
+    /// Why discovery is not running, while it is not.
+    discovery_failure: Option<String>,
     /// Live event stream to subscribers.
     events: broadcast::Sender<EventMessage>,
     /// Sequence number of the last published event.
@@ -130,6 +146,18 @@ pub struct Daemon {
     scan_generation: u64,
     /// Sender side of the inbox, for blocking tasks to report back.
     inbox: mpsc::Sender<DaemonEvent>,
+}
+
+/// The peer runtime's lifecycle.
+#[derive(Debug)]
+enum RuntimeSlot {
+    /// Waiting for a game directory.
+    NotStarted(PeerRuntimeConfig),
+    Running(PeerRuntime),
+    /// Starting failed (for example the QUIC port is taken).
+    Failed(String),
+    /// Taken for shutdown.
+    Stopped,
 }
 
 /// What [`Daemon::new`] needs.
@@ -141,6 +169,7 @@ pub struct DaemonParts {
     pub game_dir: Option<PathBuf>,
     pub library: LocalLibrary,
     pub index: Arc<Mutex<LibraryIndex>>,
+    pub peer_runtime: PeerRuntimeConfig,
 }
 
 impl Daemon {
@@ -148,6 +177,7 @@ impl Daemon {
     pub fn new(parts: DaemonParts) -> (Self, CoreHandle, mpsc::Receiver<DaemonEvent>) {
         let (inbox, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let served = ServedLibrary::new(parts.game_dir.clone(), &parts.library, 1);
         let daemon = Self {
             identity: parts.identity,
             catalog: parts.catalog,
@@ -156,7 +186,11 @@ impl Daemon {
             game_dir: parts.game_dir,
             library: parts.library,
             index: parts.index,
-            peers: Default::default(),
+            peers: PeerGameDb::default(),
+            served: watch::channel(Arc::new(served)).0,
+            ping_targets: watch::channel(Vec::new()).0,
+            runtime: RuntimeSlot::NotStarted(parts.peer_runtime),
+            discovery_failure: None,
             events,
             last_seq: 0,
             scan_generation: 0,
@@ -172,6 +206,9 @@ impl Daemon {
         shutdown: impl Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        if self.game_dir.is_some() {
+            self.start_peer_runtime();
+        }
         loop {
             tokio::select! {
                 event = inbox.recv() => match event {
@@ -181,7 +218,40 @@ impl Daemon {
                 () = &mut shutdown => break,
             }
         }
+        if let RuntimeSlot::Running(runtime) =
+            std::mem::replace(&mut self.runtime, RuntimeSlot::Stopped)
+        {
+            runtime.stop().await;
+        }
         tracing::debug!("daemon core stopped");
+    }
+
+    /// Starts the QUIC server, discovery and pings (once).
+    fn start_peer_runtime(&mut self) {
+        let RuntimeSlot::NotStarted(config) = &self.runtime else {
+            return;
+        };
+        let feeds = RuntimeFeeds {
+            served: self.served.subscribe(),
+            targets: self.ping_targets.subscribe(),
+            index: Arc::clone(&self.index),
+            inbox: self.inbox.clone(),
+        };
+        self.runtime = match PeerRuntime::start(config, &self.identity, feeds) {
+            Ok(runtime) => {
+                tracing::info!(listen = %runtime.listen, "peer runtime started");
+                RuntimeSlot::Running(runtime)
+            }
+            Err(err) => {
+                let reason = err_chain(&err);
+                tracing::error!(cause = %reason, "peer runtime failed to start");
+                self.publish(PeerEvent::RuntimeFailed {
+                    component: "transport".into(),
+                    reason: reason.clone(),
+                });
+                RuntimeSlot::Failed(reason)
+            }
+        };
     }
 
     /// The one dispatch.
@@ -189,6 +259,8 @@ impl Daemon {
         match event {
             DaemonEvent::Command { command, reply } => self.on_command(command, reply),
             DaemonEvent::GameDirScanned(scan) => self.on_game_dir_scanned(scan),
+            DaemonEvent::Discovery(event) => self.on_discovery(event),
+            DaemonEvent::Ping(event) => self.on_ping(event),
         }
     }
 
@@ -199,7 +271,13 @@ impl Daemon {
             PeerCommand::GetPeerCount => to_reply(&PeerCountResult {
                 count: self.peer_count(),
             }),
-            PeerCommand::ListPeers => to_reply(&self.peers.values().collect::<Vec<_>>()),
+            PeerCommand::ListPeers => to_reply(
+                &self
+                    .peers
+                    .connected()
+                    .map(|p| &p.info)
+                    .collect::<Vec<&PeerInfo>>(),
+            ),
             PeerCommand::Subscribe => self.on_subscribe(),
             PeerCommand::SetGameDir { path } => return self.on_set_game_dir(path, reply),
             PeerCommand::GetGame { .. }
@@ -267,14 +345,117 @@ impl Daemon {
                     self.publish(PeerEvent::GameDirChanged { path: path.clone() });
                 }
                 if dir_changed || library_changed {
-                    self.publish_library();
+                    self.local_library_changed();
                 }
+                self.start_peer_runtime();
                 serde_json::to_value(SetGameDirResult { path, games }).map_err(internal)
             }
         };
         if let Some(reply) = scan.reply {
             let _ = reply.send(CommandOutcome::Reply(outcome));
         }
+    }
+
+    fn on_discovery(&mut self, event: DiscoveryEvent) {
+        match event {
+            DiscoveryEvent::Running => {
+                if self.discovery_failure.take().is_some() {
+                    tracing::info!("mdns discovery recovered");
+                }
+            }
+            DiscoveryEvent::Failed { reason, retry_in } => {
+                self.publish(PeerEvent::RuntimeFailed {
+                    component: "discovery".into(),
+                    reason: format!("{reason}; retrying in {retry_in:?}"),
+                });
+                self.discovery_failure = Some(reason);
+            }
+            DiscoveryEvent::Found {
+                peer_id,
+                name,
+                addr,
+            } => match self.peers.discovered(&peer_id, &name, addr) {
+                Discovered::New => {
+                    tracing::info!(peer = %peer_id, name = %name, %addr, "peer discovered");
+                    let peer = self.peers.get(&peer_id).map(|p| p.info.clone());
+                    if let Some(peer) = peer {
+                        self.publish(PeerEvent::PeerDiscovered { peer });
+                    }
+                    self.update_ping_targets();
+                }
+                Discovered::Moved => {
+                    tracing::info!(peer = %peer_id, %addr, "peer moved");
+                    self.update_ping_targets();
+                }
+                Discovered::Unchanged => {}
+            },
+            DiscoveryEvent::Gone { peer_id } => {
+                // mDNS is a hint: only a peer that also stopped answering
+                // pings is forgotten.
+                if self.peers.get(&peer_id).map(|p| p.state) == Some(PeerState::Lost) {
+                    tracing::info!(peer = %peer_id, "lost peer left mdns, forgotten");
+                    self.peers.remove(&peer_id);
+                    self.update_ping_targets();
+                }
+            }
+        }
+    }
+
+    fn on_ping(&mut self, event: PingEvent) {
+        match event {
+            PingEvent::Library {
+                peer_id,
+                revision,
+                games,
+            } => {
+                if self.peers.library(&peer_id, revision, games) {
+                    tracing::info!(peer = %peer_id, "peer connected");
+                    if let Some(peer) = self.peers.get(&peer_id).map(|p| p.info.clone()) {
+                        self.publish(PeerEvent::PeerConnected { peer });
+                    }
+                    self.publish_peer_count();
+                }
+                self.publish_library();
+            }
+            PingEvent::Unreachable { peer_id, reason } => {
+                if self.peers.lost(&peer_id) {
+                    tracing::warn!(peer = %peer_id, %reason, "peer lost");
+                    self.publish(PeerEvent::PeerLost { peer_id });
+                    self.publish_peer_count();
+                    self.publish_library();
+                }
+            }
+        }
+    }
+
+    /// Tells peers (new revision) and clients (snapshot) that the local
+    /// library changed.
+    fn local_library_changed(&mut self) {
+        let current = Arc::clone(&self.served.borrow());
+        let next = ServedLibrary::new(self.game_dir.clone(), &self.library, current.revision);
+        if !next.same_announcement(&current) {
+            let revision = current.revision + 1;
+            self.served
+                .send_replace(Arc::new(ServedLibrary { revision, ..next }));
+        }
+        self.publish_library();
+    }
+
+    fn update_ping_targets(&mut self) {
+        let targets = self
+            .peers
+            .all()
+            .map(|p| PingTarget {
+                peer_id: p.info.peer_id.clone(),
+                addr: p.addr,
+            })
+            .collect();
+        self.ping_targets.send_replace(targets);
+    }
+
+    fn publish_peer_count(&mut self) {
+        let count = self.peer_count();
+        self.publish(PeerEvent::PeerCountChanged { count });
     }
 
     fn publish_library(&mut self) {
@@ -293,26 +474,13 @@ impl Daemon {
         });
     }
 
-    /// The library clients see: every local cataloged game. Remote titles
-    /// join it when peers exist (SPEC §3 `PeerGameDB`).
+    /// The library clients see: local games merged with connected peers'.
     fn merged_library(&self) -> Vec<GameSummary> {
-        self.library
-            .games
-            .values()
-            .map(|game| GameSummary {
-                id: game.id.clone(),
-                name: game.name.clone(),
-                version: game.version.clone(),
-                downloaded: game.downloaded,
-                installed: game.installed,
-                size: game.size,
-                peers: 0,
-            })
-            .collect()
+        self.peers.merged(&self.library, &self.catalog)
     }
 
     fn peer_count(&self) -> u32 {
-        self.peers.len() as u32
+        self.peers.connected_count()
     }
 
     fn status(&self) -> DaemonStatus {
@@ -325,12 +493,32 @@ impl Daemon {
             daemon_version: self.identity.daemon_version.to_owned(),
             protocol: PROTOCOL_VERSION,
             uptime_secs: self.started.elapsed().as_secs(),
-            unavailable: vec![UnavailableComponent {
-                component: "peers".into(),
-                reason: "mDNS discovery and the QUIC transport are not part of this build yet"
-                    .into(),
-            }],
+            listen: match &self.runtime {
+                RuntimeSlot::Running(runtime) => Some(runtime.listen.to_string()),
+                _ => None,
+            },
+            unavailable: self.unavailable(),
         }
+    }
+
+    fn unavailable(&self) -> Vec<UnavailableComponent> {
+        let component = |name: &str, reason: String| UnavailableComponent {
+            component: name.into(),
+            reason,
+        };
+        let mut missing = Vec::new();
+        match &self.runtime {
+            RuntimeSlot::NotStarted(_) => missing.push(component(
+                "peers",
+                "waiting for a game directory (SetGameDir)".into(),
+            )),
+            RuntimeSlot::Failed(reason) => missing.push(component("transport", reason.clone())),
+            RuntimeSlot::Running(_) | RuntimeSlot::Stopped => {}
+        }
+        if let Some(reason) = &self.discovery_failure {
+            missing.push(component("discovery", reason.clone()));
+        }
+        missing
     }
 }
 

@@ -7,9 +7,13 @@
 
 pub mod catalog;
 pub mod core;
+pub mod discovery;
 pub mod game_dir;
 pub mod ipc;
 pub mod library;
+pub mod peer_db;
+pub mod ping;
+pub mod runtime;
 pub mod serve;
 pub mod state_dir;
 pub mod transport;
@@ -23,6 +27,7 @@ use crate::catalog::Catalog;
 use crate::core::{Daemon, DaemonParts, Identity, adopt_game_dir};
 use crate::ipc::{AccessPolicy, BindError, IpcServer};
 use crate::library::{LibraryIndex, LocalLibrary};
+use crate::runtime::PeerRuntimeConfig;
 use crate::state_dir::{StateDir, StateDirError};
 
 /// Default file mode of the socket: anyone may connect; what they may do
@@ -45,6 +50,8 @@ pub struct Config {
     /// Group whose members get operator access (`None`: nobody beyond root
     /// and the daemon's user).
     pub operator_group: Option<String>,
+    /// QUIC server, TLS identity and discovery backend.
+    pub peer_runtime: PeerRuntimeConfig,
 }
 
 /// Why the daemon could not start.
@@ -85,6 +92,7 @@ pub async fn run(
         game_dir,
         library,
         index,
+        peer_runtime: config.peer_runtime,
     });
     tracing::info!(peer_id = %identity.peer_id, name = %identity.name, "lanspreadd started");
     on_ready();

@@ -7,6 +7,10 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use lanspreadd::Config;
 use lanspreadd::catalog::Catalog;
+use lanspreadd::discovery::Zeroconf;
+use lanspreadd::runtime::PeerRuntimeConfig;
+use lanspreadd::transport::TlsIdentity;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// The lanspread daemon: finds peers on the LAN, shares and downloads
@@ -39,6 +43,25 @@ struct Args {
     /// replaces the bundled one.
     #[arg(long, env = "LANSPREAD_CATALOG", value_name = "FILE")]
     catalog: Option<PathBuf>,
+
+    /// QUIC listen address for peers; port 0 lets the OS choose (mDNS
+    /// announces the actual port).
+    #[arg(
+        long,
+        env = "LANSPREAD_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:0"
+    )]
+    listen: std::net::SocketAddr,
+
+    /// PEM certificate for the peer transport, replacing the compiled-in
+    /// one (peers must use the same certificate). Needs --key.
+    #[arg(long, env = "LANSPREAD_CERT", value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+
+    /// PEM private key for --cert.
+    #[arg(long, env = "LANSPREAD_KEY", value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
 
     /// Name shown to peers and in status [default: the host name]
     #[arg(long, env = "LANSPREAD_NAME")]
@@ -120,6 +143,10 @@ fn resolve(args: Args) -> anyhow::Result<Config> {
         Some(path) => Catalog::load(path)?,
         None => Catalog::bundled(),
     };
+    let tls = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => TlsIdentity::load(cert, key)?,
+        _ => TlsIdentity::compiled_in(),
+    };
     let name = args.name.unwrap_or_else(|| {
         nix::unistd::gethostname()
             .ok()
@@ -136,6 +163,11 @@ fn resolve(args: Args) -> anyhow::Result<Config> {
         catalog,
         name,
         operator_group: Some(args.operator_group).filter(|g| !g.is_empty()),
+        peer_runtime: PeerRuntimeConfig {
+            listen: args.listen,
+            tls,
+            discovery: Arc::new(Zeroconf),
+        },
     })
 }
 

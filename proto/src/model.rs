@@ -200,6 +200,8 @@ pub struct DaemonStatus {
     pub protocol: u32,
     /// Seconds since the daemon started.
     pub uptime_secs: u64,
+    /// Where the QUIC server listens, once the peer runtime runs.
+    pub listen: Option<String>,
     /// Subsystems that are not running, each with the reason.
     pub unavailable: Vec<UnavailableComponent>,
 }

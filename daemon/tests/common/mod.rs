@@ -8,8 +8,16 @@ use std::time::Duration;
 
 use interprocess::local_socket::tokio::{Stream, prelude::*};
 use interprocess::local_socket::{GenericFilePath, ToFsName};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use lanspread_proto::client::IpcClient;
+use lanspread_proto::ipc::{EventMessage, PeerEvent};
 use lanspreadd::catalog::Catalog;
+use lanspreadd::discovery::{Announcement, DiscoveryBackend, DiscoveryEvent, Emit};
+use lanspreadd::runtime::PeerRuntimeConfig;
+use lanspreadd::transport::TlsIdentity;
 use lanspreadd::{Config, DEFAULT_SOCKET_MODE, StartError};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -59,14 +67,21 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
-    /// Starts a daemon on a game directory prepared by `setup`.
+    /// Starts a daemon on a game directory prepared by `setup`, alone on
+    /// its own in-memory LAN.
     pub async fn start(setup: impl FnOnce(&Path)) -> Self {
+        Self::start_on(&MemoryLan::default(), setup).await
+    }
+
+    /// Starts a daemon that finds the other daemons of `lan`.
+    pub async fn start_on(lan: &MemoryLan, setup: impl FnOnce(&Path)) -> Self {
         let game_dir = tempfile::tempdir().unwrap();
         setup(game_dir.path());
         let state_dir = tempfile::tempdir().unwrap();
         let socket_dir = tempfile::tempdir().unwrap();
         let socket = socket_dir.path().join("lanspreadd.sock");
-        let config = test_config(Some(game_dir.path().to_owned()), state_dir.path(), &socket);
+        let mut config = test_config(Some(game_dir.path().to_owned()), state_dir.path(), &socket);
+        config.peer_runtime.discovery = Arc::new(lan.clone());
         let (shutdown, task) = spawn_daemon(config).await;
         Self {
             socket,
@@ -105,6 +120,79 @@ pub fn test_config(game_dir: Option<PathBuf>, state_dir: &Path, socket: &Path) -
         catalog: test_catalog(),
         name: "test-daemon".into(),
         operator_group: None,
+        peer_runtime: PeerRuntimeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsIdentity::compiled_in(),
+            discovery: Arc::new(MemoryLan::default()),
+        },
+    }
+}
+
+/// An in-memory stand-in for mDNS: every daemon started on the same
+/// `MemoryLan` finds the others at 127.0.0.1 and their QUIC port. Used
+/// through the daemon's discovery seam; the lab tests use real mDNS.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryLan {
+    announced: Arc<Mutex<Vec<Announcement>>>,
+}
+
+impl DiscoveryBackend for MemoryLan {
+    fn start(
+        &self,
+        announcement: Announcement,
+        emit: Emit,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let announced = Arc::clone(&self.announced);
+        announced.lock().unwrap().push(announcement.clone());
+        std::thread::Builder::new()
+            .name("memory-lan".into())
+            .spawn(move || {
+                emit(DiscoveryEvent::Running);
+                let mut seen = HashSet::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let others: Vec<_> = announced
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .filter(|a| a.peer_id != announcement.peer_id)
+                        .cloned()
+                        .collect();
+                    for other in others {
+                        if seen.insert(other.peer_id.clone()) {
+                            emit(DiscoveryEvent::Found {
+                                peer_id: other.peer_id,
+                                name: other.name,
+                                addr: ([127, 0, 0, 1], other.port).into(),
+                            });
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                announced
+                    .lock()
+                    .unwrap()
+                    .retain(|a| a.peer_id != announcement.peer_id);
+            })
+    }
+}
+
+/// Reads events until one matches `want`, or fails after `timeout`.
+pub async fn wait_for_event(
+    client: &mut IpcClient,
+    timeout: Duration,
+    what: &str,
+    mut want: impl FnMut(&PeerEvent) -> bool,
+) -> EventMessage {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let event = tokio::time::timeout_at(deadline, client.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {timeout:?}"))
+            .expect("event stream");
+        if want(&event.event) {
+            return event;
+        }
     }
 }
 

@@ -1,0 +1,188 @@
+//! Liveness: pings every known peer over QUIC, fetches a peer's library
+//! when its revision changes, and reports peers that stopped answering.
+//!
+//! mDNS never reports a cut link, so this task is the only judge of
+//! whether a peer is alive. Lost peers keep being pinged so that a
+//! restored link brings them back.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use lanspread_proto::wire::{AnnouncedGame, Request, Response, WIRE_VERSION};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::DaemonEvent;
+use crate::transport::PeerClient;
+
+/// Time between two pings of the same peer. Also the bound on how long a
+/// library change takes to reach the other peers.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long one ping may take.
+pub const PING_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// A peer that has not answered for this long is lost. With the interval
+/// and timeout above, a dead peer is reported within about 7.5 s.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A peer to keep pinging.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PingTarget {
+    pub peer_id: String,
+    pub addr: SocketAddr,
+}
+
+/// What pinging found out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PingEvent {
+    /// The peer answers; this is its library at `revision` (sent when the
+    /// revision changed, or when a peer that was unreachable answers again).
+    Library {
+        peer_id: String,
+        revision: u64,
+        games: Vec<AnnouncedGame>,
+    },
+    /// The peer has not answered for [`PEER_TIMEOUT`] (sent once per outage).
+    Unreachable { peer_id: String, reason: String },
+}
+
+/// What this task remembers per peer.
+#[derive(Debug)]
+struct Liveness {
+    last_answer: Instant,
+    revision: Option<u64>,
+    reported_unreachable: bool,
+}
+
+/// Pings the targets every [`PING_INTERVAL`] (and new targets at once)
+/// until `shutdown`.
+pub async fn run(
+    client: Arc<PeerClient>,
+    mut targets: watch::Receiver<Vec<PingTarget>>,
+    core: mpsc::Sender<DaemonEvent>,
+    shutdown: CancellationToken,
+) {
+    let emit = |event| {
+        let core = core.clone();
+        async move {
+            // The core is gone only at shutdown.
+            let _ = core.send(DaemonEvent::Ping(event)).await;
+        }
+    };
+    let mut liveness: HashMap<String, Liveness> = HashMap::new();
+    let mut ticker = tokio::time::interval(PING_INTERVAL);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+            changed = targets.changed() => if changed.is_err() { break },
+        }
+        let current = targets.borrow_and_update().clone();
+        liveness.retain(|peer_id, _| current.iter().any(|t| &t.peer_id == peer_id));
+        let now = Instant::now();
+        for target in &current {
+            liveness.entry(target.peer_id.clone()).or_insert(Liveness {
+                last_answer: now,
+                revision: None,
+                reported_unreachable: false,
+            });
+        }
+        let known: Vec<Option<u64>> = current
+            .iter()
+            .map(|t| {
+                let state = &liveness[&t.peer_id];
+                state.revision.filter(|_| !state.reported_unreachable)
+            })
+            .collect();
+        let answers = join_all(
+            current
+                .iter()
+                .zip(known)
+                .map(|(target, known)| probe(&client, target, known)),
+        )
+        .await;
+        for (target, answer) in current.iter().zip(answers) {
+            let Some(state) = liveness.get_mut(&target.peer_id) else {
+                continue;
+            };
+            match answer {
+                Ok(Answer::Unchanged) => state.last_answer = Instant::now(),
+                Ok(Answer::Library { revision, games }) => {
+                    state.last_answer = Instant::now();
+                    state.revision = Some(revision);
+                    state.reported_unreachable = false;
+                    emit(PingEvent::Library {
+                        peer_id: target.peer_id.clone(),
+                        revision,
+                        games,
+                    })
+                    .await;
+                }
+                Err(reason) => {
+                    if !state.reported_unreachable && state.last_answer.elapsed() >= PEER_TIMEOUT {
+                        state.reported_unreachable = true;
+                        emit(PingEvent::Unreachable {
+                            peer_id: target.peer_id.clone(),
+                            reason,
+                        })
+                        .await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A peer's answer to one probe.
+enum Answer {
+    /// Alive, library revision as known.
+    Unchanged,
+    /// Alive, with a library we did not have.
+    Library {
+        revision: u64,
+        games: Vec<AnnouncedGame>,
+    },
+}
+
+/// Pings one peer and, when its library revision is not `known`, fetches
+/// the library too. A failed fetch counts as no answer (retried next round).
+async fn probe(
+    client: &PeerClient,
+    target: &PingTarget,
+    known: Option<u64>,
+) -> Result<Answer, String> {
+    let pong = tokio::time::timeout(PING_TIMEOUT, client.request(target.addr, &Request::Ping))
+        .await
+        .map_err(|_| format!("no answer within {PING_TIMEOUT:?}"))?
+        .map_err(|err| err.to_string())?;
+    let revision = match pong {
+        Response::Pong {
+            peer_id,
+            wire_version,
+            library_revision,
+        } => {
+            if peer_id != target.peer_id {
+                return Err(format!("{} answers as peer {peer_id}", target.addr));
+            }
+            if wire_version != WIRE_VERSION {
+                return Err(format!("speaks wire version {wire_version}"));
+            }
+            library_revision
+        }
+        other => return Err(format!("answered a ping with {other:?}")),
+    };
+    if known == Some(revision) {
+        return Ok(Answer::Unchanged);
+    }
+    match client.request(target.addr, &Request::ListGames).await {
+        Ok(Response::Games { games }) => Ok(Answer::Library { revision, games }),
+        Ok(other) => Err(format!("answered ListGames with {other:?}")),
+        Err(err) => Err(format!("cannot fetch its library: {err}")),
+    }
+}

@@ -1,0 +1,111 @@
+//! The peer runtime: the QUIC server, discovery and the ping task, started
+//! together once the daemon has a game directory (SPEC §3) and stopped
+//! together at shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::{DaemonEvent, Identity};
+use crate::discovery::{Announcement, DiscoveryBackend};
+use crate::library::LibraryIndex;
+use crate::ping::{self, PingTarget};
+use crate::serve::ServedLibrary;
+use crate::transport::{PeerClient, QuicServer, ServeContext, TlsIdentity, TransportError};
+
+/// How the peer runtime is set up.
+#[derive(Clone, Debug)]
+pub struct PeerRuntimeConfig {
+    /// QUIC listen address (port 0: chosen by the OS, announced by mDNS).
+    pub listen: SocketAddr,
+    pub tls: TlsIdentity,
+    pub discovery: Arc<dyn DiscoveryBackend>,
+}
+
+/// The channels the runtime reads the core's state from.
+#[derive(Debug)]
+pub struct RuntimeFeeds {
+    pub served: watch::Receiver<Arc<ServedLibrary>>,
+    pub targets: watch::Receiver<Vec<PingTarget>>,
+    pub index: Arc<Mutex<LibraryIndex>>,
+    pub inbox: mpsc::Sender<DaemonEvent>,
+}
+
+/// The running peer runtime.
+#[derive(Debug)]
+pub struct PeerRuntime {
+    /// Where the QUIC server listens.
+    pub listen: SocketAddr,
+    client: Arc<PeerClient>,
+    stop_discovery: Arc<AtomicBool>,
+    discovery_thread: Option<std::thread::JoinHandle<()>>,
+    /// Cancels the server and ping tasks.
+    tasks: CancellationToken,
+}
+
+impl PeerRuntime {
+    /// Binds the QUIC server and starts the server, ping and discovery.
+    pub fn start(
+        config: &PeerRuntimeConfig,
+        identity: &Identity,
+        feeds: RuntimeFeeds,
+    ) -> Result<Self, TransportError> {
+        let server = QuicServer::bind(config.listen, &config.tls)?;
+        let client = Arc::new(PeerClient::new(&config.tls)?);
+        let listen = server.local_addr();
+        let tasks = CancellationToken::new();
+        let context = Arc::new(ServeContext {
+            peer_id: identity.peer_id.clone(),
+            library: feeds.served,
+            index: feeds.index,
+        });
+        tokio::spawn(server.serve(context, tasks.clone()));
+        tokio::spawn(ping::run(
+            Arc::clone(&client),
+            feeds.targets,
+            feeds.inbox.clone(),
+            tasks.clone(),
+        ));
+        let stop_discovery = Arc::new(AtomicBool::new(false));
+        let inbox = feeds.inbox;
+        let announcement = Announcement {
+            peer_id: identity.peer_id.clone(),
+            name: identity.name.clone(),
+            port: listen.port(),
+        };
+        let discovery_thread = config
+            .discovery
+            .start(
+                announcement,
+                Box::new(move |event| {
+                    // The core is gone only at shutdown; then nobody listens.
+                    let _ = inbox.blocking_send(DaemonEvent::Discovery(event));
+                }),
+                Arc::clone(&stop_discovery),
+            )
+            .map_err(|err| TransportError::Start {
+                addr: listen.to_string(),
+                reason: format!("cannot start the discovery thread: {err}"),
+            })?;
+        Ok(Self {
+            listen,
+            client,
+            stop_discovery,
+            discovery_thread: Some(discovery_thread),
+            tasks,
+        })
+    }
+
+    /// Stops discovery, the server and pings, and closes peer connections.
+    pub async fn stop(mut self) {
+        self.stop_discovery.store(true, Ordering::Relaxed);
+        self.tasks.cancel();
+        self.client.close_all().await;
+        if let Some(thread) = self.discovery_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
