@@ -1,0 +1,207 @@
+//! The network lab from Rust: builds isolated hosts with `scripts/lab.sh`,
+//! starts the real `lanspreadd` inside them (by pid, through `nsenter`),
+//! drives each through the typed IPC client, and tears everything down on
+//! drop, also when a test fails.
+
+#![allow(dead_code)] // each lab test uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use lanspread_proto::client::IpcClient;
+use tempfile::TempDir;
+
+/// Labs in one test binary run one at a time: two cores cannot carry
+/// several labs of daemons without making the timings meaningless.
+static LAB_LOCK: Mutex<()> = Mutex::new(());
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+/// Longest any lab script step may take.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab.sh")
+}
+
+/// A running lab; torn down when dropped.
+pub struct Lab {
+    id: String,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Lab {
+    /// Builds `hosts` hosts. Root is required; its absence fails the test.
+    pub fn up(hosts: usize) -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the network lab needs root (CI runs as root); this test cannot run without it"
+        );
+        let serial = LAB_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let id = format!(
+            "{:x}{}",
+            std::process::id() % 0xfff,
+            NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+        );
+        let lab = Self {
+            id,
+            _serial: serial,
+        };
+        // A leftover from a crashed run with the same id goes first.
+        lab.script(&["down"]);
+        let output = lab.script(&["up", &hosts.to_string()]);
+        assert!(
+            output.status.success(),
+            "lab up failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        lab
+    }
+
+    fn script(&self, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new("timeout");
+        command
+            .arg(SCRIPT_TIMEOUT.as_secs().to_string())
+            .arg(script())
+            .args(args)
+            .args(["--id", &self.id]);
+        command.output().expect("lab.sh runs")
+    }
+
+    fn must(&self, args: &[&str]) {
+        let output = self.script(args);
+        assert!(
+            output.status.success(),
+            "lab.sh {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The lab address of host `hN`.
+    pub fn address(host: &str) -> String {
+        format!("10.77.0.{}", &host[1..])
+    }
+
+    pub fn cut(&self, host: &str) {
+        self.must(&["cut", host]);
+    }
+
+    pub fn restore(&self, host: &str) {
+        self.must(&["restore", host]);
+    }
+
+    pub fn restart_avahi(&self, host: &str) {
+        self.must(&["avahi-restart", host]);
+    }
+
+    fn anchor_pid(&self, host: &str) -> String {
+        let output = self.script(&["pid", host]);
+        assert!(output.status.success(), "no host {host}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Starts `lanspreadd` in `host` on a game directory prepared by
+    /// `setup`.
+    pub fn spawn_daemon(&self, host: &str, name: &str, setup: impl FnOnce(&Path)) -> LabDaemon {
+        let work = tempfile::tempdir().unwrap();
+        let games = work.path().join("games");
+        std::fs::create_dir_all(&games).unwrap();
+        setup(&games);
+        let socket = work.path().join("lanspreadd.sock");
+        let log = work.path().join("lanspreadd.log");
+        let started = Instant::now();
+        let child = Command::new("nsenter")
+            .args(["-t", &self.anchor_pid(host), "-n", "-m", "-u", "--"])
+            .arg(env!("CARGO_BIN_EXE_lanspreadd"))
+            .arg("--game-dir")
+            .arg(&games)
+            .arg("--state-dir")
+            .arg(work.path().join("state"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--name", name])
+            .env("RUST_LOG", "info,lanspreadd=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("nsenter runs");
+        let mut daemon = LabDaemon {
+            child,
+            socket,
+            log,
+            started,
+            _work: work,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let output = self.script(&["down"]);
+        if !output.status.success() {
+            eprintln!(
+                "lab down failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+}
+
+/// A `lanspreadd` process inside a lab host; killed (by pid) on drop.
+pub struct LabDaemon {
+    child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    /// When the process was spawned.
+    pub started: Instant,
+    _work: TempDir,
+}
+
+impl LabDaemon {
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "lanspreadd exited during start ({status}):\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lanspreadd did not open its socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub async fn client(&self) -> IpcClient {
+        IpcClient::connect(&self.socket)
+            .await
+            .expect("connect to lab daemon")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for LabDaemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The network lab (SPEC §12): N isolated hosts on one private bridge, each a
+# network namespace with its own mount and UTS namespaces, D-Bus system bus
+# and avahi-daemon. Root only. Nothing here ever runs avahi-daemon or sends
+# multicast in the machine's own network namespace.
+#
+#   lab.sh up N [--id ID]          build hosts h1..hN (10.77.0.1..N/24)
+#   lab.sh run HOST CMD... [--id]  run CMD inside a host (HOST: h1, h2, ...)
+#   lab.sh pid HOST [--id ID]      pid of the host's anchor process (for nsenter)
+#   lab.sh cut HOST | restore HOST cut or restore a host's link (bridge side)
+#   lab.sh avahi-restart HOST      kill the host's avahi-daemon and start it again
+#   lab.sh down [--id ID]          kill what the lab started (by pid) and remove it
+#
+# Every lab has an id (default "dev"), so tests can run their own labs.
+set -euo pipefail
+
+id=dev
+args=()
+while (($#)); do
+    case $1 in
+        --id) id=$2; shift 2 ;;
+        *) args+=("$1"); shift ;;
+    esac
+done
+set -- "${args[@]}"
+command=${1:-}
+shift || true
+
+state=/run/lanspread-lab/$id
+bridge_ns=lsl-$id-br
+host_ns() { echo "lsl-$id-$1"; }
+step_timeout=20
+
+die() { echo "lab: $*" >&2; exit 1; }
+need_root() { [[ $(id -u) == 0 ]] || die "the lab needs root (network namespaces)"; }
+need_tools() {
+    local tool
+    for tool in ip unshare nsenter dbus-daemon avahi-daemon; do
+        command -v "$tool" > /dev/null || die "missing $tool (install iproute2, util-linux, dbus, avahi-daemon)"
+    done
+}
+anchor_pid() {
+    local file=$state/$1.pid
+    [[ -f $file ]] || die "no host $1 in lab $id (lab.sh up first)"
+    cat "$file"
+}
+in_host() { local pid; pid=$(anchor_pid "$1"); shift; nsenter -t "$pid" -n -m -u -- "$@"; }
+
+# What each host's anchor runs: private /run/dbus and /run/avahi-daemon,
+# its own host name, then D-Bus and Avahi, then it waits to be killed.
+host_init='
+set -euo pipefail
+if [[ $(readlink /proc/self/ns/net) == $(readlink /proc/1/ns/net) ]]; then
+    echo "lab: refusing to start avahi-daemon in the machine'\''s own network namespace" >&2
+    exit 1
+fi
+hostname "$1"
+mkdir -p /run/dbus /run/avahi-daemon
+mount -t tmpfs -o size=4m lanspread-lab /run/dbus
+mount -t tmpfs -o size=4m lanspread-lab /run/avahi-daemon
+dbus-daemon --system --fork
+avahi-daemon -D --no-rlimits
+exec sleep infinity
+'
+
+start_avahi() {
+    in_host "$1" bash -c '
+        [[ $(readlink /proc/self/ns/net) != $(readlink /proc/1/ns/net) ]] || exit 1
+        avahi-daemon -D --no-rlimits'
+}
+
+avahi_pid() { in_host "$1" cat /run/avahi-daemon/pid 2> /dev/null || true; }
+avahi_running() { in_host "$1" avahi-daemon --check; }
+
+wait_for() {
+    local what=$1 deadline=$((SECONDS + step_timeout)); shift
+    until "$@" > /dev/null 2>&1; do
+        ((SECONDS < deadline)) || die "timed out waiting for $what"
+        sleep 0.1
+    done
+}
+
+case $command in
+    up)
+        need_root; need_tools
+        n=${1:?usage: lab.sh up N}
+        ((n >= 1 && n <= 32)) || die "N must be 1..32"
+        [[ ! -d $state ]] || die "lab $id exists (lab.sh down --id $id first)"
+        mkdir -p "$state"
+        ip netns add "$bridge_ns"
+        ip -n "$bridge_ns" link add br0 type bridge
+        ip -n "$bridge_ns" link set br0 up
+        for i in $(seq "$n"); do
+            host=h$i ns=$(host_ns "h$i")
+            ip netns add "$ns"
+            ip link add eth0 netns "$ns" type veth peer name "v$host" netns "$bridge_ns"
+            ip -n "$bridge_ns" link set "v$host" master br0 up
+            ip -n "$ns" link set lo up
+            ip -n "$ns" addr add "10.77.0.$i/24" dev eth0
+            ip -n "$ns" link set eth0 up
+            ip netns exec "$ns" unshare --mount --uts --propagation private \
+                bash -c "$host_init" host-init "lab-$id-$host" < /dev/null > "$state/$host.log" 2>&1 &
+            echo $! > "$state/$host.pid"
+        done
+        for i in $(seq "$n"); do
+            wait_for "avahi-daemon in h$i to run" avahi_running "h$i"
+        done
+        echo "lab $id: $n hosts up (10.77.0.1-$n)"
+        ;;
+    run)
+        host=${1:?usage: lab.sh run HOST CMD...}; shift
+        in_host "$host" "$@"
+        ;;
+    pid)
+        anchor_pid "${1:?usage: lab.sh pid HOST}"
+        ;;
+    cut | restore)
+        host=${1:?usage: lab.sh $command HOST}
+        [[ $command == cut ]] && updown=down || updown=up
+        ip -n "$bridge_ns" link set "v$host" "$updown"
+        ;;
+    avahi-restart)
+        host=${1:?usage: lab.sh avahi-restart HOST}
+        pid=$(avahi_pid "$host")
+        [[ -n $pid ]] || die "no avahi-daemon runs in $host"
+        kill "$pid"
+        wait_for "avahi-daemon in $host to exit" bash -c "! kill -0 $pid"
+        start_avahi "$host"
+        wait_for "avahi-daemon in $host to run" avahi_running "$host"
+        ;;
+    down)
+        [[ -d $state ]] || { ip netns del "$bridge_ns" 2> /dev/null || true; exit 0; }
+        for file in "$state"/h*.pid; do
+            [[ -e $file ]] || continue
+            host=$(basename "$file" .pid)
+            pid=$(cat "$file")
+            if kill -0 "$pid" 2> /dev/null; then
+                for daemon in /run/avahi-daemon/pid /run/dbus/pid; do
+                    dpid=$(nsenter -t "$pid" -m cat "$daemon" 2> /dev/null || true)
+                    [[ -n $dpid ]] && kill "$dpid" 2> /dev/null || true
+                done
+                kill "$pid" 2> /dev/null || true
+            fi
+            ip netns del "$(host_ns "$host")" 2> /dev/null || true
+        done
+        ip netns del "$bridge_ns" 2> /dev/null || true
+        rm -rf "$state"
+        echo "lab $id: down"
+        ;;
+    *)
+        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+        exit 2
+        ;;
+esac
