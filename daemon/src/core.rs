@@ -25,7 +25,7 @@ use crate::catalog::Catalog;
 use crate::discovery::DiscoveryEvent;
 use crate::game_dir::validate_game_dir;
 use crate::library::{LibraryIndex, LocalLibrary, scan_local_library};
-use crate::peer_db::{Discovered, PeerGameDb, PeerState};
+use crate::peer_db::{Discovered, PeerGameDb};
 use crate::ping::{PingEvent, PingTarget};
 use crate::runtime::{PeerRuntime, PeerRuntimeConfig, RuntimeFeeds};
 use crate::serve::ServedLibrary;
@@ -392,9 +392,8 @@ impl Daemon {
             DiscoveryEvent::Gone { peer_id } => {
                 // mDNS is a hint: only a peer that also stopped answering
                 // pings is forgotten.
-                if self.peers.get(&peer_id).map(|p| p.state) == Some(PeerState::Lost) {
+                if self.peers.left_mdns(&peer_id) {
                     tracing::info!(peer = %peer_id, "lost peer left mdns, forgotten");
-                    self.peers.remove(&peer_id);
                     self.update_ping_targets();
                 }
             }
@@ -424,6 +423,8 @@ impl Daemon {
                     self.publish_peer_count();
                     self.publish_library();
                 }
+                // A peer that left mDNS and stopped answering is forgotten.
+                self.update_ping_targets();
             }
         }
     }

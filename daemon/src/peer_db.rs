@@ -33,6 +33,8 @@ pub struct PeerEntry {
     pub games: Vec<AnnouncedGame>,
     /// The library revision `games` belongs to.
     pub revision: Option<u64>,
+    /// Its mDNS record went away; once it is also lost, it is forgotten.
+    pub left_mdns: bool,
 }
 
 /// Every known peer by peer id.
@@ -70,6 +72,7 @@ impl PeerGameDb {
                         state: PeerState::Discovered,
                         games: Vec::new(),
                         revision: None,
+                        left_mdns: false,
                     },
                 );
                 Discovered::New
@@ -77,9 +80,30 @@ impl PeerGameDb {
             Some(entry) if entry.addr != addr || entry.info.name != name => {
                 entry.addr = addr;
                 entry.info = info;
+                entry.left_mdns = false;
                 Discovered::Moved
             }
-            Some(_) => Discovered::Unchanged,
+            Some(entry) => {
+                entry.left_mdns = false;
+                Discovered::Unchanged
+            }
+        }
+    }
+
+    /// Records that a peer's mDNS record went away. mDNS is only a hint:
+    /// a peer that still answers pings stays. Returns true when the peer
+    /// was already lost and has now been forgotten.
+    pub fn left_mdns(&mut self, peer_id: &str) -> bool {
+        match self.peers.get_mut(peer_id) {
+            Some(entry) if entry.state == PeerState::Lost => {
+                self.peers.remove(peer_id);
+                true
+            }
+            Some(entry) => {
+                entry.left_mdns = true;
+                false
+            }
+            None => false,
         }
     }
 
@@ -96,16 +120,21 @@ impl PeerGameDb {
         newly
     }
 
-    /// Marks a peer lost and forgets its games; returns true if it was
-    /// connected (so a `PeerLost` is due).
+    /// Marks a peer lost and forgets its games (and the peer itself, if
+    /// its mDNS record is gone too). Returns true if it was connected, so
+    /// a `PeerLost` is due.
     pub fn lost(&mut self, peer_id: &str) -> bool {
         let Some(entry) = self.peers.get_mut(peer_id) else {
             return false;
         };
         let was_connected = entry.state == PeerState::Connected;
-        entry.state = PeerState::Lost;
-        entry.games.clear();
-        entry.revision = None;
+        if entry.left_mdns {
+            self.peers.remove(peer_id);
+        } else {
+            entry.state = PeerState::Lost;
+            entry.games.clear();
+            entry.revision = None;
+        }
         was_connected
     }
 
@@ -214,6 +243,23 @@ mod tests {
         );
         assert_eq!(db.discovered("p1", "one", addr(2)), Discovered::Moved);
         assert!(!db.library("unknown", 1, vec![]));
+    }
+
+    #[test]
+    fn a_peer_is_forgotten_only_when_it_left_mdns_and_stopped_answering() {
+        let mut db = PeerGameDb::default();
+        db.discovered("p1", "one", addr(1));
+        db.library("p1", 1, vec![]);
+        assert!(!db.left_mdns("p1"), "still answering: kept");
+        assert!(db.get("p1").is_some());
+        assert!(db.lost("p1"));
+        assert!(db.get("p1").is_none(), "gone from mDNS and lost: forgotten");
+
+        db.discovered("p2", "two", addr(2));
+        db.library("p2", 1, vec![]);
+        db.lost("p2");
+        assert!(db.left_mdns("p2"));
+        assert!(db.get("p2").is_none());
     }
 
     #[test]

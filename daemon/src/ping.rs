@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
 use lanspread_proto::wire::{AnnouncedGame, Request, Response, WIRE_VERSION};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -51,7 +50,7 @@ pub enum PingEvent {
     Unreachable { peer_id: String, reason: String },
 }
 
-/// What this task remembers per peer.
+/// What a peer's pinger remembers.
 #[derive(Debug)]
 struct Liveness {
     last_answer: Instant,
@@ -59,80 +58,86 @@ struct Liveness {
     reported_unreachable: bool,
 }
 
-/// Pings the targets every [`PING_INTERVAL`] (and new targets at once)
-/// until `shutdown`.
+/// Keeps one pinger task per target, started as soon as a target appears
+/// and stopped when it goes (or moves), until `shutdown`. Pingers are
+/// independent, so a dead peer's timeouts never delay a live one.
 pub async fn run(
     client: Arc<PeerClient>,
     mut targets: watch::Receiver<Vec<PingTarget>>,
     core: mpsc::Sender<DaemonEvent>,
     shutdown: CancellationToken,
 ) {
-    let emit = |event| {
-        let core = core.clone();
-        async move {
-            // The core is gone only at shutdown.
-            let _ = core.send(DaemonEvent::Ping(event)).await;
+    let mut pingers: HashMap<String, (SocketAddr, CancellationToken)> = HashMap::new();
+    loop {
+        let current = targets.borrow_and_update().clone();
+        pingers.retain(|peer_id, (addr, stop)| {
+            let keep = current
+                .iter()
+                .any(|t| &t.peer_id == peer_id && t.addr == *addr);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for target in current {
+            if !pingers.contains_key(&target.peer_id) {
+                let stop = shutdown.child_token();
+                pingers.insert(target.peer_id.clone(), (target.addr, stop.clone()));
+                tokio::spawn(ping_peer(Arc::clone(&client), target, core.clone(), stop));
+            }
         }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = targets.changed() => if changed.is_err() { break },
+        }
+    }
+}
+
+/// Pings one peer every [`PING_INTERVAL`] until `stop`.
+async fn ping_peer(
+    client: Arc<PeerClient>,
+    target: PingTarget,
+    core: mpsc::Sender<DaemonEvent>,
+    stop: CancellationToken,
+) {
+    let emit = |event| async {
+        // The core is gone only at shutdown.
+        let _ = core.send(DaemonEvent::Ping(event)).await;
     };
-    let mut liveness: HashMap<String, Liveness> = HashMap::new();
+    let mut state = Liveness {
+        last_answer: Instant::now(),
+        revision: None,
+        reported_unreachable: false,
+    };
     let mut ticker = tokio::time::interval(PING_INTERVAL);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = stop.cancelled() => return,
             _ = ticker.tick() => {}
-            changed = targets.changed() => if changed.is_err() { break },
         }
-        let current = targets.borrow_and_update().clone();
-        liveness.retain(|peer_id, _| current.iter().any(|t| &t.peer_id == peer_id));
-        let now = Instant::now();
-        for target in &current {
-            liveness.entry(target.peer_id.clone()).or_insert(Liveness {
-                last_answer: now,
-                revision: None,
-                reported_unreachable: false,
-            });
-        }
-        let known: Vec<Option<u64>> = current
-            .iter()
-            .map(|t| {
-                let state = &liveness[&t.peer_id];
-                state.revision.filter(|_| !state.reported_unreachable)
-            })
-            .collect();
-        let answers = join_all(
-            current
-                .iter()
-                .zip(known)
-                .map(|(target, known)| probe(&client, target, known)),
-        )
-        .await;
-        for (target, answer) in current.iter().zip(answers) {
-            let Some(state) = liveness.get_mut(&target.peer_id) else {
-                continue;
-            };
-            match answer {
-                Ok(Answer::Unchanged) => state.last_answer = Instant::now(),
-                Ok(Answer::Library { revision, games }) => {
-                    state.last_answer = Instant::now();
-                    state.revision = Some(revision);
-                    state.reported_unreachable = false;
-                    emit(PingEvent::Library {
+        let known = state.revision.filter(|_| !state.reported_unreachable);
+        match probe(&client, &target, known).await {
+            Ok(Answer::Unchanged) => state.last_answer = Instant::now(),
+            Ok(Answer::Library { revision, games }) => {
+                state.last_answer = Instant::now();
+                state.revision = Some(revision);
+                state.reported_unreachable = false;
+                emit(PingEvent::Library {
+                    peer_id: target.peer_id.clone(),
+                    revision,
+                    games,
+                })
+                .await;
+            }
+            Err(reason) => {
+                if !state.reported_unreachable && state.last_answer.elapsed() >= PEER_TIMEOUT {
+                    state.reported_unreachable = true;
+                    emit(PingEvent::Unreachable {
                         peer_id: target.peer_id.clone(),
-                        revision,
-                        games,
+                        reason,
                     })
                     .await;
-                }
-                Err(reason) => {
-                    if !state.reported_unreachable && state.last_answer.elapsed() >= PEER_TIMEOUT {
-                        state.reported_unreachable = true;
-                        emit(PingEvent::Unreachable {
-                            peer_id: target.peer_id.clone(),
-                            reason,
-                        })
-                        .await;
-                    }
                 }
             }
         }
