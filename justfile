@@ -22,6 +22,29 @@ clippy:
 test: fmt-check clippy
     cargo test --workspace --all-features --locked
 
+# Build the network lab: N hosts (h1..hN, 10.77.0.1..N) with their own Avahi.
+lab-up N="2":
+    scripts/lab.sh up {{N}}
+
+# Run a command inside a lab host, e.g. `just lab-run h1 target/debug/lanspreadctl peers`.
+lab-run HOST +CMD:
+    scripts/lab.sh run {{HOST}} {{CMD}}
+
+# Cut or restore a lab host's link.
+lab-cut HOST:
+    scripts/lab.sh cut {{HOST}}
+
+lab-restore HOST:
+    scripts/lab.sh restore {{HOST}}
+
+# Stop everything the lab started and remove it.
+lab-down:
+    scripts/lab.sh down
+
+# Regenerate the compiled-in TLS certificate and key (then rebuild).
+certs:
+    certs/generate.sh
+
 # Start a daemon on a sample library and drive it with lanspreadctl.
 demo:
     scripts/demo.sh

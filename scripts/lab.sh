@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The network lab (SPEC §12): N isolated hosts on one private bridge, each a
-# network namespace with its own mount and UTS namespaces, D-Bus system bus
-# and avahi-daemon. Root only. Nothing here ever runs avahi-daemon or sends
+# network namespace with its own mount and UTS namespaces, D-Bus system bus,
+# avahi-daemon, and private /run/lanspread and /var/lib/lanspread (so
+# lanspreadd and lanspreadctl work there with their defaults). Root only. Nothing here ever runs avahi-daemon or sends
 # multicast in the machine's own network namespace.
 #
 #   lab.sh up N [--id ID]          build hosts h1..hN (10.77.0.1..N/24)
@@ -9,7 +10,7 @@
 #   lab.sh pid HOST [--id ID]      pid of the host's anchor process (for nsenter)
 #   lab.sh cut HOST | restore HOST cut or restore a host's link (bridge side)
 #   lab.sh avahi-restart HOST      kill the host's avahi-daemon and start it again
-#   lab.sh down [--id ID]          kill what the lab started (by pid) and remove it
+#   lab.sh down [--id ID]          end every process in the lab (by pid) and remove it
 #
 # Every lab has an id (default "dev"), so tests can run their own labs.
 set -euo pipefail
@@ -44,7 +45,7 @@ anchor_pid() {
     [[ -f $file ]] || die "no host $1 in lab $id (lab.sh up first)"
     cat "$file"
 }
-in_host() { local pid; pid=$(anchor_pid "$1"); shift; nsenter -t "$pid" -n -m -u -- "$@"; }
+in_host() { local pid; pid=$(anchor_pid "$1"); shift; nsenter -t "$pid" -n -m -u --wd="$PWD" -- "$@"; }
 
 # What each host's anchor runs: private /run/dbus and /run/avahi-daemon,
 # its own host name, then D-Bus and Avahi, then it waits to be killed.
@@ -55,9 +56,12 @@ if [[ $(readlink /proc/self/ns/net) == $(readlink /proc/1/ns/net) ]]; then
     exit 1
 fi
 hostname "$1"
-mkdir -p /run/dbus /run/avahi-daemon
-mount -t tmpfs -o size=4m lanspread-lab /run/dbus
-mount -t tmpfs -o size=4m lanspread-lab /run/avahi-daemon
+# Private runtime and state dirs: a daemon started with its defaults gets
+# its own socket and peer id in each host.
+for dir in /run/dbus /run/avahi-daemon /run/lanspread /var/lib/lanspread; do
+    mkdir -p "$dir"
+    mount -t tmpfs -o size=16m lanspread-lab "$dir"
+done
 dbus-daemon --system --fork
 avahi-daemon -D --no-rlimits
 exec sleep infinity
@@ -129,21 +133,19 @@ case $command in
         wait_for "avahi-daemon in $host to run" avahi_running "$host"
         ;;
     down)
-        [[ -d $state ]] || { ip netns del "$bridge_ns" 2> /dev/null || true; exit 0; }
-        for file in "$state"/h*.pid; do
-            [[ -e $file ]] || continue
-            host=$(basename "$file" .pid)
-            pid=$(cat "$file")
-            if kill -0 "$pid" 2> /dev/null; then
-                for daemon in /run/avahi-daemon/pid /run/dbus/pid; do
-                    dpid=$(nsenter -t "$pid" -m cat "$daemon" 2> /dev/null || true)
-                    [[ -n $dpid ]] && kill "$dpid" 2> /dev/null || true
-                done
-                kill "$pid" 2> /dev/null || true
-            fi
-            ip netns del "$(host_ns "$host")" 2> /dev/null || true
+        # Every process inside the lab's namespaces was started in the lab
+        # (anchors, D-Bus, Avahi, daemons run with `lab.sh run`): end them
+        # by pid, then remove the namespaces.
+        for ns in $(ip netns list | awk '{print $1}' | grep -E "^lsl-$id-" || true); do
+            pids=$(ip netns pids "$ns" 2> /dev/null || true)
+            [[ -n $pids ]] && kill $pids 2> /dev/null || true
         done
-        ip netns del "$bridge_ns" 2> /dev/null || true
+        sleep 0.2
+        for ns in $(ip netns list | awk '{print $1}' | grep -E "^lsl-$id-" || true); do
+            pids=$(ip netns pids "$ns" 2> /dev/null || true)
+            [[ -n $pids ]] && kill -9 $pids 2> /dev/null || true
+            ip netns del "$ns" 2> /dev/null || true
+        done
         rm -rf "$state"
         echo "lab $id: down"
         ;;
