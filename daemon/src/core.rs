@@ -235,6 +235,7 @@ impl Daemon {
             served: self.served.subscribe(),
             targets: self.ping_targets.subscribe(),
             index: Arc::clone(&self.index),
+            state_dir: self.state_dir.path().to_owned(),
             inbox: self.inbox.clone(),
         };
         self.runtime = match PeerRuntime::start(config, &self.identity, feeds) {

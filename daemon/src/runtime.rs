@@ -31,6 +31,8 @@ pub struct RuntimeFeeds {
     pub served: watch::Receiver<Arc<ServedLibrary>>,
     pub targets: watch::Receiver<Vec<PingTarget>>,
     pub index: Arc<Mutex<LibraryIndex>>,
+    /// Where the index is saved.
+    pub state_dir: std::path::PathBuf,
     pub inbox: mpsc::Sender<DaemonEvent>,
 }
 
@@ -61,6 +63,7 @@ impl PeerRuntime {
             peer_id: identity.peer_id.clone(),
             library: feeds.served,
             index: feeds.index,
+            state_dir: Some(feeds.state_dir),
         });
         tokio::spawn(server.serve(context, tasks.clone()));
         tokio::spawn(ping::run(

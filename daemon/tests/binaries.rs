@@ -173,6 +173,7 @@ fn ctl_json_games_lists_each_cataloged_root_with_its_facts() {
 
     let status = stdout_json(&daemon.ctl(&["--json", "status"]));
     assert_eq!(status["peer_count"], 0);
+    assert!(status["listen"].as_str().unwrap().starts_with("0.0.0.0:"));
     assert_eq!(status["peer_id"].as_str().unwrap().len(), 32);
     assert!(status["game_dir"].as_str().is_some());
     assert_eq!(
@@ -383,4 +384,34 @@ fn every_setting_can_come_from_the_environment() {
     assert_eq!(mode & 0o777, 0o660);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The machine's own namespace runs no Avahi (and must not): the daemon
+/// starts anyway, serves its socket, and says why discovery is down.
+#[test]
+fn without_avahi_the_daemon_serves_and_reports_discovery_down() {
+    let daemon = DaemonProcess::start(sample_library, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = stdout_json(&daemon.ctl(&["--json", "status"]));
+        let reasons: Vec<String> = status["unavailable"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["component"] == "discovery")
+            .map(|u| u["reason"].as_str().unwrap().to_owned())
+            .collect();
+        if let Some(reason) = reasons.first() {
+            assert!(reason.contains("avahi"), "{reason}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "discovery failure never reported: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(daemon.ctl(&["games"]).status.code(), Some(0));
+    let (_, log) = daemon.terminate();
+    assert!(log.contains("mdns discovery failed"), "{log}");
 }

@@ -73,6 +73,7 @@ impl Fixture {
             peer_id: "server-peer".into(),
             library: rx,
             index,
+            state_dir: None,
         });
         tokio::spawn(server.serve(context, shutdown.clone()));
         Self {

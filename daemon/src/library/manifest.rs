@@ -24,12 +24,15 @@ pub enum ManifestError {
     },
 }
 
-/// The manifest of the game `id` rooted at `root`, listing `files`.
+/// The manifest of the game `id` rooted at `root`, listing `files`. Newly
+/// computed hashes are kept in `index` and, when `state_dir` is given,
+/// saved there so a restart does not hash again.
 pub fn game_manifest(
     root: &Path,
     id: &GameId,
     files: &[LocalFile],
     index: &Mutex<LibraryIndex>,
+    state_dir: Option<&Path>,
 ) -> Result<Vec<GameFileDescription>, ManifestError> {
     let lock = || {
         index
@@ -77,6 +80,11 @@ pub fn game_manifest(
         let mut index = lock();
         for (relative_path, size, mtime, hashes) in computed {
             index.store_hashes(id, &relative_path, size, mtime, hashes);
+        }
+        if let Some(state_dir) = state_dir
+            && let Err(err) = index.save(state_dir)
+        {
+            tracing::warn!(cause = %err, "cannot save library index");
         }
     }
     Ok(manifest)

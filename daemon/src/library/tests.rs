@@ -179,3 +179,42 @@ fn a_missing_game_directory_is_an_error() {
     let err = scan_local_library(&missing, &catalog(), &mut LibraryIndex::default()).unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 }
+
+#[test]
+fn chunk_hashes_are_cached_in_the_index_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let g = dir.path();
+    write(&g.join("openarena/version.ini"), b"1");
+    write(&g.join("openarena/pak0.eti"), b"payload");
+    let index = std::sync::Mutex::new(LibraryIndex::default());
+    let (library, _) = scan_local_library(g, &catalog(), &mut index.lock().unwrap()).unwrap();
+    let game = &library.games[&id("openarena")];
+    let root = g.join("openarena");
+    let manifest = game_manifest(&root, &game.id, &game.files, &index, Some(state.path())).unwrap();
+    let pak = manifest
+        .iter()
+        .find(|f| f.relative_path == "pak0.eti")
+        .unwrap();
+    assert_eq!(
+        pak.chunk_hashes,
+        [blake3::hash(b"payload").to_hex().to_string()]
+    );
+
+    // A restarted daemon finds the hashes in the saved index.
+    let reloaded = LibraryIndex::load(state.path());
+    let meta = fs::metadata(root.join("pak0.eti")).unwrap();
+    let cached = reloaded.cached_hashes(&game.id, "pak0.eti", meta.len(), index::mtime_ns(&meta));
+    assert_eq!(cached.as_deref(), Some(&pak.chunk_hashes[..]));
+    // A changed file is hashed again.
+    write(&root.join("pak0.eti"), b"other payload");
+    let manifest = game_manifest(&root, &game.id, &game.files, &index, None).unwrap();
+    let pak = manifest
+        .iter()
+        .find(|f| f.relative_path == "pak0.eti")
+        .unwrap();
+    assert_eq!(
+        pak.chunk_hashes,
+        [blake3::hash(b"other payload").to_hex().to_string()]
+    );
+}

@@ -38,6 +38,8 @@ pub struct ServeContext {
     pub library: watch::Receiver<Arc<ServedLibrary>>,
     /// Chunk-hash cache for `GetGame`.
     pub index: Arc<Mutex<LibraryIndex>>,
+    /// Where the index is saved (`None`: kept in memory only).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// A bound QUIC endpoint.
@@ -225,9 +227,11 @@ async fn manifest(
         game.version.clone(),
         Arc::clone(&context.index),
     );
-    let hashed_id = id.clone();
-    let built =
-        tokio::task::spawn_blocking(move || game_manifest(&root, &hashed_id, &files, &index)).await;
+    let (hashed_id, state_dir) = (id.clone(), context.state_dir.clone());
+    let built = tokio::task::spawn_blocking(move || {
+        game_manifest(&root, &hashed_id, &files, &index, state_dir.as_deref())
+    })
+    .await;
     match built {
         Ok(Ok(files)) => Response::Game { id, version, files },
         Ok(Err(err)) => {
