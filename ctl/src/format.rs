@@ -34,6 +34,11 @@ pub fn size(bytes: u64) -> String {
     bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
+/// Bytes per second in binary units (`12.5 MiB/s`).
+pub fn rate(bytes_per_sec: u64) -> String {
+    format!("{}/s", size(bytes_per_sec))
+}
+
 /// A duration in seconds as `1d 2h`, `3h 4m`, `5m 6s` or `7s`.
 pub fn duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);

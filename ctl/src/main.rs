@@ -6,6 +6,8 @@
 mod cmd;
 mod format;
 
+use cmd::operation::{Kind, run as operation};
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,10 +48,21 @@ enum Command {
     Peers,
     /// Ask peers for a game's file list
     Get { id: String },
-    /// Download a game from the peers that hold its latest version
-    Download { id: String },
-    /// Update a game to the latest version peers hold
-    Update { id: String },
+    /// Download a game from the peers that hold its latest version; waits
+    /// for the outcome with progress (exit 0 only when it finished)
+    Download {
+        id: String,
+        /// Return once the daemon accepted the download
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Update a game to the latest version peers hold; waits like download
+    Update {
+        id: String,
+        /// Return once the daemon accepted the download
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Install a downloaded game
     Install { id: String },
     /// Uninstall a game (its archives stay)
@@ -75,6 +88,8 @@ pub enum Failure {
     Client(ClientError),
     /// Checked on this side before asking the daemon.
     Usage(String),
+    /// The daemon accepted the operation, and it then failed.
+    Operation(String),
 }
 
 impl From<ClientError> for Failure {
@@ -103,6 +118,10 @@ fn main() -> ExitCode {
             eprintln!("lanspreadctl: {message}");
             ExitCode::from(2)
         }
+        Err(Failure::Operation(message)) => {
+            eprintln!("lanspreadctl: {message}");
+            ExitCode::from(EXIT_FAILED)
+        }
         Err(Failure::Client(err)) => report(&err, &socket),
     }
 }
@@ -115,23 +134,21 @@ async fn run(command: Command, socket: &std::path::Path, output: Output) -> Resu
         Command::Peers => cmd::peers::run(&mut client, output).await,
         Command::SetGameDir { path } => cmd::set_game_dir::run(&mut client, output, &path).await,
         Command::Events => cmd::events::run(&mut client).await,
-        Command::Get { id } => {
-            cmd::operation::run(&mut client, output, cmd::operation::Kind::Get, &id).await
+        Command::Get { id } => operation(&mut client, socket, output, Kind::Get, &id, true).await,
+        Command::Download { id, no_wait } => {
+            operation(&mut client, socket, output, Kind::Download, &id, !no_wait).await
         }
-        Command::Download { id } => {
-            cmd::operation::run(&mut client, output, cmd::operation::Kind::Download, &id).await
-        }
-        Command::Update { id } => {
-            cmd::operation::run(&mut client, output, cmd::operation::Kind::Update, &id).await
+        Command::Update { id, no_wait } => {
+            operation(&mut client, socket, output, Kind::Update, &id, !no_wait).await
         }
         Command::Install { id } => {
-            cmd::operation::run(&mut client, output, cmd::operation::Kind::Install, &id).await
+            operation(&mut client, socket, output, Kind::Install, &id, true).await
         }
         Command::Uninstall { id } => {
-            cmd::operation::run(&mut client, output, cmd::operation::Kind::Uninstall, &id).await
+            operation(&mut client, socket, output, Kind::Uninstall, &id, true).await
         }
         Command::Cancel { id } => {
-            cmd::operation::run(&mut client, output, cmd::operation::Kind::Cancel, &id).await
+            operation(&mut client, socket, output, Kind::Cancel, &id, true).await
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod core;
 pub mod discovery;
+pub mod download;
 pub mod game_dir;
 pub mod ipc;
 pub mod library;

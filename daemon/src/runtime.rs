@@ -102,6 +102,11 @@ impl PeerRuntime {
         })
     }
 
+    /// The client side of the transport, shared with downloads.
+    pub fn client(&self) -> Arc<PeerClient> {
+        Arc::clone(&self.client)
+    }
+
     /// Stops discovery, the server and pings, and closes peer connections.
     pub async fn stop(mut self) {
         self.stop_discovery.store(true, Ordering::Relaxed);

@@ -221,6 +221,10 @@ fn exit_codes_follow_the_spec() {
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("not_available"), "{stderr}");
+    let refused = daemon.ctl(&["download", "openarena"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("no_peers"), "{stderr}");
     let refused = daemon.ctl(&["set-game-dir", "/nonexistent/games"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("does not exist"));

@@ -53,36 +53,61 @@ async fn list_games_reports_each_cataloged_root_and_leaves_the_rest_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_without_machinery_say_not_available() {
+async fn operations_without_peers_or_machinery_get_clear_error_codes() {
     let daemon = TestDaemon::start(sample_library).await;
     let mut client = daemon.client().await;
-    for command in [
-        PeerCommand::GetGame {
-            id: id("openarena"),
-        },
-        PeerCommand::FetchLatestFromPeers {
-            id: id("openarena"),
-        },
-        PeerCommand::DownloadGameFiles {
-            id: id("openarena"),
-            files: vec![],
-        },
-        PeerCommand::InstallGame {
-            id: id("openarena"),
-        },
-        PeerCommand::UninstallGame {
-            id: id("openarena"),
-        },
-        PeerCommand::CancelDownload {
-            id: id("openarena"),
-        },
+    for (command, code) in [
+        (
+            PeerCommand::GetGame {
+                id: id("openarena"),
+            },
+            ErrorCode::NoPeers,
+        ),
+        (
+            PeerCommand::FetchLatestFromPeers {
+                id: id("openarena"),
+            },
+            ErrorCode::NoPeers,
+        ),
+        (
+            PeerCommand::DownloadGameFiles {
+                id: id("openarena"),
+                files: vec![],
+            },
+            ErrorCode::NotRunning,
+        ),
+        (
+            PeerCommand::CancelDownload {
+                id: id("openarena"),
+            },
+            ErrorCode::NotRunning,
+        ),
+        (
+            PeerCommand::InstallGame {
+                id: id("openarena"),
+            },
+            ErrorCode::NotAvailable,
+        ),
+        (
+            PeerCommand::UninstallGame {
+                id: id("openarena"),
+            },
+            ErrorCode::NotAvailable,
+        ),
     ] {
         let name = command.name();
         let err = client.request(command).await.unwrap_err();
-        assert_eq!(error_code(err), ErrorCode::NotAvailable, "{name}");
+        assert_eq!(error_code(err), code, "{name}");
     }
     // Nothing was touched.
     assert!(daemon.game_dir.path().join("openarena/local").is_dir());
+    assert!(
+        daemon
+            .game_dir
+            .path()
+            .join("openarena/version.ini")
+            .is_file()
+    );
     daemon.stop().await.0.unwrap();
 }
 

@@ -212,6 +212,14 @@ pub enum ErrorCode {
     InvalidGameDir,
     /// No game directory is set.
     NoGameDir,
+    /// No connected peer holds the game.
+    NoPeers,
+    /// Another operation runs on the same game (or, for `SetGameDir`, on
+    /// any game); try again when it ended.
+    Busy,
+    /// There is nothing to act on (no download of that game runs; no file
+    /// list was fetched for it).
+    NotRunning,
     /// The daemon failed internally; the message says what.
     Internal,
 }
@@ -227,6 +235,9 @@ impl ErrorCode {
             Self::NotAvailable => "not_available",
             Self::InvalidGameDir => "invalid_game_dir",
             Self::NoGameDir => "no_game_dir",
+            Self::NoPeers => "no_peers",
+            Self::Busy => "busy",
+            Self::NotRunning => "not_running",
             Self::Internal => "internal",
         }
     }
@@ -279,6 +290,14 @@ pub enum PeerEvent {
     },
     DownloadGameFilesFinished {
         id: GameId,
+        /// Bytes of the downloaded files.
+        bytes: u64,
+        /// Chunks fetched over the network in this run.
+        chunks_fetched: u64,
+        /// Chunks already verified by an interrupted earlier run.
+        chunks_resumed: u64,
+        /// Wall time of this run, in milliseconds.
+        millis: u64,
     },
     DownloadGameFilesFailed {
         id: GameId,
@@ -335,6 +354,26 @@ pub struct SetGameDirResult {
     pub games: u32,
 }
 
+/// Result of `GetGame` and `FetchLatestFromPeers` (also sent as the
+/// `GotGameFiles` event).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GameFilesResult {
+    pub id: GameId,
+    /// The latest version, which these files are.
+    pub version: crate::model::Version,
+    pub files: Vec<GameFileDescription>,
+    /// Peers that serve it.
+    pub peers: u32,
+}
+
+/// Result of `DownloadGameFiles`: the download started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadStarted {
+    pub id: GameId,
+    pub files: u32,
+    pub bytes: u64,
+}
+
 /// Result of `GetPeerCount`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerCountResult {
@@ -387,6 +426,9 @@ mod tests {
             NotAvailable,
             InvalidGameDir,
             NoGameDir,
+            NoPeers,
+            Busy,
+            NotRunning,
             Internal,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

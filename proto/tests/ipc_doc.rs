@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use lanspread_proto::ipc::{
-    ClientRequest, Outcome, PeerCommand, PeerCountResult, ServerMessage, SetGameDirResult,
-    SubscribeResult,
+    ClientRequest, DownloadStarted, GameFilesResult, Outcome, PeerCommand, PeerCountResult,
+    ServerMessage, SetGameDirResult, SubscribeResult,
 };
 use lanspread_proto::model::{DaemonStatus, GameSummary, PeerInfo};
 use serde::Serialize;
@@ -104,6 +104,13 @@ fn the_example_sessions_parse_and_round_trip() {
                             PeerCommand::Subscribe => {
                                 round_trip_as::<SubscribeResult>(result, "Subscribe")
                             }
+                            PeerCommand::GetGame { .. }
+                            | PeerCommand::FetchLatestFromPeers { .. } => {
+                                round_trip_as::<GameFilesResult>(result, "GetGame")
+                            }
+                            PeerCommand::DownloadGameFiles { .. } => {
+                                round_trip_as::<DownloadStarted>(result, "DownloadGameFiles")
+                            }
                             other => panic!("no result type known for {}", other.name()),
                         }
                         results_checked += 1;
@@ -133,6 +140,9 @@ fn every_error_code_is_documented() {
         NotAvailable,
         InvalidGameDir,
         NoGameDir,
+        NoPeers,
+        Busy,
+        NotRunning,
         Internal,
     ] {
         let row = format!("| `{}` |", code.as_str());

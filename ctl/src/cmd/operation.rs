@@ -1,12 +1,21 @@
-//! `lanspreadctl get|download|update|install|uninstall|cancel ID`: ask the
-//! daemon to act on one game and report its answer.
+//! `lanspreadctl get|download|update|install|uninstall|cancel ID`: act on
+//! one game. `download` and `update` wait for the outcome with a progress
+//! bar (plain lines when stderr is not a terminal) and exit 0 only when the
+//! download finished.
 
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
 use lanspread_proto::client::IpcClient;
-use lanspread_proto::ipc::PeerCommand;
+use lanspread_proto::ipc::{DownloadStarted, GameFilesResult, PeerCommand, PeerEvent};
 use lanspread_proto::model::GameId;
 
-use crate::format::print_json;
+use crate::format::{print_json, rate, size, table};
 use crate::{Failure, Output};
+
+/// Least time between two plain progress lines.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Which operation.
 #[derive(Clone, Copy, Debug)]
@@ -21,24 +30,220 @@ pub enum Kind {
 
 pub async fn run(
     client: &mut IpcClient,
+    socket: &std::path::Path,
     output: Output,
     kind: Kind,
     id: &str,
+    wait: bool,
 ) -> Result<(), Failure> {
     let id = GameId::new(id).map_err(|err| Failure::Usage(err.to_string()))?;
-    let command = match kind {
-        // A download starts by asking peers for the file list.
-        Kind::Get | Kind::Download => PeerCommand::GetGame { id },
-        Kind::Update => PeerCommand::FetchLatestFromPeers { id },
-        Kind::Install => PeerCommand::InstallGame { id },
-        Kind::Uninstall => PeerCommand::UninstallGame { id },
-        Kind::Cancel => PeerCommand::CancelDownload { id },
-    };
-    let result = client.request(command).await?;
-    if output.json {
-        print_json(&result);
-    } else {
-        println!("accepted");
+    match kind {
+        Kind::Get => {
+            let files: GameFilesResult = client.call(PeerCommand::GetGame { id }).await?;
+            print_files(&files, output);
+            Ok(())
+        }
+        Kind::Download | Kind::Update => download(client, socket, output, kind, id, wait).await,
+        Kind::Install | Kind::Uninstall | Kind::Cancel => {
+            let command = match kind {
+                Kind::Install => PeerCommand::InstallGame { id },
+                Kind::Uninstall => PeerCommand::UninstallGame { id },
+                _ => PeerCommand::CancelDownload { id },
+            };
+            let result = client.request(command).await?;
+            if output.json {
+                print_json(&result);
+            } else {
+                println!("done");
+            }
+            Ok(())
+        }
     }
-    Ok(())
+}
+
+fn print_files(files: &GameFilesResult, output: Output) {
+    if output.json {
+        print_json(files);
+        return;
+    }
+    let total: u64 = files.files.iter().map(|f| f.size).sum();
+    println!(
+        "{} {}: {} files, {}, from {} peer{}",
+        files.id,
+        files.version,
+        files.files.iter().filter(|f| !f.is_dir).count(),
+        size(total),
+        files.peers,
+        if files.peers == 1 { "" } else { "s" }
+    );
+    let rows: Vec<Vec<String>> = files
+        .files
+        .iter()
+        .filter(|f| !f.is_dir)
+        .map(|f| {
+            vec![
+                f.relative_path.clone(),
+                size(f.size),
+                f.chunk_hashes.len().to_string(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["FILE", "SIZE", "CHUNKS"], &rows));
+}
+
+async fn download(
+    client: &mut IpcClient,
+    socket: &std::path::Path,
+    output: Output,
+    kind: Kind,
+    id: GameId,
+    wait: bool,
+) -> Result<(), Failure> {
+    // Subscribe first on a second connection, so no event is missed.
+    let mut events = IpcClient::connect(socket).await?;
+    events.subscribe().await?;
+    let ask = match kind {
+        Kind::Update => PeerCommand::FetchLatestFromPeers { id: id.clone() },
+        _ => PeerCommand::GetGame { id: id.clone() },
+    };
+    let files: GameFilesResult = client.call(ask).await?;
+    let started: DownloadStarted = client
+        .call(PeerCommand::DownloadGameFiles {
+            id: id.clone(),
+            files: Vec::new(),
+        })
+        .await?;
+    if !wait {
+        if output.json {
+            print_json(&started);
+        } else {
+            println!(
+                "downloading {} {} ({}, {} files) from {} peers",
+                id,
+                files.version,
+                size(started.bytes),
+                started.files,
+                files.peers
+            );
+        }
+        return Ok(());
+    }
+    let mut progress = Progress::new(&id, started.bytes, output);
+    loop {
+        let message = events.next_event().await?;
+        match message.event {
+            PeerEvent::DownloadGameFilesProgress {
+                id: ref event_id,
+                bytes_done,
+                bytes_total,
+                rate,
+                peers,
+            } if *event_id == id => progress.update(bytes_done, bytes_total, rate, peers),
+            PeerEvent::DownloadGameFilesFinished {
+                id: ref event_id,
+                bytes,
+                millis,
+                chunks_resumed,
+                ..
+            } if *event_id == id => {
+                progress.finish();
+                if output.json {
+                    print_json(&message);
+                } else {
+                    let secs = (millis as f64 / 1000.0).max(0.001);
+                    let resumed = if chunks_resumed > 0 {
+                        format!(", {chunks_resumed} chunks resumed")
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "downloaded {id} {} ({}) in {secs:.1} s, {}{resumed}",
+                        files.version,
+                        size(bytes),
+                        rate((bytes as f64 / secs) as u64)
+                    );
+                }
+                return Ok(());
+            }
+            PeerEvent::DownloadGameFilesFailed {
+                id: ref event_id,
+                ref reason,
+            } if *event_id == id => {
+                progress.finish();
+                return Err(Failure::Operation(format!(
+                    "download of {id} failed: {reason}"
+                )));
+            }
+            PeerEvent::DownloadGameFilesCancelled { id: ref event_id } if *event_id == id => {
+                progress.finish();
+                return Err(Failure::Operation(format!(
+                    "download of {id} was cancelled"
+                )));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A progress bar on a terminal, plain lines elsewhere, nothing with
+/// `--json`.
+enum Progress {
+    Bar(ProgressBar),
+    Plain { id: String, last: Option<Instant> },
+    Quiet,
+}
+
+impl Progress {
+    fn new(id: &GameId, total: u64, output: Output) -> Self {
+        if output.json {
+            return Self::Quiet;
+        }
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar.set_message(id.to_string());
+            Self::Bar(bar)
+        } else {
+            Self::Plain {
+                id: id.to_string(),
+                last: None,
+            }
+        }
+    }
+
+    fn update(&mut self, done: u64, total: u64, bytes_per_sec: u64, peers: u32) {
+        match self {
+            Self::Bar(bar) => {
+                bar.set_length(total);
+                bar.set_position(done);
+                bar.set_message(format!("{peers} peers"));
+            }
+            Self::Plain { id, last } => {
+                if last.is_some_and(|t| t.elapsed() < PLAIN_PROGRESS_EVERY) {
+                    return;
+                }
+                *last = Some(Instant::now());
+                let percent = done as f64 * 100.0 / total.max(1) as f64;
+                eprintln!(
+                    "{id}: {percent:.0}% ({} of {}) at {} from {peers} peers",
+                    size(done),
+                    size(total),
+                    rate(bytes_per_sec)
+                );
+            }
+            Self::Quiet => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Self::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
 }

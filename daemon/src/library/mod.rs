@@ -6,7 +6,7 @@
 
 mod index;
 mod manifest;
-mod version_ini;
+pub mod version_ini;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -21,8 +21,13 @@ use lanspread_proto::model::{DaemonStatus, GameSummary, PeerInfo, UnavailableCom
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use lanspread_proto::model::GameId;
+use tokio_util::sync::CancellationToken;
+
 use crate::catalog::Catalog;
 use crate::discovery::DiscoveryEvent;
+use crate::download::DownloadEvent;
+use crate::download::gather::GatheredManifest;
 use crate::game_dir::validate_game_dir;
 use crate::library::{LibraryIndex, LocalLibrary, scan_local_library};
 use crate::peer_db::{Discovered, PeerGameDb};
@@ -30,6 +35,8 @@ use crate::ping::{PingEvent, PingTarget};
 use crate::runtime::{PeerRuntime, PeerRuntimeConfig, RuntimeFeeds};
 use crate::serve::ServedLibrary;
 use crate::state_dir::StateDir;
+
+mod downloads;
 
 /// Events kept for subscribers that fall behind; a subscriber further
 /// behind than this is disconnected with a reason.
@@ -52,6 +59,10 @@ pub enum DaemonEvent {
     Discovery(DiscoveryEvent),
     /// Pinging learned something.
     Ping(PingEvent),
+    /// Peers answered (or not) with the file list of a game.
+    ManifestGathered(downloads::ManifestGathered),
+    /// A download progressed or ended.
+    Download(DownloadEvent),
 }
 
 /// The answer to a command.
@@ -68,14 +79,24 @@ pub enum CommandOutcome {
     },
 }
 
-/// The result of validating and scanning a game directory off the core.
+/// The result of scanning a game directory off the core.
 #[derive(Debug)]
 pub struct GameDirScan {
-    /// Which request this answers; older generations are stale.
-    generation: u64,
+    purpose: ScanPurpose,
     result: Result<(PathBuf, LocalLibrary), IpcError>,
-    /// The `SetGameDir` caller waiting for the outcome, if any.
-    reply: Option<oneshot::Sender<CommandOutcome>>,
+}
+
+/// Why a scan ran.
+#[derive(Debug)]
+enum ScanPurpose {
+    /// `SetGameDir`: validated, then scanned. Older generations are stale.
+    SetGameDir {
+        generation: u64,
+        reply: oneshot::Sender<CommandOutcome>,
+    },
+    /// The current directory changed (an operation ended); applied only if
+    /// it is still the current directory.
+    Rescan,
 }
 
 /// Fixed facts about this daemon, shared with connections.
@@ -138,6 +159,11 @@ pub struct Daemon {
     runtime: RuntimeSlot,
     /// Why discovery is not running, while it is not.
     discovery_failure: Option<String>,
+    /// File lists gathered from peers (`GetGame`), for `DownloadGameFiles`.
+    manifests: std::collections::HashMap<GameId, GatheredManifest>,
+    /// Games with an operation running, and how to cancel it. One
+    /// operation per game at a time; a second is refused with `busy`.
+    operations: std::collections::HashMap<GameId, CancellationToken>,
     /// Live event stream to subscribers.
     events: broadcast::Sender<EventMessage>,
     /// Sequence number of the last published event.
@@ -191,6 +217,8 @@ impl Daemon {
             ping_targets: watch::channel(Vec::new()).0,
             runtime: RuntimeSlot::NotStarted(parts.peer_runtime),
             discovery_failure: None,
+            manifests: Default::default(),
+            operations: Default::default(),
             events,
             last_seq: 0,
             scan_generation: 0,
@@ -262,6 +290,8 @@ impl Daemon {
             DaemonEvent::GameDirScanned(scan) => self.on_game_dir_scanned(scan),
             DaemonEvent::Discovery(event) => self.on_discovery(event),
             DaemonEvent::Ping(event) => self.on_ping(event),
+            DaemonEvent::ManifestGathered(gathered) => self.on_manifest_gathered(gathered),
+            DaemonEvent::Download(event) => self.on_download_event(event),
         }
     }
 
@@ -281,10 +311,11 @@ impl Daemon {
             ),
             PeerCommand::Subscribe => self.on_subscribe(),
             PeerCommand::SetGameDir { path } => return self.on_set_game_dir(path, reply),
-            PeerCommand::GetGame { .. }
-            | PeerCommand::FetchLatestFromPeers { .. }
-            | PeerCommand::DownloadGameFiles { .. }
-            | PeerCommand::CancelDownload { .. } => not_available(&command, "download pipeline"),
+            PeerCommand::GetGame { id } | PeerCommand::FetchLatestFromPeers { id } => {
+                return self.on_get_game(id, reply);
+            }
+            PeerCommand::DownloadGameFiles { id, files } => self.on_download(id, files),
+            PeerCommand::CancelDownload { id } => self.on_cancel_download(&id),
             PeerCommand::InstallGame { .. } | PeerCommand::UninstallGame { .. } => {
                 not_available(&command, "install transactions")
             }
@@ -310,6 +341,16 @@ impl Daemon {
     /// Validates and scans `path` on a blocking thread; the reply is sent
     /// when the scan comes back as [`DaemonEvent::GameDirScanned`].
     fn on_set_game_dir(&mut self, path: PathBuf, reply: oneshot::Sender<CommandOutcome>) {
+        if let Some(busy) = self.operations.keys().next() {
+            let err = IpcError::new(
+                ErrorCode::Busy,
+                format!(
+                    "an operation on {busy} is running; cancel it or wait before switching directories"
+                ),
+            );
+            let _ = reply.send(CommandOutcome::Reply(Err(err)));
+            return;
+        }
         self.scan_generation += 1;
         let generation = self.scan_generation;
         let catalog = Arc::clone(&self.catalog);
@@ -319,30 +360,57 @@ impl Daemon {
         tokio::task::spawn_blocking(move || {
             let result = adopt_game_dir(&path, &catalog, &index, &state_dir);
             let scan = GameDirScan {
-                generation,
+                purpose: ScanPurpose::SetGameDir { generation, reply },
                 result,
-                reply: Some(reply),
             };
             // The core may be gone (shutdown): then nobody needs the result.
             let _ = inbox.blocking_send(DaemonEvent::GameDirScanned(scan));
         });
     }
 
+    /// Rescans the current game directory off the core (after an
+    /// operation changed a root).
+    fn rescan(&mut self) {
+        let Some(game_dir) = self.game_dir.clone() else {
+            return;
+        };
+        let (catalog, index) = (Arc::clone(&self.catalog), Arc::clone(&self.index));
+        let (state_dir, inbox) = (self.state_dir.clone(), self.inbox.clone());
+        tokio::task::spawn_blocking(move || {
+            let result = scan_game_dir(&game_dir, &catalog, &index, &state_dir)
+                .map(|library| (game_dir, library))
+                .map_err(|err| IpcError::new(ErrorCode::Internal, err_chain(&*err)));
+            let scan = GameDirScan {
+                purpose: ScanPurpose::Rescan,
+                result,
+            };
+            let _ = inbox.blocking_send(DaemonEvent::GameDirScanned(scan));
+        });
+    }
+
     fn on_game_dir_scanned(&mut self, scan: GameDirScan) {
+        let (reply, generation) = match scan.purpose {
+            ScanPurpose::SetGameDir { generation, reply } => (Some(reply), Some(generation)),
+            ScanPurpose::Rescan => (None, None),
+        };
         let outcome = match scan.result {
             Err(err) => Err(err),
-            Ok(_) if scan.generation != self.scan_generation => Err(IpcError::new(
+            Ok(_) if generation.is_some_and(|g| g != self.scan_generation) => Err(IpcError::new(
                 ErrorCode::InvalidGameDir,
                 "superseded by a newer SetGameDir request",
             )),
+            Ok((path, _)) if generation.is_none() && self.game_dir.as_ref() != Some(&path) => {
+                Ok(serde_json::Value::Null) // a rescan of a directory no longer in use
+            }
             Ok((path, library)) => {
                 let games = library.games.len() as u32;
                 let dir_changed = self.game_dir.as_ref() != Some(&path);
                 let library_changed = self.library != library;
                 self.game_dir = Some(path.clone());
                 self.library = library;
-                tracing::info!(game_dir = %path.display(), games, "game directory in use");
                 if dir_changed {
+                    tracing::info!(game_dir = %path.display(), games, "game directory in use");
+                    self.manifests.clear();
                     self.publish(PeerEvent::GameDirChanged { path: path.clone() });
                 }
                 if dir_changed || library_changed {
@@ -352,8 +420,15 @@ impl Daemon {
                 serde_json::to_value(SetGameDirResult { path, games }).map_err(internal)
             }
         };
-        if let Some(reply) = scan.reply {
-            let _ = reply.send(CommandOutcome::Reply(outcome));
+        match reply {
+            Some(reply) => {
+                let _ = reply.send(CommandOutcome::Reply(outcome));
+            }
+            None => {
+                if let Err(err) = outcome {
+                    tracing::warn!(cause = %err.message, "rescan failed");
+                }
+            }
         }
     }
 

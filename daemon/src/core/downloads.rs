@@ -1,0 +1,254 @@
+//! The core's part of the download pipeline (SPEC §6): gathering file
+//! lists, starting, cancelling and concluding downloads. The transfer
+//! itself runs in `crate::download`.
+
+use std::sync::Arc;
+
+use lanspread_proto::ipc::{DownloadStarted, ErrorCode, GameFilesResult, IpcError, PeerEvent};
+use lanspread_proto::model::{GameFileDescription, GameId, Version};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::{CommandOutcome, Daemon, DaemonEvent, RuntimeSlot, internal};
+use crate::download::gather::{GatheredManifest, gather};
+use crate::download::{self, DownloadEvent, DownloadRequest, Source};
+use crate::library::SENTINEL;
+use crate::peer_db::PeerState;
+use crate::transport::PeerClient;
+
+/// The outcome of asking peers for a file list.
+#[derive(Debug)]
+pub struct ManifestGathered {
+    id: GameId,
+    result: Result<GatheredManifest, String>,
+    reply: oneshot::Sender<CommandOutcome>,
+}
+
+impl Daemon {
+    fn peer_client(&self) -> Result<Arc<PeerClient>, IpcError> {
+        match &self.runtime {
+            RuntimeSlot::Running(runtime) => Ok(runtime.client()),
+            _ => Err(IpcError::new(
+                ErrorCode::NotAvailable,
+                "the peer runtime is not running (set a game directory first)",
+            )),
+        }
+    }
+
+    /// `GetGame` / `FetchLatestFromPeers`: asks the connected peers that
+    /// hold the latest version for its file list; answers when they did.
+    pub(super) fn on_get_game(&mut self, id: GameId, reply: oneshot::Sender<CommandOutcome>) {
+        let refuse = |reply: oneshot::Sender<CommandOutcome>, err: IpcError| {
+            let _ = reply.send(CommandOutcome::Reply(Err(err)));
+        };
+        let client = match self.peer_client() {
+            Ok(client) => client,
+            Err(err) => return refuse(reply, err),
+        };
+        let latest: Option<Version> = self
+            .peers
+            .connected()
+            .flat_map(|p| p.games.iter().filter(|g| g.id == id))
+            .map(|g| g.version.clone())
+            .max();
+        let Some(version) = latest else {
+            self.publish(PeerEvent::NoPeersHaveGame { id: id.clone() });
+            return refuse(
+                reply,
+                IpcError::new(ErrorCode::NoPeers, format!("no connected peer holds {id}")),
+            );
+        };
+        let holders: Vec<_> = self
+            .peers
+            .connected()
+            .filter(|p| p.games.iter().any(|g| g.id == id && g.version == version))
+            .map(|p| (p.info.peer_id.clone(), p.addr))
+            .collect();
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            let result = gather(&client, &id, &version, holders).await;
+            let gathered = ManifestGathered { id, result, reply };
+            let _ = inbox.send(DaemonEvent::ManifestGathered(gathered)).await;
+        });
+    }
+
+    pub(super) fn on_manifest_gathered(&mut self, gathered: ManifestGathered) {
+        let ManifestGathered { id, result, reply } = gathered;
+        let outcome = match result {
+            Err(reason) => {
+                self.publish(PeerEvent::NoPeersHaveGame { id: id.clone() });
+                Err(IpcError::new(ErrorCode::NoPeers, reason))
+            }
+            Ok(manifest) => {
+                let result = GameFilesResult {
+                    id: id.clone(),
+                    version: manifest.version.clone(),
+                    files: manifest.files.clone(),
+                    peers: manifest.holders.len() as u32,
+                };
+                self.publish(PeerEvent::GotGameFiles {
+                    id: id.clone(),
+                    files: manifest.files.clone(),
+                });
+                self.manifests.insert(id, manifest);
+                serde_json::to_value(result).map_err(internal)
+            }
+        };
+        let _ = reply.send(CommandOutcome::Reply(outcome));
+    }
+
+    /// `DownloadGameFiles`: checks the request against the gathered file
+    /// list and starts the transfer. An empty `files` means all of them;
+    /// `version.ini` is always included (it commits the download).
+    pub(super) fn on_download(
+        &mut self,
+        id: GameId,
+        files: Vec<GameFileDescription>,
+    ) -> CommandOutcome {
+        CommandOutcome::Reply(self.start_download(id, files))
+    }
+
+    fn start_download(
+        &mut self,
+        id: GameId,
+        requested: Vec<GameFileDescription>,
+    ) -> Result<serde_json::Value, IpcError> {
+        let game_dir = self
+            .game_dir
+            .clone()
+            .ok_or_else(|| IpcError::new(ErrorCode::NoGameDir, "no game directory is set"))?;
+        let client = self.peer_client()?;
+        if self.operations.contains_key(&id) {
+            return Err(IpcError::new(
+                ErrorCode::Busy,
+                format!("an operation on {id} is already running"),
+            ));
+        }
+        let manifest = self.manifests.get(&id).ok_or_else(|| {
+            IpcError::new(
+                ErrorCode::NotRunning,
+                format!("no file list for {id} yet: send GetGame first"),
+            )
+        })?;
+        let mut files = if requested.is_empty() {
+            manifest.files.clone()
+        } else {
+            for file in &requested {
+                if !manifest.files.contains(file) {
+                    return Err(IpcError::new(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "{} is not in the file list of {id} as given",
+                            file.relative_path
+                        ),
+                    ));
+                }
+            }
+            requested
+        };
+        if !files.iter().any(|f| f.relative_path == SENTINEL)
+            && let Some(sentinel) = manifest.files.iter().find(|f| f.relative_path == SENTINEL)
+        {
+            files.push(sentinel.clone());
+        }
+        let sources: Vec<Source> = manifest
+            .holders
+            .iter()
+            .filter(|h| {
+                self.peers
+                    .get(&h.peer_id)
+                    .is_some_and(|p| p.state == PeerState::Connected)
+            })
+            .map(|h| Source {
+                peer_id: h.peer_id.clone(),
+                addr: h.addr,
+                serves: files
+                    .iter()
+                    .map(|f| h.files.get(&f.relative_path) == Some(f))
+                    .collect(),
+            })
+            .collect();
+        if sources.is_empty() {
+            return Err(IpcError::new(
+                ErrorCode::NoPeers,
+                format!("no peer that listed {id} is connected any more"),
+            ));
+        }
+        let started = DownloadStarted {
+            id: id.clone(),
+            files: files.len() as u32,
+            bytes: files.iter().map(|f| f.size).sum(),
+        };
+        let request = DownloadRequest {
+            id: id.clone(),
+            version: manifest.version.clone(),
+            root: game_dir.join(id.as_str()),
+            files,
+            sources,
+            state_dir: self.state_dir.path().to_owned(),
+        };
+        let cancel = CancellationToken::new();
+        self.operations.insert(id, cancel.clone());
+        tokio::spawn(download::run(request, client, self.inbox.clone(), cancel));
+        serde_json::to_value(started).map_err(internal)
+    }
+
+    pub(super) fn on_cancel_download(&mut self, id: &GameId) -> CommandOutcome {
+        let outcome = match self.operations.get(id) {
+            Some(cancel) => {
+                cancel.cancel();
+                Ok(serde_json::json!({ "id": id }))
+            }
+            None => Err(IpcError::new(
+                ErrorCode::NotRunning,
+                format!("no download of {id} is running"),
+            )),
+        };
+        CommandOutcome::Reply(outcome)
+    }
+
+    pub(super) fn on_download_event(&mut self, event: DownloadEvent) {
+        let (ended, published) = match event {
+            DownloadEvent::Begin { id } => (None, PeerEvent::DownloadGameFilesBegin { id }),
+            DownloadEvent::Progress {
+                id,
+                bytes_done,
+                bytes_total,
+                rate,
+                peers,
+            } => (
+                None,
+                PeerEvent::DownloadGameFilesProgress {
+                    id,
+                    bytes_done,
+                    bytes_total,
+                    rate,
+                    peers,
+                },
+            ),
+            DownloadEvent::Finished { id, stats } => (
+                Some(id.clone()),
+                PeerEvent::DownloadGameFilesFinished {
+                    id,
+                    bytes: stats.bytes,
+                    chunks_fetched: stats.chunks_fetched,
+                    chunks_resumed: stats.chunks_resumed,
+                    millis: (stats.seconds * 1000.0) as u64,
+                },
+            ),
+            DownloadEvent::Failed { id, reason } => (
+                Some(id.clone()),
+                PeerEvent::DownloadGameFilesFailed { id, reason },
+            ),
+            DownloadEvent::Cancelled { id } => (
+                Some(id.clone()),
+                PeerEvent::DownloadGameFilesCancelled { id },
+            ),
+        };
+        if let Some(id) = ended {
+            self.operations.remove(&id);
+            self.rescan();
+        }
+        self.publish(published);
+    }
+}

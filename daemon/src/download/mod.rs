@@ -1,0 +1,448 @@
+//! The download pipeline (SPEC §6): fetches a game's chunks from every peer
+//! that holds its latest version, verifies each against the manifest's
+//! BLAKE3 hash, writes it at its offset, and commits the version sentinel
+//! last. One task per download; it reports to the core through
+//! [`DownloadEvent`]s and stops at once when cancelled.
+//!
+//! - `plan`: which peer fetches which chunk (measured throughput, retries,
+//!   endgame);
+//! - `sentinel`: the on-disk transaction (the only writer into a game root
+//!   besides the install module);
+//! - `journal`: verified chunks, for resume after a restart.
+
+pub mod gather;
+pub mod journal;
+pub mod plan;
+pub mod sentinel;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lanspread_proto::model::{GameFileDescription, GameId, Version};
+use lanspread_proto::wire::CHUNK_SIZE;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::{DaemonEvent, err_chain};
+use crate::library::SENTINEL;
+use crate::transport::PeerClient;
+use journal::Journal;
+use plan::{AfterFailure, ChunkId, FetchFailure, PeerIdx, Plan};
+
+/// Shortest time one chunk fetch may take before it counts as stalled.
+pub const MIN_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest any chunk fetch may take.
+pub const MAX_CHUNK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often progress is reported (at most).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the resume journal is written (at most).
+const JOURNAL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A peer taking part: its id, address, and which of the requested files
+/// it serves with exactly the requested description.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub peer_id: String,
+    pub addr: SocketAddr,
+    pub serves: Vec<bool>,
+}
+
+/// Everything a download needs.
+#[derive(Debug)]
+pub struct DownloadRequest {
+    pub id: GameId,
+    pub version: Version,
+    /// The game root (`<game_dir>/<id>`).
+    pub root: PathBuf,
+    /// The files to fetch; always includes `version.ini`.
+    pub files: Vec<GameFileDescription>,
+    pub sources: Vec<Source>,
+    pub state_dir: PathBuf,
+}
+
+/// What a download reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DownloadEvent {
+    Begin {
+        id: GameId,
+    },
+    Progress {
+        id: GameId,
+        bytes_done: u64,
+        bytes_total: u64,
+        rate: u64,
+        peers: u32,
+    },
+    Finished {
+        id: GameId,
+        stats: DownloadStats,
+    },
+    Failed {
+        id: GameId,
+        reason: String,
+    },
+    Cancelled {
+        id: GameId,
+    },
+}
+
+/// How a finished download went.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DownloadStats {
+    pub bytes: u64,
+    /// Chunks fetched over the network in this run.
+    pub chunks_fetched: u64,
+    /// Chunks taken from the resume journal.
+    pub chunks_resumed: u64,
+    pub seconds: f64,
+    /// Bytes per peer id.
+    pub per_peer: Vec<(String, u64)>,
+}
+
+/// What one fetch task produced.
+enum Fetched {
+    /// Verified and durable on disk.
+    Written,
+    /// Verified sentinel bytes, kept in memory until the commit.
+    Sentinel(Vec<u8>),
+    /// The peer did not deliver.
+    Failed(FetchFailure),
+    /// Our own disk failed: the download cannot go on.
+    Local(String),
+}
+
+/// Runs one download to its end and reports it.
+pub async fn run(
+    request: DownloadRequest,
+    client: Arc<PeerClient>,
+    core: mpsc::Sender<DaemonEvent>,
+    cancel: CancellationToken,
+) {
+    let id = request.id.clone();
+    let report = |event| {
+        let core = core.clone();
+        async move {
+            let _ = core.send(DaemonEvent::Download(event)).await;
+        }
+    };
+    let span = tracing::info_span!("download", game = %id);
+    let _enter = span.enter();
+    drop(_enter);
+    let outcome =
+        tracing::Instrument::instrument(transfer(&request, &client, &core, &cancel), span.clone())
+            .await;
+    let root = request.root.clone();
+    let event = match outcome {
+        Ok(stats) => DownloadEvent::Finished { id, stats },
+        Err(Ended::Cancelled) | Err(Ended::Failed(_)) => {
+            let cleanup = tokio::task::spawn_blocking(move || sentinel::abort(&root)).await;
+            if let Ok(Err(err)) = cleanup {
+                tracing::warn!(game = %request.id, cause = %err_chain(&err), "cannot clean up after the download");
+            }
+            match outcome {
+                Err(Ended::Failed(reason)) => {
+                    tracing::warn!(game = %request.id, %reason, "download failed");
+                    DownloadEvent::Failed { id, reason }
+                }
+                _ => {
+                    tracing::info!(game = %request.id, "download cancelled");
+                    DownloadEvent::Cancelled { id }
+                }
+            }
+        }
+    };
+    report(event).await;
+}
+
+/// Why a transfer ended without finishing.
+enum Ended {
+    Cancelled,
+    Failed(String),
+}
+
+async fn transfer(
+    request: &DownloadRequest,
+    client: &Arc<PeerClient>,
+    core: &mpsc::Sender<DaemonEvent>,
+    cancel: &CancellationToken,
+) -> Result<DownloadStats, Ended> {
+    let started = Instant::now();
+    let emit = |event| async move {
+        let _ = core.send(DaemonEvent::Download(event)).await;
+    };
+    // Step 3: the transaction begins.
+    let (root, files) = (request.root.clone(), request.files.clone());
+    tokio::task::spawn_blocking(move || sentinel::begin(&root, &files))
+        .await
+        .map_err(|_| Ended::Failed("preparing files panicked".into()))?
+        .map_err(|err| Ended::Failed(err_chain(&err)))?;
+    let journal = Journal::load_matching(
+        &request.state_dir,
+        &request.id,
+        &request.version,
+        &request.files,
+    );
+    let mut done: Vec<Vec<u32>> = journal
+        .map(|j| j.done)
+        .unwrap_or_else(|| vec![Vec::new(); request.files.len()]);
+    let mut chunks = Vec::new();
+    let mut chunk_index = Vec::new();
+    let mut resumed = 0u64;
+    for (file_idx, file) in request.files.iter().enumerate() {
+        if file.is_dir {
+            continue;
+        }
+        let is_sentinel = file.relative_path == SENTINEL;
+        for (c, hash) in file.chunk_hashes.iter().enumerate() {
+            let offset = c as u64 * CHUNK_SIZE;
+            let length = (file.size - offset).min(CHUNK_SIZE);
+            let already = !is_sentinel && done[file_idx].contains(&(c as u32));
+            resumed += u64::from(already);
+            chunks.push((file_idx, offset, length, hash.clone(), already));
+            chunk_index.push(c as u32);
+        }
+    }
+    let sources: Vec<(String, Vec<bool>)> = request
+        .sources
+        .iter()
+        .map(|s| (s.peer_id.clone(), s.serves.clone()))
+        .collect();
+    let mut plan = Plan::new(chunks, sources);
+    emit(DownloadEvent::Begin {
+        id: request.id.clone(),
+    })
+    .await;
+    tracing::info!(
+        files = request.files.len(),
+        bytes = plan.total_bytes(),
+        resumed_chunks = resumed,
+        peers = request.sources.len(),
+        "download started"
+    );
+
+    let mut fetches: JoinSet<(ChunkId, PeerIdx, Instant, Fetched)> = JoinSet::new();
+    let mut running: HashMap<(ChunkId, PeerIdx), AbortHandle> = HashMap::new();
+    let mut sentinel_parts: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut fetched = 0u64;
+    let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_progress = (Instant::now(), plan.done_bytes());
+    let mut last_journal = Instant::now();
+    let mut journal_dirty = false;
+
+    loop {
+        // Hand out work to every free slot.
+        for peer in 0..request.sources.len() {
+            while let Some(chunk_id) = plan.next_for(peer) {
+                let task = fetch_task(request, client, &plan, chunk_id, peer);
+                let handle = fetches.spawn(task);
+                running.insert((chunk_id, peer), handle);
+            }
+        }
+        if plan.is_finished() {
+            break;
+        }
+        if fetches.is_empty() {
+            return Err(Ended::Failed(
+                "no peer can serve the remaining chunks".into(),
+            ));
+        }
+        tokio::select! {
+            () = cancel.cancelled() => {
+                fetches.abort_all();
+                save_journal(request, &done, journal_dirty).await;
+                return Err(Ended::Cancelled);
+            }
+            _ = progress.tick() => {
+                let now = Instant::now();
+                let secs = now.duration_since(last_progress.0).as_secs_f64().max(1e-3);
+                let rate = ((plan.done_bytes() - last_progress.1) as f64 / secs) as u64;
+                last_progress = (now, plan.done_bytes());
+                emit(DownloadEvent::Progress {
+                    id: request.id.clone(),
+                    bytes_done: plan.done_bytes(),
+                    bytes_total: plan.total_bytes(),
+                    rate,
+                    peers: plan.active_peers() as u32,
+                })
+                .await;
+                if journal_dirty && last_journal.elapsed() >= JOURNAL_INTERVAL {
+                    save_journal(request, &done, true).await;
+                    journal_dirty = false;
+                    last_journal = Instant::now();
+                }
+            }
+            Some(joined) = fetches.join_next() => {
+                let Ok((chunk_id, peer, started_at, result)) = joined else {
+                    continue; // an aborted duplicate
+                };
+                running.remove(&(chunk_id, peer));
+                let peer_id = &request.sources[peer].peer_id;
+                match result {
+                    Fetched::Written | Fetched::Sentinel(_) => {
+                        let file = plan.chunk(chunk_id).file;
+                        let offset = plan.chunk(chunk_id).offset;
+                        let Some(others) = plan.completed(chunk_id, peer, started_at.elapsed()) else {
+                            continue;
+                        };
+                        for other in others {
+                            if let Some(handle) = running.remove(&(chunk_id, other)) {
+                                handle.abort();
+                            }
+                        }
+                        fetched += 1;
+                        if let Fetched::Sentinel(bytes) = result {
+                            sentinel_parts.push((offset, bytes));
+                        } else {
+                            done[file].push(chunk_index[chunk_id]);
+                            journal_dirty = true;
+                        }
+                    }
+                    Fetched::Local(reason) => {
+                        fetches.abort_all();
+                        save_journal(request, &done, journal_dirty).await;
+                        return Err(Ended::Failed(reason));
+                    }
+                    Fetched::Failed(failure) => {
+                        match &failure {
+                            FetchFailure::BadData => tracing::warn!(
+                                peer = %peer_id, offset = plan.chunk(chunk_id).offset,
+                                file = %request.files[plan.chunk(chunk_id).file].relative_path,
+                                "chunk from peer failed verification; fetching it elsewhere"
+                            ),
+                            FetchFailure::Transport(cause) => tracing::debug!(
+                                peer = %peer_id, %cause, "chunk fetch failed; retrying"
+                            ),
+                        }
+                        match plan.failed(chunk_id, peer, &failure) {
+                            AfterFailure::Retry => {}
+                            AfterFailure::PeerDropped(reason) => {
+                                tracing::warn!(peer = %peer_id, %reason, "peer dropped from this download");
+                            }
+                            AfterFailure::Fatal(reason) => {
+                                fetches.abort_all();
+                                save_journal(request, &done, journal_dirty).await;
+                                return Err(Ended::Failed(reason));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Step 5: every other byte is durable; commit the sentinel.
+    save_journal(request, &done, journal_dirty).await;
+    sentinel_parts.sort_by_key(|(offset, _)| *offset);
+    let sentinel_bytes: Vec<u8> = sentinel_parts.into_iter().flat_map(|(_, b)| b).collect();
+    let root = request.root.clone();
+    tokio::task::spawn_blocking(move || sentinel::commit(&root, &sentinel_bytes))
+        .await
+        .map_err(|_| Ended::Failed("committing the sentinel panicked".into()))?
+        .map_err(|err| Ended::Failed(err_chain(&err)))?;
+    Journal::remove(&request.state_dir, &request.id);
+    let stats = DownloadStats {
+        bytes: plan.total_bytes(),
+        chunks_fetched: fetched,
+        chunks_resumed: resumed,
+        seconds: started.elapsed().as_secs_f64(),
+        per_peer: plan
+            .peers()
+            .iter()
+            .map(|p| (p.peer_id.clone(), p.bytes))
+            .collect(),
+    };
+    tracing::info!(
+        bytes = stats.bytes,
+        chunks_fetched = stats.chunks_fetched,
+        chunks_resumed = stats.chunks_resumed,
+        seconds = format!("{:.2}", stats.seconds),
+        per_peer = ?stats.per_peer,
+        "download finished"
+    );
+    Ok(stats)
+}
+
+/// The task that fetches, verifies and writes one chunk from one peer.
+fn fetch_task(
+    request: &DownloadRequest,
+    client: &Arc<PeerClient>,
+    plan: &Plan,
+    chunk_id: ChunkId,
+    peer: PeerIdx,
+) -> impl Future<Output = (ChunkId, PeerIdx, Instant, Fetched)> + Send + 'static {
+    let chunk = plan.chunk(chunk_id).clone();
+    let file = &request.files[chunk.file];
+    let relative_path = file.relative_path.clone();
+    let is_sentinel = relative_path == SENTINEL;
+    let path = request.root.join(&relative_path);
+    let (client, id, addr) = (
+        Arc::clone(client),
+        request.id.clone(),
+        request.sources[peer].addr,
+    );
+    let timeout = plan.timeout_for(peer, chunk.length);
+    async move {
+        let started = Instant::now();
+        let result = async {
+            let data = match client
+                .fetch_chunk(
+                    addr,
+                    &id,
+                    &relative_path,
+                    chunk.offset,
+                    chunk.length,
+                    timeout,
+                )
+                .await
+            {
+                Ok(data) => data,
+                Err(err) => return Fetched::Failed(FetchFailure::Transport(err.to_string())),
+            };
+            let verified = tokio::task::spawn_blocking(move || {
+                let ok = blake3::hash(&data).to_hex().as_str() == chunk.hash;
+                (ok, data)
+            })
+            .await;
+            let data = match verified {
+                Ok((true, data)) => data,
+                Ok((false, _)) => return Fetched::Failed(FetchFailure::BadData),
+                Err(_) => return Fetched::Local("verifying a chunk panicked".into()),
+            };
+            if is_sentinel {
+                return Fetched::Sentinel(data);
+            }
+            let offset = chunk.offset;
+            match tokio::task::spawn_blocking(move || sentinel::write_chunk(&path, offset, &data))
+                .await
+            {
+                Ok(Ok(())) => Fetched::Written,
+                Ok(Err(err)) => Fetched::Local(err_chain(&err)),
+                Err(_) => Fetched::Local("writing a chunk panicked".into()),
+            }
+        }
+        .await;
+        (chunk_id, peer, started, result)
+    }
+}
+
+async fn save_journal(request: &DownloadRequest, done: &[Vec<u32>], dirty: bool) {
+    if !dirty {
+        return;
+    }
+    let journal = Journal {
+        id: request.id.clone(),
+        version: request.version.clone(),
+        files: request.files.clone(),
+        done: done.to_vec(),
+    };
+    let state_dir = request.state_dir.clone();
+    let saved = tokio::task::spawn_blocking(move || journal.save(&state_dir)).await;
+    if let Ok(Err(err)) = saved {
+        tracing::warn!(game = %request.id, cause = %err, "cannot save the download journal");
+    }
+}

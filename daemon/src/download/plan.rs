@@ -1,0 +1,509 @@
+//! The download plan: every chunk's state and every peer's standing, and
+//! the decision which chunk a peer fetches next.
+//!
+//! Pull-based: a peer gets a new chunk whenever one of its slots frees
+//! up, so a fast peer takes proportionally more chunks than a slow one and
+//! the download is bounded by the sum of the peers' links, not by the
+//! slowest. Near the end (nothing left to hand out), an idle peer may
+//! duplicate a chunk in flight on a slower peer, so the last chunks do not
+//! wait on the slowest link. Failures move work away: a chunk that failed
+//! on a peer is retried elsewhere where possible; a peer that keeps failing
+//! or sends bad data is dropped.
+//!
+//! Pure state, owned by one download task; no I/O, no clock of its own
+//! (callers pass durations), so it is unit-tested directly.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Chunks one peer may have in flight at once.
+pub const SLOTS_PER_PEER: usize = 4;
+
+/// A peer whose fetches failed this many times in a row is dropped.
+pub const MAX_FAILURES_IN_ROW: u32 = 4;
+
+/// A peer that sent this many chunks that fail verification is dropped.
+pub const MAX_BAD_CHUNKS: u32 = 3;
+
+/// A chunk is tried at most this many times before the download fails.
+pub const MAX_CHUNK_ATTEMPTS: u32 = 8;
+
+/// Most peers fetching the same chunk at once (endgame duplicates).
+const MAX_HOLDERS: usize = 2;
+
+/// Weight of the newest sample in a peer's throughput average.
+const RATE_SMOOTHING: f64 = 0.3;
+
+/// Index of a chunk in the plan.
+pub type ChunkId = usize;
+/// Index of a peer in the plan.
+pub type PeerIdx = usize;
+
+/// One chunk to fetch.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    /// Index of the file in the download's file list.
+    pub file: usize,
+    pub offset: u64,
+    pub length: u64,
+    /// Expected hex BLAKE3 hash.
+    pub hash: String,
+    state: ChunkState,
+    attempts: u32,
+    /// Peers that sent bad data for this chunk (never asked again for it).
+    refused_by: Vec<PeerIdx>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum ChunkState {
+    Pending,
+    InFlight(Vec<PeerIdx>),
+    Done,
+}
+
+/// One peer's standing in this download.
+#[derive(Clone, Debug)]
+pub struct PeerSlot {
+    pub peer_id: String,
+    /// Which files this peer can serve (it announced an identical entry).
+    serves: Vec<bool>,
+    in_flight: usize,
+    failures_in_row: u32,
+    bad_chunks: u32,
+    /// Smoothed bytes per second of its completed chunks (per chunk, so
+    /// comparable between peers with the same slot count).
+    rate: Option<f64>,
+    pub bytes: u64,
+    pub dropped: Option<String>,
+}
+
+/// Why a fetch did not deliver a verified chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchFailure {
+    /// Connection or stream failure, refusal, or timeout.
+    Transport(String),
+    /// The bytes did not match the manifest's hash.
+    BadData,
+}
+
+/// What the plan decided after a failure.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// The chunk goes back in the queue.
+    Retry,
+    /// The peer was dropped from this download (the reason is logged).
+    PeerDropped(String),
+    /// The download cannot finish.
+    Fatal(String),
+}
+
+/// The whole plan.
+#[derive(Debug)]
+pub struct Plan {
+    chunks: Vec<Chunk>,
+    pending: VecDeque<ChunkId>,
+    peers: Vec<PeerSlot>,
+    done: usize,
+    done_bytes: u64,
+    total_bytes: u64,
+}
+
+impl Plan {
+    /// A plan over `chunks` (already-verified ones marked done) for peers
+    /// that each serve the files flagged in `serves`.
+    pub fn new(
+        chunks: Vec<(usize, u64, u64, String, bool)>,
+        peers: Vec<(String, Vec<bool>)>,
+    ) -> Self {
+        let mut plan = Self {
+            chunks: Vec::with_capacity(chunks.len()),
+            pending: VecDeque::new(),
+            peers: peers
+                .into_iter()
+                .map(|(peer_id, serves)| PeerSlot {
+                    peer_id,
+                    serves,
+                    in_flight: 0,
+                    failures_in_row: 0,
+                    bad_chunks: 0,
+                    rate: None,
+                    bytes: 0,
+                    dropped: None,
+                })
+                .collect(),
+            done: 0,
+            done_bytes: 0,
+            total_bytes: 0,
+        };
+        for (file, offset, length, hash, done) in chunks {
+            let id = plan.chunks.len();
+            plan.total_bytes += length;
+            if done {
+                plan.done += 1;
+                plan.done_bytes += length;
+            } else {
+                plan.pending.push_back(id);
+            }
+            plan.chunks.push(Chunk {
+                file,
+                offset,
+                length,
+                hash,
+                state: if done {
+                    ChunkState::Done
+                } else {
+                    ChunkState::Pending
+                },
+                attempts: 0,
+                refused_by: Vec::new(),
+            });
+        }
+        plan
+    }
+
+    pub fn chunk(&self, id: ChunkId) -> &Chunk {
+        &self.chunks[id]
+    }
+
+    pub fn peers(&self) -> &[PeerSlot] {
+        &self.peers
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.done == self.chunks.len()
+    }
+
+    pub fn done_bytes(&self) -> u64 {
+        self.done_bytes
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Peers still taking part.
+    pub fn active_peers(&self) -> usize {
+        self.peers.iter().filter(|p| p.dropped.is_none()).count()
+    }
+
+    /// The next chunk for `peer`, if it has a free slot and there is work
+    /// it can do: a pending chunk first; otherwise (endgame) a chunk in
+    /// flight only on slower peers. Marks the chunk in flight on `peer`.
+    pub fn next_for(&mut self, peer: PeerIdx) -> Option<ChunkId> {
+        let slot = &self.peers[peer];
+        if slot.dropped.is_some() || slot.in_flight >= self.slots_for(peer) {
+            return None;
+        }
+        let can_serve =
+            |chunk: &Chunk| slot.serves[chunk.file] && !chunk.refused_by.contains(&peer);
+        let position = self
+            .pending
+            .iter()
+            .position(|&id| can_serve(&self.chunks[id]));
+        let chosen = match position {
+            Some(position) => self.pending.remove(position),
+            None => self.endgame_candidate(peer),
+        }?;
+        match &mut self.chunks[chosen].state {
+            ChunkState::InFlight(holders) => holders.push(peer),
+            state => *state = ChunkState::InFlight(vec![peer]),
+        }
+        self.peers[peer].in_flight += 1;
+        Some(chosen)
+    }
+
+    /// How long a fetch of `length` bytes from `peer` may take: four times
+    /// what its measured rate predicts (with all its slots busy), within
+    /// bounds.
+    pub fn timeout_for(&self, peer: PeerIdx, length: u64) -> Duration {
+        let expected = self.peers[peer]
+            .rate
+            .map(|rate| Duration::from_secs_f64(length as f64 / rate.max(1.0)));
+        match expected {
+            Some(expected) => {
+                (expected * 4).clamp(super::MIN_CHUNK_TIMEOUT, super::MAX_CHUNK_TIMEOUT)
+            }
+            None => super::MAX_CHUNK_TIMEOUT / 2,
+        }
+    }
+
+    /// A peer on probation after failures gets one slot until it delivers.
+    fn slots_for(&self, peer: PeerIdx) -> usize {
+        if self.peers[peer].failures_in_row > 0 {
+            1
+        } else {
+            SLOTS_PER_PEER
+        }
+    }
+
+    /// In the endgame: a chunk in flight whose holders are all slower than
+    /// `peer` (or unmeasured), with room for another holder.
+    fn endgame_candidate(&self, peer: PeerIdx) -> Option<ChunkId> {
+        if !self.pending.is_empty() {
+            return None; // pending work exists, just not for this peer
+        }
+        let my_rate = self.peers[peer].rate?;
+        let slot = &self.peers[peer];
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| slot.serves[c.file] && !c.refused_by.contains(&peer))
+            .filter_map(|(id, c)| match &c.state {
+                ChunkState::InFlight(holders)
+                    if holders.len() < MAX_HOLDERS
+                        && !holders.contains(&peer)
+                        && holders
+                            .iter()
+                            .all(|&h| self.peers[h].rate.is_none_or(|r| r < my_rate)) =>
+                {
+                    Some(id)
+                }
+                _ => None,
+            })
+            .next()
+    }
+
+    /// Records a verified chunk from `peer` that took `elapsed`. Returns
+    /// the other peers still fetching it (their fetches can be aborted),
+    /// or `None` if it was already done (a late duplicate).
+    pub fn completed(
+        &mut self,
+        id: ChunkId,
+        peer: PeerIdx,
+        elapsed: Duration,
+    ) -> Option<Vec<PeerIdx>> {
+        let length = self.chunks[id].length;
+        self.release(id, peer);
+        let slot = &mut self.peers[peer];
+        slot.failures_in_row = 0;
+        slot.bytes += length;
+        let sample = length as f64 / elapsed.as_secs_f64().max(1e-6);
+        slot.rate = Some(match slot.rate {
+            Some(rate) => rate * (1.0 - RATE_SMOOTHING) + sample * RATE_SMOOTHING,
+            None => sample,
+        });
+        let chunk = &mut self.chunks[id];
+        let others = match std::mem::replace(&mut chunk.state, ChunkState::Done) {
+            ChunkState::Done => return None,
+            ChunkState::InFlight(holders) => holders,
+            ChunkState::Pending => {
+                // Re-queued after a timeout, then delivered after all.
+                self.pending.retain(|&p| p != id);
+                Vec::new()
+            }
+        };
+        self.done += 1;
+        self.done_bytes += length;
+        for &other in &others {
+            self.peers[other].in_flight = self.peers[other].in_flight.saturating_sub(1);
+        }
+        Some(others)
+    }
+
+    /// Records a failed fetch of chunk `id` from `peer`.
+    pub fn failed(&mut self, id: ChunkId, peer: PeerIdx, failure: &FetchFailure) -> AfterFailure {
+        self.release(id, peer);
+        let chunk = &mut self.chunks[id];
+        if chunk.state == ChunkState::Done {
+            return AfterFailure::Retry; // a duplicate lost the race; nothing to do
+        }
+        chunk.attempts += 1;
+        let slot = &mut self.peers[peer];
+        let mut after = AfterFailure::Retry;
+        match failure {
+            FetchFailure::BadData => {
+                chunk.refused_by.push(peer);
+                slot.bad_chunks += 1;
+                if slot.bad_chunks >= MAX_BAD_CHUNKS && slot.dropped.is_none() {
+                    let reason =
+                        format!("sent {} chunks that failed verification", slot.bad_chunks);
+                    slot.dropped = Some(reason.clone());
+                    after = AfterFailure::PeerDropped(reason);
+                }
+            }
+            FetchFailure::Transport(cause) => {
+                slot.failures_in_row += 1;
+                if slot.failures_in_row >= MAX_FAILURES_IN_ROW && slot.dropped.is_none() {
+                    let reason =
+                        format!("{} failures in a row, last: {cause}", slot.failures_in_row);
+                    slot.dropped = Some(reason.clone());
+                    after = AfterFailure::PeerDropped(reason);
+                }
+            }
+        }
+        if chunk.attempts >= MAX_CHUNK_ATTEMPTS {
+            return AfterFailure::Fatal(format!(
+                "a chunk of file #{} at offset {} failed {} times",
+                chunk.file, chunk.offset, chunk.attempts
+            ));
+        }
+        if let ChunkState::InFlight(holders) = &chunk.state
+            && holders.is_empty()
+        {
+            chunk.state = ChunkState::Pending;
+            self.pending.push_front(id);
+        }
+        if let Some(missing) = self.unservable() {
+            return AfterFailure::Fatal(missing);
+        }
+        after
+    }
+
+    /// Takes `peer` off chunk `id`'s holders and frees its slot.
+    fn release(&mut self, id: ChunkId, peer: PeerIdx) {
+        if let ChunkState::InFlight(holders) = &mut self.chunks[id].state
+            && let Some(position) = holders.iter().position(|&h| h == peer)
+        {
+            holders.remove(position);
+            self.peers[peer].in_flight = self.peers[peer].in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Says why the download cannot finish, if some unfinished chunk has no
+    /// active peer left that could serve it.
+    fn unservable(&self) -> Option<String> {
+        self.chunks
+            .iter()
+            .filter(|c| c.state != ChunkState::Done)
+            .find(|c| {
+                !self.peers.iter().enumerate().any(|(i, p)| {
+                    p.dropped.is_none() && p.serves[c.file] && !c.refused_by.contains(&i)
+                })
+            })
+            .map(|c| {
+                format!(
+                    "no peer left that can serve file #{} (offset {})",
+                    c.file, c.offset
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(chunks: usize, peers: usize) -> Plan {
+        Plan::new(
+            (0..chunks)
+                .map(|i| (0, i as u64 * 10, 10, format!("h{i}"), false))
+                .collect(),
+            (0..peers).map(|p| (format!("p{p}"), vec![true])).collect(),
+        )
+    }
+
+    /// Simulates pull-based fetching where peer p needs `cost[p]` ticks
+    /// per chunk; returns chunks served per peer.
+    fn simulate(plan: &mut Plan, cost: &[u32]) -> Vec<u64> {
+        let mut in_flight: Vec<(ChunkId, PeerIdx, u32)> = Vec::new();
+        let mut tick = 0;
+        while !plan.is_finished() {
+            for (peer, &peer_cost) in cost.iter().enumerate() {
+                while let Some(id) = plan.next_for(peer) {
+                    in_flight.push((id, peer, tick + peer_cost));
+                }
+            }
+            tick += 1;
+            let (ready, rest): (Vec<_>, Vec<_>) =
+                in_flight.into_iter().partition(|&(_, _, at)| at <= tick);
+            in_flight = rest;
+            for (id, peer, _) in ready {
+                let elapsed = Duration::from_millis(cost[peer] as u64 * 100);
+                if let Some(others) = plan.completed(id, peer, elapsed) {
+                    in_flight.retain(|&(c, p, _)| !(c == id && others.contains(&p)));
+                }
+            }
+            assert!(tick < 10_000, "simulation did not finish");
+        }
+        plan.peers().iter().map(|p| p.bytes / 10).collect()
+    }
+
+    #[test]
+    fn a_fast_peer_takes_proportionally_more_chunks() {
+        let mut plan = plan(400, 2);
+        let served = simulate(&mut plan, &[1, 4]);
+        // Peer 0 is 4x faster: about 80 % of the chunks.
+        let share = served[0] as f64 / 400.0;
+        assert!(
+            (0.72..=0.9).contains(&share),
+            "fast peer share {share}, served {served:?}"
+        );
+    }
+
+    #[test]
+    fn the_last_chunks_do_not_wait_on_the_slowest_peer() {
+        let mut plan = plan(40, 2);
+        // Peer 1 is 50x slower; without endgame duplication the download
+        // would end waiting for its last chunks.
+        let served = simulate(&mut plan, &[1, 50]);
+        assert!(plan.is_finished());
+        assert!(served[1] <= 4, "slow peer served {served:?}");
+    }
+
+    #[test]
+    fn a_failed_chunk_moves_to_another_peer_and_a_failing_peer_is_dropped() {
+        let mut plan = plan(10, 2);
+        let failure = FetchFailure::Transport("timeout".into());
+        let first = plan.next_for(0).unwrap();
+        assert_eq!(plan.failed(first, 0, &failure), AfterFailure::Retry);
+        // Peer 1 picks up the failed chunk first.
+        assert_eq!(plan.next_for(1), Some(first));
+        // Peer 0 is on probation: one slot at a time.
+        let mut dropped = None;
+        for _ in 1..MAX_FAILURES_IN_ROW {
+            let id = plan.next_for(0).unwrap();
+            assert_eq!(plan.next_for(0), None, "one slot while on probation");
+            if let AfterFailure::PeerDropped(reason) = plan.failed(id, 0, &failure) {
+                dropped = Some(reason);
+            }
+        }
+        assert!(dropped.is_some_and(|r| r.contains("failures in a row")));
+        assert_eq!(plan.active_peers(), 1);
+        assert_eq!(plan.next_for(0), None);
+        // The other peer delivers the first chunk and finishes everything.
+        plan.completed(first, 1, Duration::from_millis(100));
+        let served = simulate(&mut plan, &[1, 1]);
+        assert!(plan.is_finished());
+        assert_eq!(served[1], 10);
+    }
+
+    #[test]
+    fn bad_data_is_never_asked_again_from_that_peer_and_three_strikes_drop_it() {
+        let mut plan = plan(10, 2);
+        for strike in 1..=MAX_BAD_CHUNKS {
+            let id = plan.next_for(0).unwrap();
+            let after = plan.failed(id, 0, &FetchFailure::BadData);
+            if strike < MAX_BAD_CHUNKS {
+                assert_eq!(after, AfterFailure::Retry);
+                // The chunk goes to the other peer, never back to peer 0.
+                assert!(plan.chunks[id].refused_by.contains(&0));
+            } else {
+                assert!(matches!(after, AfterFailure::PeerDropped(_)));
+            }
+        }
+        let served = simulate(&mut plan, &[1, 1]);
+        assert!(plan.is_finished());
+        assert_eq!(served[1] + served[0], 10);
+    }
+
+    #[test]
+    fn a_chunk_nobody_can_serve_fails_the_download() {
+        let mut plan = plan(2, 1);
+        let id = plan.next_for(0).unwrap();
+        let after = plan.failed(id, 0, &FetchFailure::BadData);
+        assert!(matches!(after, AfterFailure::Fatal(_)), "{after:?}");
+    }
+
+    #[test]
+    fn verified_chunks_from_a_journal_are_not_fetched_again() {
+        let mut plan = Plan::new(
+            vec![(0, 0, 10, "a".into(), true), (0, 10, 10, "b".into(), false)],
+            vec![("p".into(), vec![true])],
+        );
+        assert_eq!(plan.done_bytes(), 10);
+        assert_eq!(plan.next_for(0), Some(1));
+        assert_eq!(plan.next_for(0), None);
+        plan.completed(1, 0, Duration::from_millis(5));
+        assert!(plan.is_finished());
+    }
+}

@@ -1,0 +1,193 @@
+//! The version-sentinel transaction of a download (SPEC §6 steps 3–6), on
+//! disk. `version.ini` is the commit record: while a download runs there is
+//! none, so a crash at any point leaves a game that is not "downloaded";
+//! the new sentinel appears only after every other byte is durable.
+//!
+//! Blocking filesystem work; callers run it off the async threads.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use lanspread_proto::model::GameFileDescription;
+
+use crate::library::SENTINEL;
+
+/// Where the old sentinel is parked during an update.
+pub const DISCARDED: &str = ".version.ini.discarded";
+/// Where the new sentinel is staged before the atomic rename.
+pub const STAGED: &str = ".version.ini.tmp";
+
+/// Why a step of the transaction failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SentinelError {
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SentinelError {
+    let path = path.to_owned();
+    move |source| SentinelError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Step 3: parks an old `version.ini`, creates folders, and pre-creates
+/// every non-sentinel file at its final size. Existing data is kept (a
+/// resumed download relies on it); only a file of the wrong size is
+/// resized.
+pub fn begin(root: &Path, files: &[GameFileDescription]) -> Result<(), SentinelError> {
+    std::fs::create_dir_all(root).map_err(io("create", root))?;
+    let sentinel = root.join(SENTINEL);
+    if sentinel.exists() {
+        std::fs::rename(&sentinel, root.join(DISCARDED)).map_err(io("park", &sentinel))?;
+    }
+    for file in files {
+        let path = root.join(&file.relative_path);
+        if file.is_dir {
+            std::fs::create_dir_all(&path).map_err(io("create", &path))?;
+            continue;
+        }
+        if file.relative_path == SENTINEL {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+        }
+        let handle = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("create", &path))?;
+        let len = handle.metadata().map_err(io("stat", &path))?.len();
+        if len != file.size {
+            handle.set_len(file.size).map_err(io("size", &path))?;
+        }
+    }
+    sync_dir(root)
+}
+
+/// Step 4: writes one verified chunk at its offset (never truncating) and
+/// makes it durable before the caller records it as done.
+pub fn write_chunk(path: &Path, offset: u64, data: &[u8]) -> Result<(), SentinelError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io("open", path))?;
+    file.write_all_at(data, offset).map_err(io("write", path))?;
+    file.sync_data().map_err(io("sync", path))
+}
+
+/// Step 5: stages the new sentinel, then renames it into place atomically
+/// and drops the parked old one.
+pub fn commit(root: &Path, sentinel_bytes: &[u8]) -> Result<(), SentinelError> {
+    let staged = root.join(STAGED);
+    let mut file = File::create(&staged).map_err(io("stage", &staged))?;
+    file.write_all(sentinel_bytes)
+        .map_err(io("stage", &staged))?;
+    file.sync_all().map_err(io("sync", &staged))?;
+    drop(file);
+    let sentinel = root.join(SENTINEL);
+    std::fs::rename(&staged, &sentinel).map_err(io("commit", &sentinel))?;
+    remove_if_present(&root.join(DISCARDED))?;
+    sync_dir(root)
+}
+
+/// A failed or cancelled download: removes both temporary names; the old
+/// sentinel is not restored (the old version's files may be overwritten
+/// already, so the game is honestly "not downloaded").
+pub fn abort(root: &Path) -> Result<(), SentinelError> {
+    remove_if_present(&root.join(STAGED))?;
+    remove_if_present(&root.join(DISCARDED))?;
+    sync_dir(root)
+}
+
+fn remove_if_present(path: &Path) -> Result<(), SentinelError> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io("remove", path)(err)),
+        _ => Ok(()),
+    }
+}
+
+/// Makes renames and creations in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), SentinelError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, size: u64) -> GameFileDescription {
+        GameFileDescription {
+            relative_path: path.into(),
+            is_dir: false,
+            size,
+            chunk_hashes: vec![],
+        }
+    }
+
+    #[test]
+    fn an_update_parks_the_old_sentinel_and_commits_the_new_one_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("game");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join(SENTINEL), b"1.0").unwrap();
+        std::fs::write(root.join("data.eti"), b"old data that is longer").unwrap();
+        let files = [
+            file("data.eti", 8),
+            file("maps/a.eti", 3),
+            file("empty", 0),
+            file(SENTINEL, 3),
+            GameFileDescription {
+                relative_path: "dir".into(),
+                is_dir: true,
+                size: 0,
+                chunk_hashes: vec![],
+            },
+        ];
+        begin(&root, &files).unwrap();
+        assert!(!root.join(SENTINEL).exists());
+        assert_eq!(std::fs::read(root.join(DISCARDED)).unwrap(), b"1.0");
+        assert_eq!(std::fs::metadata(root.join("data.eti")).unwrap().len(), 8);
+        assert_eq!(std::fs::metadata(root.join("maps/a.eti")).unwrap().len(), 3);
+        assert!(root.join("empty").is_file() && root.join("dir").is_dir());
+
+        write_chunk(&root.join("maps/a.eti"), 1, b"yz").unwrap();
+        assert_eq!(std::fs::read(root.join("maps/a.eti")).unwrap(), b"\0yz");
+        write_chunk(&root.join("maps/a.eti"), 0, b"x").unwrap();
+        assert_eq!(
+            std::fs::read(root.join("maps/a.eti")).unwrap(),
+            b"xyz",
+            "no truncation"
+        );
+
+        commit(&root, b"2.0").unwrap();
+        assert_eq!(std::fs::read(root.join(SENTINEL)).unwrap(), b"2.0");
+        assert!(!root.join(DISCARDED).exists() && !root.join(STAGED).exists());
+    }
+
+    #[test]
+    fn an_abort_removes_both_temporary_names_and_restores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join(SENTINEL), b"1.0").unwrap();
+        begin(root, &[file("a", 1)]).unwrap();
+        std::fs::write(root.join(STAGED), b"2.0").unwrap();
+        abort(root).unwrap();
+        assert!(!root.join(SENTINEL).exists());
+        assert!(!root.join(DISCARDED).exists() && !root.join(STAGED).exists());
+        abort(root).unwrap(); // idempotent
+    }
+}
