@@ -9,6 +9,7 @@
 #   lab.sh run HOST CMD... [--id]  run CMD inside a host (HOST: h1, h2, ...)
 #   lab.sh pid HOST [--id ID]      pid of the host's anchor process (for nsenter)
 #   lab.sh cut HOST | restore HOST cut or restore a host's link (bridge side)
+#   lab.sh shape HOST RATE         limit what HOST sends to RATE (tc tbf, e.g. 100mbit)
 #   lab.sh avahi-restart HOST      kill the host's avahi-daemon and start it again
 #   lab.sh down [--id ID]          end every process in the lab (by pid) and remove it
 #
@@ -122,6 +123,12 @@ case $command in
         host=${1:?usage: lab.sh $command HOST}
         [[ $command == cut ]] && updown=down || updown=up
         ip -n "$bridge_ns" link set "v$host" "$updown"
+        ;;
+    shape)
+        host=${1:?usage: lab.sh shape HOST RATE}
+        rate=${2:?usage: lab.sh shape HOST RATE}
+        ip netns exec "$(host_ns "$host")" tc qdisc replace dev eth0 root tbf \
+            rate "$rate" burst 256kb latency 200ms
         ;;
     avahi-restart)
         host=${1:?usage: lab.sh avahi-restart HOST}

@@ -9,6 +9,8 @@ pub mod catalog;
 pub mod core;
 pub mod discovery;
 pub mod download;
+#[cfg(feature = "test-faults")]
+pub mod faults;
 pub mod game_dir;
 pub mod ipc;
 pub mod library;

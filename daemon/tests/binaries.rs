@@ -9,38 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{sample_library, write};
+use common::{lanspreadctl, sample_library, write};
 use tempfile::TempDir;
 
 fn lanspreadd() -> PathBuf {
     env!("CARGO_BIN_EXE_lanspreadd").into()
-}
-
-/// `lanspreadctl`, built (once per test run) from the workspace, so a
-/// stale binary from an earlier build is never what gets tested.
-fn lanspreadctl() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let mut cargo = Command::new(env!("CARGO"));
-            cargo
-                .args(["build", "--quiet", "-p", "lanspreadctl"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            let profile_dir = lanspreadd().parent().unwrap().to_owned();
-            if profile_dir.ends_with("release") {
-                cargo.arg("--release");
-            }
-            let status = cargo.status().expect("cargo runs");
-            assert!(status.success(), "building lanspreadctl failed");
-            let path = profile_dir.join("lanspreadctl");
-            assert!(
-                path.exists(),
-                "{} is missing after the build",
-                path.display()
-            );
-            path
-        })
-        .clone()
 }
 
 /// A `lanspreadd` process on temp dirs; killed (by pid) if still running

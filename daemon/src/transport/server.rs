@@ -283,6 +283,8 @@ async fn send_file(
     let mut remaining = file.take(length);
     let mut buffer = vec![0u8; SEND_BUFFER_BYTES];
     let mut sent = 0u64;
+    #[cfg(feature = "test-faults")]
+    let mut corrupt = range.is_some() && crate::faults::corrupt_this_chunk();
     while sent < length {
         let n = remaining.read(&mut buffer).await?;
         if n == 0 {
@@ -291,6 +293,10 @@ async fn send_file(
                 std::io::ErrorKind::UnexpectedEof,
                 "served file shrank while sending",
             ));
+        }
+        #[cfg(feature = "test-faults")]
+        if std::mem::take(&mut corrupt) {
+            buffer[0] ^= 0xff;
         }
         send_bytes(stream, Bytes::copy_from_slice(&buffer[..n])).await?;
         sent += n as u64;

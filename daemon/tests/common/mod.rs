@@ -248,3 +248,31 @@ impl RawClient {
         self.reader.into_inner()
     }
 }
+
+/// `lanspreadctl`, built (once per test binary) from the workspace, so a
+/// stale binary from an earlier build is never what gets tested.
+pub fn lanspreadctl() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let daemon = PathBuf::from(env!("CARGO_BIN_EXE_lanspreadd"));
+            let profile_dir = daemon.parent().unwrap().to_owned();
+            let mut cargo = std::process::Command::new(env!("CARGO"));
+            cargo
+                .args(["build", "--quiet", "-p", "lanspreadctl"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if profile_dir.ends_with("release") {
+                cargo.arg("--release");
+            }
+            let status = cargo.status().expect("cargo runs");
+            assert!(status.success(), "building lanspreadctl failed");
+            let path = profile_dir.join("lanspreadctl");
+            assert!(
+                path.exists(),
+                "{} is missing after the build",
+                path.display()
+            );
+            path
+        })
+        .clone()
+}

@@ -18,6 +18,7 @@ use tempfile::TempDir;
 /// several labs of daemons without making the timings meaningless.
 static LAB_LOCK: Mutex<()> = Mutex::new(());
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+static NEXT_LOG: AtomicU32 = AtomicU32::new(0);
 
 /// Longest any lab script step may take.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -104,6 +105,11 @@ impl Lab {
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
 
+    /// Limits what `host` sends to `rate` (tc syntax, e.g. `100mbit`).
+    pub fn shape(&self, host: &str, rate: &str) {
+        self.must(&["shape", host, rate]);
+    }
+
     /// Starts `lanspreadd` in `host` on a game directory prepared by
     /// `setup`.
     pub fn spawn_daemon(&self, host: &str, name: &str, setup: impl FnOnce(&Path)) -> LabDaemon {
@@ -111,8 +117,24 @@ impl Lab {
         let games = work.path().join("games");
         std::fs::create_dir_all(&games).unwrap();
         setup(&games);
+        self.spawn_in(host, name, work, &[])
+    }
+
+    /// Starts `lanspreadd` in `host` on an existing work dir (its games,
+    /// state and socket), with extra environment (test fault switches).
+    pub fn spawn_in(
+        &self,
+        host: &str,
+        name: &str,
+        work: TempDir,
+        env: &[(&str, &str)],
+    ) -> LabDaemon {
+        let games = work.path().join("games");
         let socket = work.path().join("lanspreadd.sock");
-        let log = work.path().join("lanspreadd.log");
+        let log = work.path().join(format!(
+            "lanspreadd-{}.log",
+            NEXT_LOG.fetch_add(1, Ordering::Relaxed)
+        ));
         let started = Instant::now();
         let child = Command::new("nsenter")
             .args(["-t", &self.anchor_pid(host), "-n", "-m", "-u", "--"])
@@ -125,6 +147,7 @@ impl Lab {
             .arg(&socket)
             .args(["--name", name])
             .env("RUST_LOG", "info,lanspreadd=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -135,7 +158,7 @@ impl Lab {
             socket,
             log,
             started,
-            _work: work,
+            work: work,
         };
         daemon.wait_ready();
         daemon
@@ -161,7 +184,7 @@ pub struct LabDaemon {
     pub log: PathBuf,
     /// When the process was spawned.
     pub started: Instant,
-    _work: TempDir,
+    work: TempDir,
 }
 
 impl LabDaemon {
@@ -194,6 +217,31 @@ impl LabDaemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The game directory.
+    pub fn games(&self) -> PathBuf {
+        self.work.path().join("games")
+    }
+
+    /// Runs `lanspreadctl` against this daemon (from the test's namespace;
+    /// the socket is a file).
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(crate::common::lanspreadctl())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("lanspreadctl runs")
+    }
+
+    /// SIGKILLs the daemon and hands back its work dir (games, state), as a
+    /// crash would leave them.
+    pub fn kill_hard(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let work = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.work, work)
     }
 }
 

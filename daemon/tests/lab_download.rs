@@ -1,0 +1,287 @@
+//! Lab tests of the download pipeline: real daemons on isolated hosts,
+//! real mDNS, QUIC over (optionally shaped) links, real faults.
+
+mod common;
+mod lab_harness;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{wait_for_event, write};
+use lab_harness::{Lab, LabDaemon};
+use lanspread_proto::client::IpcClient;
+use lanspread_proto::ipc::{GameFilesResult, PeerCommand, PeerEvent};
+use lanspread_proto::model::GameId;
+use lanspread_proto::wire::CHUNK_SIZE;
+
+const GAME: &str = "openarena";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn id() -> GameId {
+    GameId::new(GAME).unwrap()
+}
+
+/// Writes a game of `big` bytes (plus small files, an empty file, nested
+/// folders) once, so every seeder can copy the same bytes.
+fn make_game(big: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join(GAME);
+    let mut data = vec![0u8; big as usize];
+    blake3::Hasher::new()
+        .update(b"lanspread lab game")
+        .finalize_xof()
+        .fill(&mut data);
+    write(&root.join("pak0.eti"), &data);
+    write(&root.join("maps/deep/dm1.eti"), &data[..123_457]);
+    write(&root.join("empty.txt"), b"");
+    write(&root.join("version.ini"), b"version=0.8.8\n");
+    dir
+}
+
+fn copy_game(from: &Path) -> impl FnOnce(&Path) {
+    let from = from.join(GAME);
+    move |games| copy_tree(&from, &games.join(GAME))
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn assert_identical(expected: &Path, actual: &Path) {
+    for rel in ["pak0.eti", "maps/deep/dm1.eti", "empty.txt", "version.ini"] {
+        let want = blake3::hash(&std::fs::read(expected.join(GAME).join(rel)).unwrap());
+        let got = blake3::hash(&std::fs::read(actual.join(GAME).join(rel)).unwrap());
+        assert_eq!(want, got, "{rel} differs");
+    }
+    for leftover in [".version.ini.tmp", ".version.ini.discarded"] {
+        assert!(
+            !actual.join(GAME).join(leftover).exists(),
+            "{leftover} left behind"
+        );
+    }
+}
+
+async fn wait_peers(daemon: &LabDaemon, count: u32) {
+    let mut client = daemon.client().await;
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    while client.peer_count().await.unwrap() < count {
+        assert!(Instant::now() < deadline, "peers never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asks for the file list and starts the download; returns the chunk count.
+async fn start_download(client: &mut IpcClient) -> usize {
+    let files: GameFilesResult = client
+        .call(PeerCommand::GetGame { id: id() })
+        .await
+        .unwrap();
+    client
+        .request(PeerCommand::DownloadGameFiles {
+            id: id(),
+            files: vec![],
+        })
+        .await
+        .unwrap();
+    files.files.iter().map(|f| f.chunk_hashes.len()).sum()
+}
+
+async fn wait_progress(events: &mut IpcClient, at_least: f64) {
+    wait_for_event(events, DOWNLOAD_TIMEOUT, "progress", |e| {
+        matches!(e, PeerEvent::DownloadGameFilesProgress { bytes_done, bytes_total, .. }
+            if *bytes_done as f64 >= at_least * *bytes_total as f64)
+    })
+    .await;
+}
+
+async fn wait_finished(events: &mut IpcClient) -> (u64, u64, u64) {
+    let event = wait_for_event(events, DOWNLOAD_TIMEOUT, "the end of the download", |e| {
+        matches!(
+            e,
+            PeerEvent::DownloadGameFilesFinished { .. } | PeerEvent::DownloadGameFilesFailed { .. }
+        )
+    })
+    .await;
+    match event.event {
+        PeerEvent::DownloadGameFilesFinished {
+            chunks_fetched,
+            chunks_resumed,
+            millis,
+            ..
+        } => (chunks_fetched, chunks_resumed, millis),
+        other => panic!("download failed: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanspreadctl_downloads_from_two_seeders_and_every_byte_matches() {
+    let game = make_game(CHUNK_SIZE * 6 + 4321);
+    let lab = Lab::up(3);
+    let _a = lab.spawn_daemon("h1", "seed-a", copy_game(game.path()));
+    let _b = lab.spawn_daemon("h2", "seed-b", copy_game(game.path()));
+    let leech = lab.spawn_daemon("h3", "leech", |_| {});
+    wait_peers(&leech, 2).await;
+    let output = leech.ctl(&["download", GAME]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("downloaded openarena 0.8.8"), "{stdout}");
+    assert_identical(game.path(), &leech.games());
+    let games = leech.client().await.list_games().await.unwrap();
+    assert!(games.iter().any(|g| g.id == id() && g.downloaded));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeder_killed_mid_download_leaves_the_other_to_finish() {
+    let game = make_game(CHUNK_SIZE * 16);
+    let lab = Lab::up(3);
+    let a = lab.spawn_daemon("h1", "seed-a", copy_game(game.path()));
+    let _b = lab.spawn_daemon("h2", "seed-b", copy_game(game.path()));
+    lab.shape("h1", "100mbit");
+    lab.shape("h2", "100mbit");
+    let leech = lab.spawn_daemon("h3", "leech", |_| {});
+    wait_peers(&leech, 2).await;
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+    start_download(&mut leech.client().await).await;
+    wait_progress(&mut events, 0.2).await;
+    drop(a); // SIGKILL, mid-download
+    wait_finished(&mut events).await;
+    assert_identical(game.path(), &leech.games());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeder_sending_bad_chunks_is_named_and_the_bytes_are_still_right() {
+    let game = make_game(CHUNK_SIZE * 10);
+    let lab = Lab::up(3);
+    let bad_work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(bad_work.path().join("games")).unwrap();
+    copy_game(game.path())(&bad_work.path().join("games"));
+    let bad = lab.spawn_in(
+        "h1",
+        "liar",
+        bad_work,
+        &[("LANSPREAD_TEST_CORRUPT_EVERY", "2")],
+    );
+    let _good = lab.spawn_daemon("h2", "honest", copy_game(game.path()));
+    let leech = lab.spawn_daemon("h3", "leech", |_| {});
+    wait_peers(&leech, 2).await;
+    let bad_id = bad.client().await.hello().peer_id.clone();
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+    start_download(&mut leech.client().await).await;
+    wait_finished(&mut events).await;
+    assert_identical(game.path(), &leech.games());
+    let log = leech.log_text();
+    let named = log
+        .lines()
+        .any(|l| l.contains("failed verification") && l.contains(&bad_id));
+    assert!(
+        named,
+        "the bad peer {bad_id} must be named in the log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downloader_killed_mid_download_resumes_with_only_unverified_chunks() {
+    let game = make_game(CHUNK_SIZE * 20);
+    let lab = Lab::up(2);
+    let _seed = lab.spawn_daemon("h1", "seed", copy_game(game.path()));
+    lab.shape("h1", "100mbit");
+    let leech = lab.spawn_daemon("h2", "leech", |_| {});
+    wait_peers(&leech, 1).await;
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+    let total_chunks = start_download(&mut leech.client().await).await as u64;
+    wait_progress(&mut events, 0.4).await;
+    // Let the journal (written once a second) catch up, then crash.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(events);
+    let work = leech.kill_hard();
+    assert!(
+        !work
+            .path()
+            .join("games")
+            .join(GAME)
+            .join("version.ini")
+            .exists()
+    );
+
+    let leech = lab.spawn_in("h2", "leech", work, &[]);
+    wait_peers(&leech, 1).await;
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+    start_download(&mut leech.client().await).await;
+    let (fetched, resumed, _) = wait_finished(&mut events).await;
+    eprintln!(
+        "measured: after SIGKILL, {resumed} chunks resumed, {fetched} fetched of {total_chunks}"
+    );
+    assert!(
+        resumed >= total_chunks * 3 / 10,
+        "only {resumed} of {total_chunks} resumed"
+    );
+    assert_eq!(fetched + resumed, total_chunks, "each chunk exactly once");
+    assert_identical(game.path(), &leech.games());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shaped_links_give_the_slow_peer_proportionally_less() {
+    let game = make_game(CHUNK_SIZE * 24);
+    let lab = Lab::up(3);
+    let fast = lab.spawn_daemon("h1", "fast", copy_game(game.path()));
+    let slow = lab.spawn_daemon("h2", "slow", copy_game(game.path()));
+    lab.shape("h1", "200mbit");
+    lab.shape("h2", "50mbit");
+    let leech = lab.spawn_daemon("h3", "leech", |_| {});
+    wait_peers(&leech, 2).await;
+    let fast_id = fast.client().await.hello().peer_id.clone();
+    let slow_id = slow.client().await.hello().peer_id.clone();
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+    start_download(&mut leech.client().await).await;
+    let (_, _, millis) = wait_finished(&mut events).await;
+    assert_identical(game.path(), &leech.games());
+
+    let log = leech.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("download finished"))
+        .expect("the finish line names bytes per peer");
+    let bytes_of = |peer: &str| -> f64 {
+        let at = line
+            .find(peer)
+            .unwrap_or_else(|| panic!("{peer} not in {line}"));
+        line[at + peer.len()..]
+            .trim_start_matches(|c: char| !c.is_ascii_digit())
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (fast_bytes, slow_bytes) = (bytes_of(&fast_id), bytes_of(&slow_id));
+    let share = slow_bytes / (fast_bytes + slow_bytes);
+    let total = fast_bytes + slow_bytes;
+    let achieved_mbit = total * 8.0 / 1e6 / (millis as f64 / 1000.0);
+    eprintln!(
+        "measured: slow peer (50 of 250 Mbit/s) served {:.0} % of the bytes; achieved {achieved_mbit:.0} Mbit/s = {:.2} of the 250 Mbit/s sum",
+        share * 100.0,
+        achieved_mbit / 250.0
+    );
+    // The slow link is 20 % of the capacity: it must not get half the work.
+    assert!(share < 0.35, "slow peer share {share:.2}");
+}
