@@ -89,3 +89,74 @@ async fn discovery_time_and_idle_cost() {
     );
     assert!(cpu_percent < 5.0, "idle CPU {cpu_percent:.2} %");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_throughput_from_one_seeder_on_an_unshaped_link() {
+    const SIZE: u64 = 512 * 1024 * 1024;
+    let source = tempfile::tempdir().unwrap();
+    {
+        let mut data = vec![0u8; SIZE as usize];
+        blake3::Hasher::new()
+            .update(b"throughput")
+            .finalize_xof()
+            .fill(&mut data);
+        write(&source.path().join("openarena/pak0.eti"), &data);
+        write(&source.path().join("openarena/version.ini"), b"1");
+    }
+    let lab = Lab::up(2);
+    let seed_dir = source.path().to_owned();
+    let _seed = lab.spawn_daemon("h1", "seed", move |games| {
+        std::fs::create_dir_all(games.join("openarena")).unwrap();
+        for name in ["pak0.eti", "version.ini"] {
+            std::fs::copy(
+                seed_dir.join("openarena").join(name),
+                games.join("openarena").join(name),
+            )
+            .unwrap();
+        }
+    });
+    let leech = lab.spawn_daemon("h2", "leech", |_| {});
+    let mut client = leech.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.peer_count().await.unwrap() < 1 {
+        assert!(Instant::now() < deadline, "seeder never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Hash the seeder's manifest first, so only the transfer is timed.
+    let id = lanspread_proto::model::GameId::new("openarena").unwrap();
+    let _: lanspread_proto::ipc::GameFilesResult = client
+        .call(lanspread_proto::ipc::PeerCommand::GetGame { id: id.clone() })
+        .await
+        .unwrap();
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+    client
+        .request(lanspread_proto::ipc::PeerCommand::DownloadGameFiles { id, files: vec![] })
+        .await
+        .unwrap();
+    let finished = wait_for_event(
+        &mut events,
+        Duration::from_secs(300),
+        "the end of the download",
+        |e| {
+            matches!(
+                e,
+                PeerEvent::DownloadGameFilesFinished { .. }
+                    | PeerEvent::DownloadGameFilesFailed { .. }
+            )
+        },
+    )
+    .await;
+    let PeerEvent::DownloadGameFilesFinished { bytes, millis, .. } = finished.event else {
+        panic!("download failed: {finished:?}");
+    };
+    let mib_per_s = bytes as f64 / (1 << 20) as f64 / (millis as f64 / 1000.0);
+    eprintln!(
+        "measured: one seeder, unshaped lab link: {} MiB in {millis} ms = {mib_per_s:.0} MiB/s",
+        bytes >> 20
+    );
+    let got = std::fs::read(leech.games().join("openarena/pak0.eti")).unwrap();
+    let want = std::fs::read(source.path().join("openarena/pak0.eti")).unwrap();
+    assert!(got == want, "downloaded bytes differ");
+    assert!(mib_per_s > 10.0, "{mib_per_s:.1} MiB/s");
+}

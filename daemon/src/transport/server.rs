@@ -2,7 +2,6 @@
 //! answers each request from the served library. A refused request gets an
 //! error answer; the connection and the server live on.
 
-use std::io::SeekFrom;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +12,6 @@ use lanspread_proto::wire::{
 use s2n_quic::Server;
 use s2n_quic::provider::limits::Limits;
 use s2n_quic::stream::BidirectionalStream;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -28,7 +26,7 @@ use crate::library::{LibraryIndex, game_manifest};
 use crate::serve::{ServedLibrary, check_range, refusal};
 
 /// Size of each read from disk while sending file data.
-const SEND_BUFFER_BYTES: usize = 256 * 1024;
+const SEND_BLOCK_BYTES: u64 = 1024 * 1024;
 
 /// What the server needs to answer requests.
 #[derive(Debug)]
@@ -246,33 +244,22 @@ async fn manifest(
 }
 
 /// Sends a whole file (`range` None) or one chunk, after its header.
+/// Disk reads run on blocking threads, one block ahead of the network.
 async fn send_file(
     stream: &mut BidirectionalStream,
-    library: &ServedLibrary,
+    library: &Arc<ServedLibrary>,
     id: &lanspread_proto::model::GameId,
     relative_path: &str,
     range: Option<(u64, u64)>,
 ) -> Result<(), std::io::Error> {
-    let opened = async {
-        let path = library.resolve_file(id, relative_path)?;
-        let io_refusal = |err: std::io::Error| {
-            tracing::warn!(game = %id, path = %relative_path, cause = %err, "cannot read served file");
-            refusal(WireErrorCode::Internal, format!("cannot read {relative_path}"))
-        };
-        let mut file = tokio::fs::File::open(&path).await.map_err(io_refusal)?;
-        let size = file.metadata().await.map_err(io_refusal)?.len();
-        let (offset, length) = match range {
-            Some((offset, length)) => {
-                check_range(size, offset, length)?;
-                (offset, length)
-            }
-            None => (0, size),
-        };
-        file.seek(SeekFrom::Start(offset)).await.map_err(io_refusal)?;
-        Ok::<_, WireError>((file, length))
-    }
-    .await;
-    let (file, length) = match opened {
+    let opened = {
+        let (library, id, relative_path) =
+            (Arc::clone(library), id.clone(), relative_path.to_owned());
+        tokio::task::spawn_blocking(move || open_range(&library, &id, &relative_path, range))
+            .await
+            .map_err(std::io::Error::other)?
+    };
+    let (file, start, length) = match opened {
         Ok(opened) => opened,
         Err(refused) => {
             tracing::debug!(game = %id, path = %relative_path, reason = %refused.message, "file request refused");
@@ -280,28 +267,64 @@ async fn send_file(
         }
     };
     send_bytes(stream, encode_header(&DataHeader::Data { length })).await?;
-    let mut remaining = file.take(length);
-    let mut buffer = vec![0u8; SEND_BUFFER_BYTES];
-    let mut sent = 0u64;
+    let file = Arc::new(file);
+    let end = start + length;
+    let read_block = |offset: u64| {
+        let file = Arc::clone(&file);
+        let len = (end - offset).min(SEND_BLOCK_BYTES) as usize;
+        tokio::task::spawn_blocking(move || {
+            let mut block = vec![0u8; len];
+            // A file that shrank under us fails here: the receiver then
+            // sees a truncated stream, never wrong bytes.
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut block, offset)?;
+            Ok::<_, std::io::Error>(block)
+        })
+    };
     #[cfg(feature = "test-faults")]
     let mut corrupt = range.is_some() && crate::faults::corrupt_this_chunk();
-    while sent < length {
-        let n = remaining.read(&mut buffer).await?;
-        if n == 0 {
-            // The file shrank under us: the receiver sees a truncation.
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "served file shrank while sending",
-            ));
+    let mut offset = start;
+    let mut next = (length > 0).then(|| read_block(offset));
+    while let Some(pending) = next.take() {
+        #[allow(unused_mut)]
+        let mut block = pending.await.map_err(std::io::Error::other)??;
+        offset += block.len() as u64;
+        if offset < end {
+            next = Some(read_block(offset));
         }
         #[cfg(feature = "test-faults")]
         if std::mem::take(&mut corrupt) {
-            buffer[0] ^= 0xff;
+            block[0] ^= 0xff;
         }
-        send_bytes(stream, Bytes::copy_from_slice(&buffer[..n])).await?;
-        sent += n as u64;
+        send_bytes(stream, block).await?;
     }
     Ok(())
+}
+
+/// Resolves, opens and range-checks a file for sending. Blocking.
+fn open_range(
+    library: &ServedLibrary,
+    id: &lanspread_proto::model::GameId,
+    relative_path: &str,
+    range: Option<(u64, u64)>,
+) -> Result<(std::fs::File, u64, u64), WireError> {
+    let path = library.resolve_file(id, relative_path)?;
+    let io_refusal = |err: std::io::Error| {
+        tracing::warn!(game = %id, path = %relative_path, cause = %err, "cannot read served file");
+        refusal(
+            WireErrorCode::Internal,
+            format!("cannot read {relative_path}"),
+        )
+    };
+    let file = std::fs::File::open(&path).map_err(io_refusal)?;
+    let size = file.metadata().map_err(io_refusal)?.len();
+    let (offset, length) = match range {
+        Some((offset, length)) => {
+            check_range(size, offset, length)?;
+            (offset, length)
+        }
+        None => (0, size),
+    };
+    Ok((file, offset, length))
 }
 
 async fn send_json(

@@ -158,7 +158,7 @@ impl Lab {
             socket,
             log,
             started,
-            work: work,
+            work,
         };
         daemon.wait_ready();
         daemon
