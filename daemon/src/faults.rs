@@ -1,15 +1,19 @@
-//! Test-only fault switches, compiled in only with the `test-faults`
-//! feature and read from the environment of the daemon process. Nothing
-//! from the network can turn them on.
+//! Test-only fault switches. With the `test-faults` feature they are read
+//! from the daemon's environment; without it (every normal build) they are
+//! empty functions the compiler removes. Nothing from the network can turn
+//! them on.
 //!
 //! - `LANSPREAD_TEST_CORRUPT_EVERY=N`: every N-th chunk this daemon serves
 //!   has one byte flipped (a seeder that sends bad data).
-
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! - `LANSPREAD_TEST_CRASH_AT=STEP`: the daemon aborts (as a power cut would
+//!   stop it) when an install transaction reaches `STEP` (see
+//!   `install::transaction`).
 
 /// Whether the chunk being served now must be corrupted.
+#[cfg(feature = "test-faults")]
 pub fn corrupt_this_chunk() -> bool {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
     static EVERY: OnceLock<Option<u64>> = OnceLock::new();
     static SERVED: AtomicU64 = AtomicU64::new(0);
     let every = *EVERY.get_or_init(|| {
@@ -30,3 +34,17 @@ pub fn corrupt_this_chunk() -> bool {
         None => false,
     }
 }
+
+/// Aborts the process if the test asked to crash at `step`.
+#[cfg(feature = "test-faults")]
+pub fn crash_point(step: &str) {
+    if std::env::var("LANSPREAD_TEST_CRASH_AT").is_ok_and(|s| s == step) {
+        eprintln!("test fault: crashing at {step}");
+        std::process::abort();
+    }
+}
+
+/// Without `test-faults`: nothing.
+#[cfg(not(feature = "test-faults"))]
+#[inline(always)]
+pub fn crash_point(_step: &str) {}

@@ -9,9 +9,9 @@ pub mod catalog;
 pub mod core;
 pub mod discovery;
 pub mod download;
-#[cfg(feature = "test-faults")]
 pub mod faults;
 pub mod game_dir;
+pub mod install;
 pub mod ipc;
 pub mod library;
 pub mod peer_db;
