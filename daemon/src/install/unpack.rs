@@ -98,7 +98,7 @@ impl Unpacker for LibarchiveUnpacker {
                     entry: entry.path.clone(),
                 });
             }
-            let Some(relative) = safe_relative(&entry.path).map_err(|why| refuse(why))? else {
+            let Some(relative) = safe_relative(&entry.path).map_err(&refuse)? else {
                 continue; // the archive's own root ("." or "/")
             };
             let path = target.join(&relative);

@@ -154,6 +154,15 @@ fn recovered(
     (names(r), game)
 }
 
+/// intent, local, installing, backup → expected `local/game.exe`.
+type Case = (
+    Option<Intent>,
+    Option<&'static [u8]>,
+    Option<&'static [u8]>,
+    Option<&'static [u8]>,
+    Option<&'static [u8]>,
+);
+
 #[test]
 fn recovery_leaves_the_old_or_the_new_local_never_a_mix_and_no_reserved_folder() {
     use Intent::*;
@@ -165,13 +174,7 @@ fn recovery_leaves_the_old_or_the_new_local_never_a_mix_and_no_reserved_folder()
         n.push("version.ini".into());
         n
     };
-    let cases: Vec<(
-        Option<Intent>,
-        Option<&[u8]>,
-        Option<&[u8]>,
-        Option<&[u8]>,
-        Option<&[u8]>,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         // intent, local, installing, backup → expected local/game.exe
         (
             Some(Install(InstallStep::Extracting)),
