@@ -55,6 +55,8 @@ pub struct Config {
     pub operator_group: Option<String>,
     /// QUIC server, TLS identity and discovery backend.
     pub peer_runtime: PeerRuntimeConfig,
+    /// Extracts archives for installs.
+    pub unpacker: Arc<dyn crate::install::Unpacker>,
 }
 
 /// Why the daemon could not start.
@@ -96,6 +98,7 @@ pub async fn run(
         library,
         index,
         peer_runtime: config.peer_runtime,
+        unpacker: config.unpacker,
     });
     tracing::info!(peer_id = %identity.peer_id, name = %identity.name, "lanspreadd started");
     on_ready();

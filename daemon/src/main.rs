@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use lanspreadd::Config;
 use lanspreadd::catalog::Catalog;
 use lanspreadd::discovery::Zeroconf;
+use lanspreadd::install::LibarchiveUnpacker;
 use lanspreadd::runtime::PeerRuntimeConfig;
 use lanspreadd::transport::TlsIdentity;
 use std::sync::Arc;
@@ -168,6 +169,7 @@ fn resolve(args: Args) -> anyhow::Result<Config> {
             tls,
             discovery: Arc::new(Zeroconf),
         },
+        unpacker: Arc::new(LibarchiveUnpacker),
     })
 }
 

@@ -190,10 +190,11 @@ fn exit_codes_follow_the_spec() {
     let daemon = DaemonProcess::start(sample_library, &[]);
     assert_eq!(daemon.ctl(&["status"]).status.code(), Some(0));
     // 1: the daemon refused the operation.
+    // (openarena's pak0.eti is no archive: the update fails, local/ stays.)
     let refused = daemon.ctl(&["install", "openarena"]);
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("not_available"), "{stderr}");
+    assert!(stderr.contains("install of openarena failed"), "{stderr}");
     let refused = daemon.ctl(&["download", "openarena"]);
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);

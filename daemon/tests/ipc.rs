@@ -53,7 +53,7 @@ async fn list_games_reports_each_cataloged_root_and_leaves_the_rest_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operations_without_peers_or_machinery_get_clear_error_codes() {
+async fn operations_that_cannot_run_get_clear_error_codes() {
     let daemon = TestDaemon::start(sample_library).await;
     let mut client = daemon.client().await;
     for (command, code) in [
@@ -84,15 +84,13 @@ async fn operations_without_peers_or_machinery_get_clear_error_codes() {
         ),
         (
             PeerCommand::InstallGame {
-                id: id("openarena"),
+                id: id("teeworlds"),
             },
-            ErrorCode::NotAvailable,
+            ErrorCode::InvalidRequest,
         ),
         (
-            PeerCommand::UninstallGame {
-                id: id("openarena"),
-            },
-            ErrorCode::NotAvailable,
+            PeerCommand::UninstallGame { id: id("quake3") },
+            ErrorCode::InvalidRequest,
         ),
     ] {
         let name = command.name();

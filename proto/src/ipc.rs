@@ -309,6 +309,14 @@ pub enum PeerEvent {
     InstallGameBegin {
         id: GameId,
     },
+    /// Extraction progress, at most 4 a second.
+    InstallGameProgress {
+        id: GameId,
+        /// Entries extracted so far.
+        entries: u64,
+        /// Bytes extracted so far.
+        bytes: u64,
+    },
     InstallGameFinished {
         id: GameId,
     },

@@ -44,17 +44,13 @@ pub async fn run(
             Ok(())
         }
         Kind::Download | Kind::Update => download(client, socket, output, kind, id, wait).await,
-        Kind::Install | Kind::Uninstall | Kind::Cancel => {
-            let command = match kind {
-                Kind::Install => PeerCommand::InstallGame { id },
-                Kind::Uninstall => PeerCommand::UninstallGame { id },
-                _ => PeerCommand::CancelDownload { id },
-            };
-            let result = client.request(command).await?;
+        Kind::Install | Kind::Uninstall => install(client, socket, output, kind, id).await,
+        Kind::Cancel => {
+            let result = client.request(PeerCommand::CancelDownload { id }).await?;
             if output.json {
                 print_json(&result);
             } else {
-                println!("done");
+                println!("cancelling");
             }
             Ok(())
         }
@@ -181,6 +177,75 @@ async fn download(
                 )));
             }
             _ => {}
+        }
+    }
+}
+
+/// `install` / `uninstall`: start it and wait for the outcome, showing
+/// extraction progress.
+async fn install(
+    client: &mut IpcClient,
+    socket: &std::path::Path,
+    output: Output,
+    kind: Kind,
+    id: GameId,
+) -> Result<(), Failure> {
+    let mut events = IpcClient::connect(socket).await?;
+    events.subscribe().await?;
+    let installing = matches!(kind, Kind::Install);
+    let command = if installing {
+        PeerCommand::InstallGame { id: id.clone() }
+    } else {
+        PeerCommand::UninstallGame { id: id.clone() }
+    };
+    client.request(command).await?;
+    let mut last_line: Option<Instant> = None;
+    loop {
+        let message = events.next_event().await?;
+        let (done, failed) = match &message.event {
+            PeerEvent::InstallGameProgress {
+                id: event_id,
+                entries,
+                bytes,
+            } if *event_id == id => {
+                if !output.json && last_line.is_none_or(|t| t.elapsed() >= PLAIN_PROGRESS_EVERY) {
+                    last_line = Some(Instant::now());
+                    eprintln!("{id}: extracted {entries} entries, {}", size(*bytes));
+                }
+                (false, None)
+            }
+            PeerEvent::InstallGameFinished { id: event_id } if installing && *event_id == id => {
+                (true, None)
+            }
+            PeerEvent::UninstallGameFinished { id: event_id } if !installing && *event_id == id => {
+                (true, None)
+            }
+            PeerEvent::InstallGameFailed {
+                id: event_id,
+                reason,
+            } if installing && *event_id == id => {
+                (true, Some(format!("install of {id} failed: {reason}")))
+            }
+            PeerEvent::UninstallGameFailed {
+                id: event_id,
+                reason,
+            } if !installing && *event_id == id => {
+                (true, Some(format!("uninstall of {id} failed: {reason}")))
+            }
+            _ => (false, None),
+        };
+        if let Some(reason) = failed {
+            return Err(Failure::Operation(reason));
+        }
+        if done {
+            if output.json {
+                print_json(&message);
+            } else if installing {
+                println!("installed {id}");
+            } else {
+                println!("uninstalled {id} (its archives stay)");
+            }
+            return Ok(());
         }
     }
 }

@@ -9,7 +9,7 @@ use lanspread_proto::model::{GameFileDescription, GameId, Version};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{CommandOutcome, Daemon, DaemonEvent, RuntimeSlot, internal};
+use super::{CommandOutcome, Daemon, DaemonEvent, Operation, RuntimeSlot, internal};
 use crate::download::gather::{GatheredManifest, gather};
 use crate::download::{self, DownloadEvent, DownloadRequest, Source};
 use crate::library::SENTINEL;
@@ -188,18 +188,19 @@ impl Daemon {
             state_dir: self.state_dir.path().to_owned(),
         };
         let cancel = CancellationToken::new();
-        self.operations.insert(id, cancel.clone());
+        self.operations
+            .insert(id, Operation::Download(cancel.clone()));
         tokio::spawn(download::run(request, client, self.inbox.clone(), cancel));
         serde_json::to_value(started).map_err(internal)
     }
 
     pub(super) fn on_cancel_download(&mut self, id: &GameId) -> CommandOutcome {
         let outcome = match self.operations.get(id) {
-            Some(cancel) => {
+            Some(Operation::Download(cancel)) => {
                 cancel.cancel();
                 Ok(serde_json::json!({ "id": id }))
             }
-            None => Err(IpcError::new(
+            _ => Err(IpcError::new(
                 ErrorCode::NotRunning,
                 format!("no download of {id} is running"),
             )),
@@ -245,10 +246,20 @@ impl Daemon {
                 PeerEvent::DownloadGameFilesCancelled { id },
             ),
         };
+        let finished = matches!(published, PeerEvent::DownloadGameFilesFinished { .. });
+        self.publish(published);
         if let Some(id) = ended {
             self.operations.remove(&id);
             self.rescan();
+            if finished {
+                // SPEC §6 step 6: the install runs by itself.
+                if let Err(err) = self.start_install(id.clone(), true) {
+                    self.publish(PeerEvent::InstallGameFailed {
+                        id,
+                        reason: err.message,
+                    });
+                }
+            }
         }
-        self.publish(published);
     }
 }

@@ -37,6 +37,7 @@ use crate::serve::ServedLibrary;
 use crate::state_dir::StateDir;
 
 mod downloads;
+mod install;
 
 /// Events kept for subscribers that fall behind; a subscriber further
 /// behind than this is disconnected with a reason.
@@ -63,6 +64,8 @@ pub enum DaemonEvent {
     ManifestGathered(downloads::ManifestGathered),
     /// A download progressed or ended.
     Download(DownloadEvent),
+    /// An install or uninstall progressed or ended.
+    Install(install::InstallEvent),
 }
 
 /// The answer to a command.
@@ -161,9 +164,11 @@ pub struct Daemon {
     discovery_failure: Option<String>,
     /// File lists gathered from peers (`GetGame`), for `DownloadGameFiles`.
     manifests: std::collections::HashMap<GameId, GatheredManifest>,
-    /// Games with an operation running, and how to cancel it. One
-    /// operation per game at a time; a second is refused with `busy`.
-    operations: std::collections::HashMap<GameId, CancellationToken>,
+    /// Games with an operation running. One operation per game at a time;
+    /// a second is refused with `busy`.
+    operations: std::collections::HashMap<GameId, Operation>,
+    /// Extracts archives for installs (injected; libarchive by default).
+    unpacker: Arc<dyn crate::install::Unpacker>,
     /// Live event stream to subscribers.
     events: broadcast::Sender<EventMessage>,
     /// Sequence number of the last published event.
@@ -196,6 +201,16 @@ pub struct DaemonParts {
     pub library: LocalLibrary,
     pub index: Arc<Mutex<LibraryIndex>>,
     pub peer_runtime: PeerRuntimeConfig,
+    pub unpacker: Arc<dyn crate::install::Unpacker>,
+}
+
+/// An operation running on a game.
+#[derive(Debug)]
+enum Operation {
+    /// A download, cancellable.
+    Download(CancellationToken),
+    Install,
+    Uninstall,
 }
 
 impl Daemon {
@@ -219,6 +234,7 @@ impl Daemon {
             discovery_failure: None,
             manifests: Default::default(),
             operations: Default::default(),
+            unpacker: parts.unpacker,
             events,
             last_seq: 0,
             scan_generation: 0,
@@ -292,6 +308,7 @@ impl Daemon {
             DaemonEvent::Ping(event) => self.on_ping(event),
             DaemonEvent::ManifestGathered(gathered) => self.on_manifest_gathered(gathered),
             DaemonEvent::Download(event) => self.on_download_event(event),
+            DaemonEvent::Install(event) => self.on_install_event(event),
         }
     }
 
@@ -316,9 +333,8 @@ impl Daemon {
             }
             PeerCommand::DownloadGameFiles { id, files } => self.on_download(id, files),
             PeerCommand::CancelDownload { id } => self.on_cancel_download(&id),
-            PeerCommand::InstallGame { .. } | PeerCommand::UninstallGame { .. } => {
-                not_available(&command, "install transactions")
-            }
+            PeerCommand::InstallGame { id } => CommandOutcome::Reply(self.start_install(id, false)),
+            PeerCommand::UninstallGame { id } => CommandOutcome::Reply(self.start_uninstall(id)),
         };
         // The client may have gone; nothing to do then.
         let _ = reply.send(outcome);
@@ -610,6 +626,8 @@ pub fn adopt_game_dir(
     let invalid =
         |err: &dyn std::error::Error| IpcError::new(ErrorCode::InvalidGameDir, err_chain(err));
     let path = validate_game_dir(path).map_err(|err| invalid(&err))?;
+    // Interrupted installs are repaired before anything reads the roots.
+    crate::install::recover_all(&path);
     let library = scan_game_dir(&path, catalog, index, state_dir).map_err(|err| invalid(&*err))?;
     state_dir
         .save_game_dir(&path)
@@ -654,14 +672,4 @@ fn to_reply(value: &impl Serialize) -> CommandOutcome {
 
 fn internal(err: serde_json::Error) -> IpcError {
     IpcError::new(ErrorCode::Internal, format!("cannot encode reply: {err}"))
-}
-
-fn not_available(command: &PeerCommand, machinery: &str) -> CommandOutcome {
-    CommandOutcome::Reply(Err(IpcError::new(
-        ErrorCode::NotAvailable,
-        format!(
-            "{} is not available: this build has no {machinery} yet",
-            command.name()
-        ),
-    )))
 }

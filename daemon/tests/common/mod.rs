@@ -125,6 +125,7 @@ pub fn test_config(game_dir: Option<PathBuf>, state_dir: &Path, socket: &Path) -
             tls: TlsIdentity::compiled_in(),
             discovery: Arc::new(MemoryLan::default()),
         },
+        unpacker: Arc::new(lanspreadd::install::LibarchiveUnpacker),
     }
 }
 
@@ -275,4 +276,43 @@ pub fn lanspreadctl() -> PathBuf {
             path
         })
         .clone()
+}
+
+/// Builds a zip at `path` with `files` (name, content), using Python's
+/// zipfile (CPython is on every machine of this kind).
+pub fn make_zip(path: &Path, files: &[(&str, &[u8])]) {
+    let mut script = String::from(
+        "import zipfile, sys\nz = zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED)\n",
+    );
+    for (name, content) in files {
+        let bytes: Vec<String> = content.iter().map(|b| b.to_string()).collect();
+        script.push_str(&format!(
+            "z.writestr({name:?}, bytes([{}]))\n",
+            bytes.join(",")
+        ));
+    }
+    script.push_str("z.close()\n");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .status()
+        .expect("python3 runs");
+    assert!(status.success(), "building {} failed", path.display());
+}
+
+/// Builds a zip of one file of `size` zero bytes (compresses to almost
+/// nothing; expands to `size`).
+pub fn make_zero_zip(path: &Path, name: &str, size: u64) {
+    let script = format!(
+        "import zipfile, sys\nz = zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED)\nz.writestr({name:?}, bytes({size}))\nz.close()\n"
+    );
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .status()
+        .expect("python3 runs");
+    assert!(status.success(), "building {} failed", path.display());
 }

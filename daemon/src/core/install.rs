@@ -1,0 +1,168 @@
+//! The core's part of install transactions: starting installs, updates
+//! and uninstalls on a blocking thread, one operation per game, and turning
+//! their outcome into events. The transactions live in `crate::install`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lanspread_proto::ipc::{ErrorCode, IpcError, PeerEvent};
+use lanspread_proto::model::GameId;
+
+use super::{Daemon, DaemonEvent, Operation, err_chain};
+use crate::install::{UnpackProgress, install, uninstall};
+
+/// Least time between two install progress events.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// What an install or uninstall reports.
+#[derive(Debug)]
+pub enum InstallEvent {
+    Progress {
+        id: GameId,
+        progress: UnpackProgress,
+    },
+    Installed {
+        id: GameId,
+        progress: UnpackProgress,
+    },
+    InstallFailed {
+        id: GameId,
+        reason: String,
+    },
+    Uninstalled {
+        id: GameId,
+    },
+    UninstallFailed {
+        id: GameId,
+        reason: String,
+    },
+}
+
+impl Daemon {
+    /// `InstallGame` (and the automatic install after a download): install,
+    /// or update when `local/` exists. Answers once it started.
+    pub(super) fn start_install(
+        &mut self,
+        id: GameId,
+        after_download: bool,
+    ) -> Result<serde_json::Value, IpcError> {
+        let root = self.operation_root(&id)?;
+        let downloaded = self.library.games.get(&id).is_some_and(|g| g.downloaded);
+        if !after_download && !downloaded {
+            return Err(IpcError::new(
+                ErrorCode::InvalidRequest,
+                format!("{id} is not downloaded here; download it first"),
+            ));
+        }
+        self.operations.insert(id.clone(), Operation::Install);
+        self.publish(PeerEvent::InstallGameBegin { id: id.clone() });
+        let (inbox, unpacker) = (self.inbox.clone(), Arc::clone(&self.unpacker));
+        let task_id = id.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut last = Instant::now();
+            let mut report = |progress: UnpackProgress| {
+                if last.elapsed() >= PROGRESS_INTERVAL {
+                    last = Instant::now();
+                    let event = InstallEvent::Progress {
+                        id: task_id.clone(),
+                        progress,
+                    };
+                    let _ = inbox.blocking_send(DaemonEvent::Install(event));
+                }
+            };
+            let event = match install(&root, &*unpacker, &mut report) {
+                Ok(progress) => InstallEvent::Installed {
+                    id: task_id,
+                    progress,
+                },
+                Err(err) => InstallEvent::InstallFailed {
+                    id: task_id,
+                    reason: err_chain(&err),
+                },
+            };
+            let _ = inbox.blocking_send(DaemonEvent::Install(event));
+        });
+        Ok(serde_json::json!({ "id": id }))
+    }
+
+    /// `UninstallGame`: removes `local/`, keeps the archives.
+    pub(super) fn start_uninstall(&mut self, id: GameId) -> Result<serde_json::Value, IpcError> {
+        let root = self.operation_root(&id)?;
+        if !self.library.games.get(&id).is_some_and(|g| g.installed) {
+            return Err(IpcError::new(
+                ErrorCode::InvalidRequest,
+                format!("{id} is not installed"),
+            ));
+        }
+        self.operations.insert(id.clone(), Operation::Uninstall);
+        self.publish(PeerEvent::UninstallGameBegin { id: id.clone() });
+        let inbox = self.inbox.clone();
+        let task_id = id.clone();
+        tokio::task::spawn_blocking(move || {
+            let event = match uninstall(&root) {
+                Ok(()) => InstallEvent::Uninstalled { id: task_id },
+                Err(err) => InstallEvent::UninstallFailed {
+                    id: task_id,
+                    reason: err_chain(&err),
+                },
+            };
+            let _ = inbox.blocking_send(DaemonEvent::Install(event));
+        });
+        Ok(serde_json::json!({ "id": id }))
+    }
+
+    /// The root of `id`, if an operation may start on it now.
+    fn operation_root(&self, id: &GameId) -> Result<std::path::PathBuf, IpcError> {
+        let game_dir = self
+            .game_dir
+            .as_ref()
+            .ok_or_else(|| IpcError::new(ErrorCode::NoGameDir, "no game directory is set"))?;
+        if self.operations.contains_key(id) {
+            return Err(IpcError::new(
+                ErrorCode::Busy,
+                format!("an operation on {id} is already running"),
+            ));
+        }
+        Ok(game_dir.join(id.as_str()))
+    }
+
+    pub(super) fn on_install_event(&mut self, event: InstallEvent) {
+        let (ended, published) = match event {
+            InstallEvent::Progress { id, progress } => (
+                None,
+                PeerEvent::InstallGameProgress {
+                    id,
+                    entries: progress.entries,
+                    bytes: progress.bytes,
+                },
+            ),
+            InstallEvent::Installed { id, progress } => {
+                tracing::info!(game = %id, entries = progress.entries, bytes = progress.bytes, "installed");
+                (Some(id.clone()), PeerEvent::InstallGameFinished { id })
+            }
+            InstallEvent::InstallFailed { id, reason } => {
+                tracing::warn!(game = %id, %reason, "install failed");
+                (
+                    Some(id.clone()),
+                    PeerEvent::InstallGameFailed { id, reason },
+                )
+            }
+            InstallEvent::Uninstalled { id } => {
+                tracing::info!(game = %id, "uninstalled");
+                (Some(id.clone()), PeerEvent::UninstallGameFinished { id })
+            }
+            InstallEvent::UninstallFailed { id, reason } => {
+                tracing::warn!(game = %id, %reason, "uninstall failed");
+                (
+                    Some(id.clone()),
+                    PeerEvent::UninstallGameFailed { id, reason },
+                )
+            }
+        };
+        self.publish(published);
+        if let Some(id) = ended {
+            self.operations.remove(&id);
+            self.rescan();
+        }
+    }
+}
