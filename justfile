@@ -49,6 +49,10 @@ certs:
 demo:
     scripts/demo.sh
 
+# Extraction throughput of the unpacker against bsdtar on the same archive.
+bench-extract:
+    scripts/bench-extract.sh
+
 # IPC round-trip latency (p50/p99 over 10 000 requests) and idle RSS of a release daemon.
 bench-ipc:
     scripts/bench-ipc.sh
