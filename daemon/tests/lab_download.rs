@@ -285,3 +285,84 @@ async fn shaped_links_give_the_slow_peer_proportionally_less() {
     // The slow link is 20 % of the capacity: it must not get half the work.
     assert!(share < 0.35, "slow peer share {share:.2}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_download_leaves_no_sentinel_and_the_next_one_succeeds() {
+    let game = make_game(CHUNK_SIZE * 12);
+    let lab = Lab::up(2);
+    let _seed = lab.spawn_daemon("h1", "seed", copy_game(game.path()));
+    lab.shape("h1", "100mbit");
+    let leech = lab.spawn_daemon("h2", "leech", |_| {});
+    wait_peers(&leech, 1).await;
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+    start_download(&mut leech.client().await).await;
+    wait_progress(&mut events, 0.1).await;
+    let cancel = leech.ctl(&["cancel", GAME]);
+    assert_eq!(
+        cancel.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+    wait_for_event(
+        &mut events,
+        DOWNLOAD_TIMEOUT,
+        "DownloadGameFilesCancelled",
+        |e| matches!(e, PeerEvent::DownloadGameFilesCancelled { .. }),
+    )
+    .await;
+    let root = leech.games().join(GAME);
+    for name in ["version.ini", ".version.ini.tmp", ".version.ini.discarded"] {
+        assert!(!root.join(name).exists(), "{name} after cancel");
+    }
+    assert_eq!(
+        leech.ctl(&["status"]).status.code(),
+        Some(0),
+        "daemon unhealthy after cancel"
+    );
+    let again = leech.ctl(&["download", GAME]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_identical(game.path(), &leech.games());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_fetches_the_newer_version_a_peer_offers() {
+    let old = make_game(CHUNK_SIZE + 10);
+    let lab = Lab::up(2);
+    let newer = tempfile::tempdir().unwrap();
+    copy_tree(&old.path().join(GAME), &newer.path().join(GAME));
+    write(
+        &newer.path().join(GAME).join("version.ini"),
+        b"version=0.9.0\n",
+    );
+    write(
+        &newer.path().join(GAME).join("pak0.eti"),
+        &vec![9u8; (CHUNK_SIZE * 2) as usize],
+    );
+    let _seed = lab.spawn_daemon("h1", "seed", copy_game(newer.path()));
+    let leech = lab.spawn_daemon("h2", "leech", copy_game(old.path()));
+    wait_peers(&leech, 1).await;
+    let games = leech.client().await.list_games().await.unwrap();
+    let listed = games.iter().find(|g| g.id == id()).unwrap();
+    assert_eq!(
+        listed.version.as_ref().unwrap().as_str(),
+        "0.9.0",
+        "the merged library shows the latest"
+    );
+    let update = leech.ctl(&["update", GAME]);
+    let stdout = String::from_utf8_lossy(&update.stdout);
+    assert_eq!(
+        update.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&update.stderr)
+    );
+    assert!(stdout.contains("0.9.0"), "{stdout}");
+    assert_identical(newer.path(), &leech.games());
+}

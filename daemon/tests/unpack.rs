@@ -198,3 +198,32 @@ fn zip_and_tar_gz_made_here_extract_with_folders_and_modes() {
         b"abc"
     );
 }
+
+#[test]
+fn seven_zip_made_with_bsdtar_extracts() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(src.join("maps")).unwrap();
+    std::fs::write(src.join("maps/dm1.bsp"), vec![42u8; 100_000]).unwrap();
+    std::fs::write(src.join("readme.txt"), b"frag").unwrap();
+    let archive = work.path().join("game.7z");
+    let status = Command::new("bsdtar")
+        .args(["--format", "7zip", "-cf"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .args(["maps", "readme.txt"])
+        .status()
+        .expect("bsdtar runs (apt-get install libarchive-tools)");
+    assert!(status.success());
+    let (target, result) = unpack(&[archive]);
+    result.unwrap();
+    assert_eq!(
+        std::fs::read(target.path().join("maps/dm1.bsp")).unwrap(),
+        vec![42u8; 100_000]
+    );
+    assert_eq!(
+        std::fs::read(target.path().join("readme.txt")).unwrap(),
+        b"frag"
+    );
+}
