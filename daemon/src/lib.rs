@@ -14,6 +14,7 @@ pub mod game_dir;
 pub mod install;
 pub mod ipc;
 pub mod library;
+pub mod monitor;
 pub mod peer_db;
 pub mod ping;
 pub mod runtime;
@@ -57,6 +58,8 @@ pub struct Config {
     pub peer_runtime: PeerRuntimeConfig,
     /// Extracts archives for installs.
     pub unpacker: Arc<dyn crate::install::Unpacker>,
+    /// Where the local game monitor's changes come from.
+    pub change_source: Arc<dyn crate::monitor::ChangeSource>,
 }
 
 /// Why the daemon could not start.
@@ -99,6 +102,7 @@ pub async fn run(
         index,
         peer_runtime: config.peer_runtime,
         unpacker: config.unpacker,
+        change_source: config.change_source,
     });
     tracing::info!(peer_id = %identity.peer_id, name = %identity.name, "lanspreadd started");
     on_ready();

@@ -170,6 +170,7 @@ fn resolve(args: Args) -> anyhow::Result<Config> {
             discovery: Arc::new(Zeroconf),
         },
         unpacker: Arc::new(LibarchiveUnpacker),
+        change_source: Arc::new(lanspreadd::monitor::NotifyWatcher),
     })
 }
 

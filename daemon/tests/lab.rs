@@ -187,3 +187,54 @@ async fn restarting_avahi_under_a_daemon_does_not_end_discovery() {
         "the daemon must say in its log that it lost and regained Avahi:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_added_on_one_host_shows_up_on_another() {
+    let lab = Lab::up(2);
+    let a = lab.spawn_daemon("h1", "alpha", game("quake3", "1"));
+    let b = lab.spawn_daemon("h2", "bravo", |_| {});
+    let mut watch_b = b.client().await;
+    watch_b.subscribe().await.unwrap();
+    let id_a = a.client().await.hello().peer_id.clone();
+    wait_connected_to(&mut watch_b, &id_a).await;
+    let games_a = a.games();
+    // Added by hand on h1, version.ini last.
+    write(&games_a.join("openarena/pak0.eti"), &[1; 10_000]);
+    write(&games_a.join("openarena/version.ini"), b"0.8.8");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = b.ctl(&["--json", "games"]);
+        let games: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if games
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["id"] == "openarena" && g["peers"] == 1)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new game never reached the peer: {games}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Time from a change on h1's disk to the snapshot on h2, median of 10.
+    let mut samples = Vec::new();
+    for round in 1..=10u32 {
+        let version = format!("1.{round}");
+        let changed = Instant::now();
+        write(&games_a.join("openarena/version.ini"), version.as_bytes());
+        wait_for_event(&mut watch_b, Duration::from_secs(10), "the peer's new version", |e| {
+            matches!(e, PeerEvent::LibrarySnapshot { games } if games.iter().any(|g|
+                g.id.as_str() == "openarena" && g.version.as_ref().is_some_and(|v| v.as_str() == version)))
+        })
+        .await;
+        samples.push(changed.elapsed());
+    }
+    samples.sort();
+    eprintln!(
+        "measured: change on disk -> snapshot on a peer: median {:?} (min {:?}, max {:?})",
+        samples[5], samples[0], samples[9]
+    );
+}

@@ -202,6 +202,8 @@ pub struct DaemonStatus {
     pub uptime_secs: u64,
     /// Where the QUIC server listens, once the peer runtime runs.
     pub listen: Option<String>,
+    /// Game roots rescanned after filesystem changes since the start.
+    pub rescans: u64,
     /// Subsystems that are not running, each with the reason.
     pub unavailable: Vec<UnavailableComponent>,
 }

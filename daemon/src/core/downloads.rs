@@ -249,8 +249,7 @@ impl Daemon {
         let finished = matches!(published, PeerEvent::DownloadGameFilesFinished { .. });
         self.publish(published);
         if let Some(id) = ended {
-            self.operations.remove(&id);
-            self.rescan();
+            self.operation_ended(&id);
             if finished {
                 // SPEC §6 step 6: the install runs by itself.
                 if let Err(err) = self.start_install(id.clone(), true) {

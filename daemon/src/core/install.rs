@@ -161,8 +161,7 @@ impl Daemon {
         };
         self.publish(published);
         if let Some(id) = ended {
-            self.operations.remove(&id);
-            self.rescan();
+            self.operation_ended(&id);
         }
     }
 }

@@ -66,6 +66,16 @@ pub enum DaemonEvent {
     Download(DownloadEvent),
     /// An install or uninstall progressed or ended.
     Install(install::InstallEvent),
+    /// The monitor saw a game root change (debounced).
+    RootChanged(GameId),
+    /// A single root was rescanned.
+    RootScanned {
+        game_dir: PathBuf,
+        id: GameId,
+        game: Option<crate::library::LocalGame>,
+    },
+    /// The monitor asks for a full rescan (fallback timer, re-watch).
+    FullRescan,
 }
 
 /// The answer to a command.
@@ -169,6 +179,15 @@ pub struct Daemon {
     operations: std::collections::HashMap<GameId, Operation>,
     /// Extracts archives for installs (injected; libarchive by default).
     unpacker: Arc<dyn crate::install::Unpacker>,
+    /// The game directory, for the monitor to follow.
+    watched_dir: watch::Sender<Option<PathBuf>>,
+    /// Where the monitor's changes come from (notify by default).
+    change_source: Arc<dyn crate::monitor::ChangeSource>,
+    /// Rescans held back while an operation runs on the game; they run
+    /// when it ends.
+    held_rescans: std::collections::HashSet<GameId>,
+    /// Roots rescanned after changes (reported in `Status`).
+    rescans: u64,
     /// Live event stream to subscribers.
     events: broadcast::Sender<EventMessage>,
     /// Sequence number of the last published event.
@@ -202,6 +221,7 @@ pub struct DaemonParts {
     pub index: Arc<Mutex<LibraryIndex>>,
     pub peer_runtime: PeerRuntimeConfig,
     pub unpacker: Arc<dyn crate::install::Unpacker>,
+    pub change_source: Arc<dyn crate::monitor::ChangeSource>,
 }
 
 /// An operation running on a game.
@@ -235,6 +255,10 @@ impl Daemon {
             manifests: Default::default(),
             operations: Default::default(),
             unpacker: parts.unpacker,
+            watched_dir: watch::channel(None).0,
+            change_source: parts.change_source,
+            held_rescans: Default::default(),
+            rescans: 0,
             events,
             last_seq: 0,
             scan_generation: 0,
@@ -253,6 +277,14 @@ impl Daemon {
         if self.game_dir.is_some() {
             self.start_peer_runtime();
         }
+        self.watched_dir.send_replace(self.game_dir.clone());
+        let monitor_stop = CancellationToken::new();
+        let monitor = tokio::spawn(crate::monitor::run(
+            Arc::clone(&self.change_source),
+            self.watched_dir.subscribe(),
+            self.inbox.clone(),
+            monitor_stop.clone(),
+        ));
         loop {
             tokio::select! {
                 event = inbox.recv() => match event {
@@ -262,6 +294,8 @@ impl Daemon {
                 () = &mut shutdown => break,
             }
         }
+        monitor_stop.cancel();
+        let _ = monitor.await;
         if let RuntimeSlot::Running(runtime) =
             std::mem::replace(&mut self.runtime, RuntimeSlot::Stopped)
         {
@@ -309,6 +343,11 @@ impl Daemon {
             DaemonEvent::ManifestGathered(gathered) => self.on_manifest_gathered(gathered),
             DaemonEvent::Download(event) => self.on_download_event(event),
             DaemonEvent::Install(event) => self.on_install_event(event),
+            DaemonEvent::RootChanged(id) => self.on_root_changed(id),
+            DaemonEvent::RootScanned { game_dir, id, game } => {
+                self.on_root_scanned(game_dir, id, game)
+            }
+            DaemonEvent::FullRescan => self.rescan(),
         }
     }
 
@@ -427,6 +466,7 @@ impl Daemon {
                 if dir_changed {
                     tracing::info!(game_dir = %path.display(), games, "game directory in use");
                     self.manifests.clear();
+                    self.watched_dir.send_replace(Some(path.clone()));
                     self.publish(PeerEvent::GameDirChanged { path: path.clone() });
                 }
                 if dir_changed || library_changed {
@@ -446,6 +486,62 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// A root changed on disk: rescan it now, or when the operation
+    /// running on it ends.
+    fn on_root_changed(&mut self, id: GameId) {
+        if self.operations.contains_key(&id) {
+            tracing::debug!(game = %id, "rescan held while an operation runs");
+            self.held_rescans.insert(id);
+            return;
+        }
+        let Some(game_dir) = self.game_dir.clone() else {
+            return;
+        };
+        let (catalog, index) = (Arc::clone(&self.catalog), Arc::clone(&self.index));
+        let (state_dir, inbox) = (self.state_dir.clone(), self.inbox.clone());
+        tokio::task::spawn_blocking(move || {
+            let game = {
+                let mut index = index.lock().unwrap_or_else(|p| p.into_inner());
+                let game = crate::library::scan_one_root(&game_dir, &id, &catalog, &mut index);
+                if let Err(err) = index.save(state_dir.path()) {
+                    tracing::warn!(cause = %err, "cannot save library index");
+                }
+                game
+            };
+            let _ = inbox.blocking_send(DaemonEvent::RootScanned { game_dir, id, game });
+        });
+    }
+
+    fn on_root_scanned(
+        &mut self,
+        game_dir: PathBuf,
+        id: GameId,
+        game: Option<crate::library::LocalGame>,
+    ) {
+        if self.game_dir.as_ref() != Some(&game_dir) || self.operations.contains_key(&id) {
+            return; // stale: the directory moved, or an operation began since
+        }
+        self.rescans += 1;
+        let changed = match game {
+            Some(game) => self.library.games.insert(id.clone(), game.clone()) != Some(game),
+            None => self.library.games.remove(&id).is_some(),
+        };
+        tracing::debug!(game = %id, changed, "root rescanned after a change");
+        if changed {
+            self.local_library_changed();
+        }
+    }
+
+    /// An operation on `id` ended: it was rescanned with everything else,
+    /// which also covers a rescan held back meanwhile.
+    fn operation_ended(&mut self, id: &GameId) {
+        self.operations.remove(id);
+        if self.held_rescans.remove(id) {
+            tracing::debug!(game = %id, "held rescan runs now");
+        }
+        self.rescan();
     }
 
     fn on_discovery(&mut self, event: DiscoveryEvent) {
@@ -590,6 +686,7 @@ impl Daemon {
                 RuntimeSlot::Running(runtime) => Some(runtime.listen.to_string()),
                 _ => None,
             },
+            rescans: self.rescans,
             unavailable: self.unavailable(),
         }
     }

@@ -152,6 +152,35 @@ pub fn scan_local_library(
     Ok((library, stats))
 }
 
+/// Scans the single root `id` of `game_dir` (after a change the monitor
+/// saw); `None` if it is no longer a served root.
+pub fn scan_one_root(
+    game_dir: &Path,
+    id: &GameId,
+    catalog: &Catalog,
+    index: &mut LibraryIndex,
+) -> Option<LocalGame> {
+    index.retarget(game_dir);
+    let root = game_dir.join(id.as_str());
+    let is_root = std::fs::symlink_metadata(&root).is_ok_and(|m| m.is_dir());
+    let Some(entry) = catalog.get(id).filter(|_| is_root) else {
+        index.roots.remove(id);
+        return None;
+    };
+    match scan_root(&root, index.roots.get(id)) {
+        Ok((indexed, _)) => {
+            let game = local_game(&root, id.clone(), entry.name.clone(), &indexed);
+            index.roots.insert(id.clone(), indexed);
+            Some(game)
+        }
+        Err(err) => {
+            tracing::warn!(game = %id, cause = %err, "game root skipped");
+            index.roots.remove(id);
+            None
+        }
+    }
+}
+
 /// The game id of a game-directory entry, if it is a cataloged root; logs
 /// one line for every entry that is not.
 fn root_id(entry: &std::fs::DirEntry, catalog: &Catalog) -> Option<GameId> {

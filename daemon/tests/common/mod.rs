@@ -75,6 +75,15 @@ impl TestDaemon {
 
     /// Starts a daemon that finds the other daemons of `lan`.
     pub async fn start_on(lan: &MemoryLan, setup: impl FnOnce(&Path)) -> Self {
+        Self::start_with(lan, setup, |_| {}).await
+    }
+
+    /// Starts a daemon with its configuration adjusted by `tweak`.
+    pub async fn start_with(
+        lan: &MemoryLan,
+        setup: impl FnOnce(&Path),
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let game_dir = tempfile::tempdir().unwrap();
         setup(game_dir.path());
         let state_dir = tempfile::tempdir().unwrap();
@@ -82,6 +91,7 @@ impl TestDaemon {
         let socket = socket_dir.path().join("lanspreadd.sock");
         let mut config = test_config(Some(game_dir.path().to_owned()), state_dir.path(), &socket);
         config.peer_runtime.discovery = Arc::new(lan.clone());
+        tweak(&mut config);
         let (shutdown, task) = spawn_daemon(config).await;
         Self {
             socket,
@@ -126,6 +136,7 @@ pub fn test_config(game_dir: Option<PathBuf>, state_dir: &Path, socket: &Path) -
             discovery: Arc::new(MemoryLan::default()),
         },
         unpacker: Arc::new(lanspreadd::install::LibarchiveUnpacker),
+        change_source: Arc::new(lanspreadd::monitor::NotifyWatcher),
     }
 }
 

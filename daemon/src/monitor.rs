@@ -1,0 +1,344 @@
+//! The local game monitor (SPEC §3, task 4): notices by itself when games
+//! are added, removed, updated or installed by hand.
+//!
+//! A watcher thread (notify, behind [`ChangeSource`]) watches the game
+//! directory and each game root, all non-recursively, and keeps those
+//! watches in step with the disk (new roots, a deleted and recreated game
+//! directory). Its raw changes become per-id rescan requests here,
+//! debounced so a long copy into a root yields one rescan after the writes
+//! settle. The core decides whether a rescan runs now or waits for an
+//! operation on that game to end. A full fallback scan runs every
+//! [`FALLBACK_SCAN_INTERVAL`] to catch what events missed.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lanspread_proto::model::GameId;
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::DaemonEvent;
+
+/// A root is rescanned once no change was seen in it for this long.
+pub const QUIET_PERIOD: Duration = Duration::from_millis(400);
+
+/// Every this often, everything is rescanned, events or not.
+pub const FALLBACK_SCAN_INTERVAL: Duration = Duration::from_secs(300);
+
+/// How often the watcher thread checks its watches against the disk
+/// (new roots, a recreated game directory).
+const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A change the watcher saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Something changed in (or of) this game root.
+    Root(GameId),
+    /// The game directory itself came back or was re-watched: rescan all.
+    All,
+}
+
+/// A source of filesystem changes. The daemon uses [`NotifyWatcher`].
+pub trait ChangeSource: Send + Sync + std::fmt::Debug {
+    /// Starts watching whatever `game_dir` holds (and follows it when it
+    /// changes) until `stop`, reporting to `changes`.
+    fn start(
+        &self,
+        game_dir: watch::Receiver<Option<PathBuf>>,
+        changes: mpsc::UnboundedSender<Change>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>>;
+}
+
+/// inotify (and the platform equivalents) through `notify`.
+#[derive(Debug, Default)]
+pub struct NotifyWatcher;
+
+impl ChangeSource for NotifyWatcher {
+    fn start(
+        &self,
+        game_dir: watch::Receiver<Option<PathBuf>>,
+        changes: mpsc::UnboundedSender<Change>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("monitor".into())
+            .spawn(move || watch_thread(game_dir, &changes, &stop))
+    }
+}
+
+/// What the watcher thread keeps between rounds.
+struct Watches {
+    watcher: notify::RecommendedWatcher,
+    events: std::sync::mpsc::Receiver<notify::Result<notify::Event>>,
+    game_dir: Option<PathBuf>,
+    /// Identity (device, inode) of the watched game directory.
+    identity: Option<(u64, u64)>,
+    roots: HashSet<PathBuf>,
+}
+
+fn watch_thread(
+    mut game_dir: watch::Receiver<Option<PathBuf>>,
+    changes: &mpsc::UnboundedSender<Change>,
+    stop: &AtomicBool,
+) {
+    let (tx, events) = std::sync::mpsc::channel();
+    let watcher = match notify::recommended_watcher(tx) {
+        Ok(watcher) => watcher,
+        Err(err) => {
+            tracing::error!(cause = %err, "cannot start the filesystem watcher; only the fallback scan will notice changes");
+            return;
+        }
+    };
+    let mut watches = Watches {
+        watcher,
+        events,
+        game_dir: None,
+        identity: None,
+        roots: HashSet::new(),
+    };
+    let initial = game_dir.borrow_and_update().clone();
+    watches.retarget(initial);
+    while !stop.load(Ordering::Relaxed) {
+        if game_dir.has_changed().unwrap_or(false) {
+            let dir = game_dir.borrow_and_update().clone();
+            watches.retarget(dir);
+        }
+        watches.resync(changes);
+        let deadline = std::time::Instant::now() + RESYNC_INTERVAL;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match watches
+                .events
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
+                Ok(Ok(event)) => watches.on_event(&event, changes),
+                Ok(Err(err)) => tracing::debug!(cause = %err, "watcher error"),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if stop.load(Ordering::Relaxed) || game_dir.has_changed().unwrap_or(false) {
+                break;
+            }
+        }
+    }
+}
+
+impl Watches {
+    /// Moves every watch to a new game directory.
+    fn retarget(&mut self, dir: Option<PathBuf>) {
+        if let Some(old) = self.game_dir.take() {
+            let _ = self.watcher.unwatch(&old);
+        }
+        for root in self.roots.drain() {
+            let _ = self.watcher.unwatch(&root);
+        }
+        self.identity = None;
+        self.game_dir = dir;
+    }
+
+    /// Brings the watches in line with the disk: the game directory (again,
+    /// if it was deleted and recreated) and every root in it.
+    fn resync(&mut self, changes: &mpsc::UnboundedSender<Change>) {
+        let Some(game_dir) = self.game_dir.clone() else {
+            return;
+        };
+        let identity = dir_identity(&game_dir);
+        if identity != self.identity {
+            for root in self.roots.drain() {
+                let _ = self.watcher.unwatch(&root);
+            }
+            let _ = self.watcher.unwatch(&game_dir);
+            self.identity = None;
+            if identity.is_some() {
+                match self.watcher.watch(&game_dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        tracing::debug!(game_dir = %game_dir.display(), "watching the game directory");
+                        self.identity = identity;
+                        let _ = changes.send(Change::All);
+                    }
+                    Err(err) => {
+                        tracing::warn!(game_dir = %game_dir.display(), cause = %err, "cannot watch the game directory")
+                    }
+                }
+            }
+        }
+        if self.identity.is_none() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&game_dir) else {
+            return;
+        };
+        let mut present = HashSet::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && root_id(&game_dir, &path).is_some() {
+                present.insert(path);
+            }
+        }
+        for gone in self.roots.difference(&present).cloned().collect::<Vec<_>>() {
+            let _ = self.watcher.unwatch(&gone);
+            self.roots.remove(&gone);
+        }
+        for new in present {
+            if !self.roots.contains(&new)
+                && self
+                    .watcher
+                    .watch(&new, RecursiveMode::NonRecursive)
+                    .is_ok()
+            {
+                if let Some(id) = root_id(&game_dir, &new) {
+                    // Anything written before the watch was in place.
+                    let _ = changes.send(Change::Root(id));
+                }
+                self.roots.insert(new);
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: &notify::Event, changes: &mpsc::UnboundedSender<Change>) {
+        // Reads (opens, closes after reading) change nothing: a seeder
+        // serving files must not trigger rescans.
+        if let EventKind::Access(access) = event.kind
+            && access != notify::event::AccessKind::Close(notify::event::AccessMode::Write)
+        {
+            return;
+        }
+        let Some(game_dir) = self.game_dir.clone() else {
+            return;
+        };
+        for path in &event.paths {
+            if let Some(id) = root_id(&game_dir, path) {
+                let _ = changes.send(Change::Root(id));
+            }
+            // A new root: watch it right away, not at the next resync.
+            if path.parent() == Some(&game_dir)
+                && path.is_dir()
+                && !self.roots.contains(path)
+                && self
+                    .watcher
+                    .watch(path, RecursiveMode::NonRecursive)
+                    .is_ok()
+            {
+                self.roots.insert(path.clone());
+            }
+        }
+    }
+}
+
+/// The game id of the root `path` lies in (or is).
+fn root_id(game_dir: &Path, path: &Path) -> Option<GameId> {
+    let relative = path.strip_prefix(game_dir).ok()?;
+    let first = relative.components().next()?;
+    GameId::new(first.as_os_str().to_str()?).ok()
+}
+
+#[cfg(unix)]
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    dir.is_dir().then_some((0, 0))
+}
+
+/// The monitor task: debounces changes into per-id rescan requests for the
+/// core, and asks for the fallback scan. Runs until `shutdown`.
+pub async fn run(
+    source: Arc<dyn ChangeSource>,
+    game_dir: watch::Receiver<Option<PathBuf>>,
+    core: mpsc::Sender<DaemonEvent>,
+    shutdown: CancellationToken,
+) {
+    let (tx, mut changes) = mpsc::unbounded_channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = match source.start(game_dir, tx, Arc::clone(&stop)) {
+        Ok(thread) => Some(thread),
+        Err(err) => {
+            tracing::error!(cause = %err, "cannot start the monitor thread; only the fallback scan will notice changes");
+            None
+        }
+    };
+    let mut pending: HashMap<GameId, Instant> = HashMap::new();
+    let mut fallback = tokio::time::interval_at(
+        Instant::now() + FALLBACK_SCAN_INTERVAL,
+        FALLBACK_SCAN_INTERVAL,
+    );
+    loop {
+        let next_due = pending.values().min().copied();
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            change = changes.recv() => match change {
+                Some(Change::Root(id)) => {
+                    pending.insert(id, Instant::now() + QUIET_PERIOD);
+                }
+                Some(Change::All) => {
+                    pending.clear();
+                    let _ = core.send(DaemonEvent::FullRescan).await;
+                }
+                None => {
+                    // The watcher is gone; keep the fallback scan going.
+                    std::future::pending::<()>().await;
+                }
+            },
+            () = sleep_until(next_due) => {
+                let now = Instant::now();
+                let due: Vec<GameId> = pending
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in due {
+                    pending.remove(&id);
+                    let _ = core.send(DaemonEvent::RootChanged(id)).await;
+                }
+            }
+            _ = fallback.tick() => {
+                let _ = core.send(DaemonEvent::FullRescan).await;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(thread) = thread {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_the_root_they_lie_in() {
+        let dir = Path::new("/g");
+        assert_eq!(
+            root_id(dir, Path::new("/g/quake3/version.ini"))
+                .unwrap()
+                .as_str(),
+            "quake3"
+        );
+        assert_eq!(
+            root_id(dir, Path::new("/g/quake3")).unwrap().as_str(),
+            "quake3"
+        );
+        assert_eq!(root_id(dir, Path::new("/g/Not Valid/x")), None);
+        assert_eq!(root_id(dir, Path::new("/g")), None);
+        assert_eq!(root_id(dir, Path::new("/elsewhere/x")), None);
+    }
+}
