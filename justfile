@@ -17,10 +17,16 @@ fmt-check:
 clippy:
     cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
-# Formatting, lints and every test of the workspace. Some tests need root
-# (a read-only mount, running the client as another user): CI runs as root.
+# Formatting, lints, every test of the workspace, and the package check.
+# Some tests need root (the network lab, mounts, running the client as
+# another user): CI runs as root.
 test: fmt-check clippy
     cargo test --workspace --all-features --locked
+    scripts/check-deb.sh
+
+# Build the .deb and check its contents, man pages, completions and unit.
+test-deb:
+    scripts/check-deb.sh
 
 # Build the network lab: N hosts (h1..hN, 10.77.0.1..N) with their own Avahi.
 lab-up N="2":
@@ -40,6 +46,14 @@ lab-restore HOST:
 # Stop everything the lab started and remove it.
 lab-down:
     scripts/lab.sh down
+
+# Build the .deb (cargo-deb): binaries, unit, sysusers/tmpfiles, settings
+# file, completions and man pages. Prints the package path.
+deb:
+    cargo build --locked --release --bins
+    target/release/lanspreadctl generate-assets target/release/assets
+    target/release/lanspreadd --generate-man target/release/assets
+    cargo deb --locked --no-build -p lanspreadd
 
 # Regenerate the compiled-in TLS certificate and key (then rebuild).
 certs:

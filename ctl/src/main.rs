@@ -73,6 +73,12 @@ enum Command {
     SetGameDir { path: PathBuf },
     /// Follow the event stream, one JSON object a line, until interrupted
     Events,
+    /// Check what usually goes wrong (daemon, permissions, game directory,
+    /// Avahi, mDNS, peers) and say how to fix it
+    Doctor,
+    /// Write shell completions and the man page into DIR (for packaging)
+    #[command(hide = true)]
+    GenerateAssets { dir: PathBuf },
 }
 
 /// Output options every subcommand honours.
@@ -100,6 +106,18 @@ impl From<ClientError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::GenerateAssets { dir } = &cli.command {
+        return match generate_assets(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!(
+                    "lanspreadctl: cannot write assets to {}: {err}",
+                    dir.display()
+                );
+                ExitCode::from(EXIT_FAILED)
+            }
+        };
+    }
     let socket = cli.socket.clone().unwrap_or_else(default_socket_path);
     let output = Output { json: cli.json };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -126,7 +144,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Shell completions (bash, zsh, fish) and the man page, from the clap
+/// definitions, so they always agree with `--help`.
+fn generate_assets(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    std::fs::create_dir_all(dir)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "lanspreadctl", dir)?;
+    }
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    std::fs::write(dir.join("lanspreadctl.1"), page)
+}
+
 async fn run(command: Command, socket: &std::path::Path, output: Output) -> Result<(), Failure> {
+    if let Command::Doctor = command {
+        return cmd::doctor::run(socket, output).await;
+    }
     let mut client = IpcClient::connect(socket).await?;
     match command {
         Command::Status => cmd::status::run(&mut client, output).await,
@@ -150,6 +185,7 @@ async fn run(command: Command, socket: &std::path::Path, output: Output) -> Resu
         Command::Cancel { id } => {
             operation(&mut client, socket, output, Kind::Cancel, &id, true).await
         }
+        Command::Doctor | Command::GenerateAssets { .. } => unreachable!("handled above"),
     }
 }
 

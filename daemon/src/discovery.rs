@@ -58,6 +58,9 @@ pub enum DiscoveryEvent {
     },
     /// A peer's mDNS record went away (a hint; pings decide liveness).
     Gone { peer_id: String },
+    /// This daemon's own record came back through the browser: it is
+    /// visible on the network.
+    SelfVisible,
 }
 
 /// Where discovery events go.
@@ -227,6 +230,8 @@ fn session(
 /// becomes one `Found` per real change.
 struct Peers {
     own_peer_id: String,
+    /// Whether our own record was seen already this session.
+    seen_self: bool,
     by_instance: HashMap<String, String>,
     best: HashMap<String, SocketAddr>,
 }
@@ -235,6 +240,7 @@ impl Peers {
     fn new(own_peer_id: &str) -> Self {
         Self {
             own_peer_id: own_peer_id.to_owned(),
+            seen_self: false,
             by_instance: HashMap::new(),
             best: HashMap::new(),
         }
@@ -253,7 +259,11 @@ impl Peers {
             return None;
         };
         if peer_id == self.own_peer_id {
-            return None;
+            if self.seen_self {
+                return None;
+            }
+            self.seen_self = true;
+            return Some(DiscoveryEvent::SelfVisible);
         }
         if wire.as_deref() != Some(&*WIRE_VERSION.to_string()) {
             tracing::warn!(instance, peer = %peer_id, wire = ?wire, ours = WIRE_VERSION, "peer speaks another wire version, ignored");

@@ -23,6 +23,16 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
+    /// Settings file (TOML; keys are these flags without dashes). A flag
+    /// or LANSPREAD_* variable wins over the file
+    /// [default: /etc/lanspread/lanspreadd.toml, if it exists]
+    #[arg(long, env = "LANSPREAD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Write the man page into DIR and exit (for packaging)
+    #[arg(long, hide = true, value_name = "DIR")]
+    generate_man: Option<PathBuf>,
+
     /// Directory holding one folder per game. May be set later with
     /// `lanspreadctl set-game-dir`; remembered in the state dir.
     #[arg(long, env = "LANSPREAD_GAME_DIR", value_name = "DIR")]
@@ -88,7 +98,8 @@ struct Args {
     log_format: LogFormat,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum LogFormat {
     Text,
     Json,
@@ -103,8 +114,108 @@ fn parse_mode(text: &str) -> Result<u32, String> {
     Ok(mode)
 }
 
+/// Default settings file, read when it exists.
+const DEFAULT_CONFIG: &str = "/etc/lanspread/lanspreadd.toml";
+
+/// The settings file: the same keys as the flags.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    game_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    catalog: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    name: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    operator_group: Option<String>,
+    socket_mode: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// Flags and environment, then the settings file for whatever neither set.
+fn parse_args() -> anyhow::Result<Args> {
+    use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches)?;
+    let path = match &args.config {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+    };
+    let Some(path) = path else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read settings file {}", path.display()))?;
+    let file: FileConfig = toml::from_str(&text)
+        .with_context(|| format!("invalid settings file {}", path.display()))?;
+    let unset = |id: &str| {
+        !matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    macro_rules! fill {
+        ($field:ident) => {
+            if unset(stringify!($field)) && file.$field.is_some() {
+                args.$field = file.$field;
+            }
+        };
+        ($field:ident, required) => {
+            if unset(stringify!($field))
+                && let Some(value) = file.$field
+            {
+                args.$field = value;
+            }
+        };
+    }
+    fill!(game_dir);
+    fill!(state_dir);
+    fill!(socket);
+    fill!(catalog);
+    fill!(name);
+    fill!(cert);
+    fill!(key);
+    fill!(listen, required);
+    fill!(operator_group, required);
+    fill!(log_format, required);
+    if unset("socket_mode")
+        && let Some(mode) = &file.socket_mode
+    {
+        args.socket_mode = parse_mode(mode).map_err(|err| {
+            anyhow::anyhow!(
+                "invalid settings file {}: socket-mode: {err}",
+                path.display()
+            )
+        })?;
+    }
+    if args.cert.is_some() != args.key.is_some() {
+        anyhow::bail!(
+            "cert and key must be set together (settings file {})",
+            path.display()
+        );
+    }
+    Ok(args)
+}
+
+/// Writes `lanspreadd.8` into `dir`.
+fn generate_man(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Args::command())
+        .section("8")
+        .render(&mut page)?;
+    std::fs::write(dir.join("lanspreadd.8"), page)?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = parse_args()?;
+    if let Some(dir) = &args.generate_man {
+        return generate_man(dir);
+    }
     init_logging(args.log_format);
     let config = resolve(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

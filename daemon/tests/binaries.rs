@@ -393,3 +393,125 @@ fn without_avahi_the_daemon_serves_and_reports_discovery_down() {
     let (_, log) = daemon.terminate();
     assert!(log.contains("mdns discovery failed"), "{log}");
 }
+
+#[test]
+fn settings_file_flag_and_environment_take_precedence_in_that_order() {
+    let work = tempfile::tempdir().unwrap();
+    let games = work.path().join("games");
+    sample_library(&games);
+    let config = work.path().join("lanspreadd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "game-dir = {:?}\nstate-dir = {:?}\nname = \"from-file\"\nsocket-mode = \"0660\"\n",
+            games,
+            work.path().join("state")
+        ),
+    )
+    .unwrap();
+    let status_name = |extra: &[&str], env: Option<&str>| -> (String, u32) {
+        let socket = work
+            .path()
+            .join(format!("s{}.sock", extra.len() + env.map_or(0, |_| 10)));
+        let mut command = Command::new(lanspreadd());
+        command
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra);
+        if let Some(name) = env {
+            command.env("LANSPREAD_NAME", name);
+        }
+        let mut child = command.stderr(Stdio::null()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(child.try_wait().unwrap().is_none(), "lanspreadd exited");
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = stdout_json(&ctl_with(&socket, &["--json", "status"], None));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&socket).unwrap().permissions(),
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        (status["name"].as_str().unwrap().to_owned(), mode & 0o777)
+    };
+    assert_eq!(status_name(&[], None), ("from-file".into(), 0o660));
+    assert_eq!(status_name(&[], Some("from-env")).0, "from-env");
+    assert_eq!(
+        status_name(&["--name", "from-flag"], Some("from-env")).0,
+        "from-flag"
+    );
+
+    // A key the daemon does not know stops the start with the file named.
+    std::fs::write(&config, "game-directory = \"/srv\"\n").unwrap();
+    let output = Command::new(lanspreadd())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("lanspreadd.toml") && stderr.contains("game-directory"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn doctor_names_each_problem_and_its_fix() {
+    let daemon = DaemonProcess::start(sample_library, &[]);
+    // Wait until the daemon has noticed that Avahi is missing here.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let checks = loop {
+        let output = daemon.ctl(&["--json", "doctor"]);
+        let checks: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let avahi = checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "avahi reachable")
+            .cloned();
+        if avahi.is_some_and(|a| a["verdict"] == "fail") {
+            assert_eq!(output.status.code(), Some(1), "a failed check fails doctor");
+            break checks;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "doctor never saw Avahi missing: {checks}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let verdict = |name: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} check"))
+            .clone()
+    };
+    assert_eq!(verdict("daemon reachable")["verdict"], "ok");
+    assert_eq!(verdict("permissions")["verdict"], "ok");
+    assert_eq!(verdict("game directory")["verdict"], "ok");
+    assert_eq!(verdict("peer transport")["verdict"], "ok");
+    assert!(
+        verdict("avahi reachable")["fix"]
+            .as_str()
+            .unwrap()
+            .contains("avahi-daemon")
+    );
+    assert_eq!(verdict("peers answering")["verdict"], "warn");
+    let human = daemon.ctl(&["doctor"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("[FAIL] avahi reachable") && text.contains("fix:"),
+        "{text}"
+    );
+    // Not reachable at all: exit 3, the first check says so.
+    let nowhere = ctl_with(Path::new("/nonexistent/lanspread.sock"), &["doctor"], None);
+    assert_eq!(nowhere.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&nowhere.stdout).contains("[FAIL] daemon reachable"));
+}

@@ -204,6 +204,8 @@ pub struct DaemonStatus {
     pub listen: Option<String>,
     /// Game roots rescanned after filesystem changes since the start.
     pub rescans: u64,
+    /// This daemon's own mDNS record was seen on the network.
+    pub mdns_visible: bool,
     /// Subsystems that are not running, each with the reason.
     pub unavailable: Vec<UnavailableComponent>,
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod doctor;
 pub mod events;
 pub mod games;
 pub mod operation;

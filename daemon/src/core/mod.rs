@@ -172,6 +172,8 @@ pub struct Daemon {
     runtime: RuntimeSlot,
     /// Why discovery is not running, while it is not.
     discovery_failure: Option<String>,
+    /// Our own mDNS record was seen by our browser (since the last failure).
+    mdns_visible: bool,
     /// File lists gathered from peers (`GetGame`), for `DownloadGameFiles`.
     manifests: std::collections::HashMap<GameId, GatheredManifest>,
     /// Games with an operation running. One operation per game at a time;
@@ -252,6 +254,7 @@ impl Daemon {
             ping_targets: watch::channel(Vec::new()).0,
             runtime: RuntimeSlot::NotStarted(parts.peer_runtime),
             discovery_failure: None,
+            mdns_visible: false,
             manifests: Default::default(),
             operations: Default::default(),
             unpacker: parts.unpacker,
@@ -551,7 +554,9 @@ impl Daemon {
                     tracing::info!("mdns discovery recovered");
                 }
             }
+            DiscoveryEvent::SelfVisible => self.mdns_visible = true,
             DiscoveryEvent::Failed { reason, retry_in } => {
+                self.mdns_visible = false;
                 self.publish(PeerEvent::RuntimeFailed {
                     component: "discovery".into(),
                     reason: format!("{reason}; retrying in {retry_in:?}"),
@@ -687,6 +692,7 @@ impl Daemon {
                 _ => None,
             },
             rescans: self.rescans,
+            mdns_visible: self.mdns_visible,
             unavailable: self.unavailable(),
         }
     }
