@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Creates the embedded sample game directory in "$1": two cataloged games
-# (one installed), a game without version.ini, and one root the bundled
+# Creates the embedded sample game directory in "$1": OpenArena as a real
+# archive (so it installs), Quake III downloaded but not installed, a game
+# without version.ini (a partial download), and one root the bundled
 # catalog does not know (left out of the library).
 set -euo pipefail
 dir=${1:?usage: sample-library.sh DIR}
 mkdir -p "$dir"
 cd "$dir"
-mkdir -p openarena/maps openarena/local quake3/baseq3 teeworlds homebrew-mod
+mkdir -p openarena quake3/baseq3 teeworlds homebrew-mod
+python3 - openarena/openarena.zip <<'PY'
+import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("openarena.sh", "#!/bin/sh\necho 'fragging'\n")
+    z.writestr("baseoa/pak0.pk3", os.urandom(6 << 20))
+    z.writestr("baseoa/maps/dm1.bsp", b"map" * 100000)
+    z.writestr("README.txt", "OpenArena sample for the lanspread demo\n")
+PY
 printf 'version=0.8.8\n' > openarena/version.ini
-head -c 3000000 /dev/urandom > openarena/pak0.eti
-head -c 700000 /dev/urandom > openarena/maps/dm1.eti
-printf '#!/bin/sh\necho fragging\n' > openarena/local/openarena.sh
 printf '[game]\nversion=1.32c\n' > quake3/version.ini
 head -c 1200000 /dev/urandom > quake3/baseq3/pak0.pk3
 head -c 1000 /dev/urandom > teeworlds/partial.eti
