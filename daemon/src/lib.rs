@@ -19,6 +19,7 @@ pub mod peer_db;
 pub mod ping;
 pub mod runtime;
 pub mod serve;
+pub mod service;
 pub mod state_dir;
 pub mod transport;
 

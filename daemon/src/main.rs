@@ -226,12 +226,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        lanspreadd::run(config, shutdown, || {
-            // A no-op outside systemd (no NOTIFY_SOCKET).
-            if let Err(err) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
-                tracing::warn!(cause = %err, "cannot notify systemd of readiness");
-            }
-        })
+        lanspreadd::run(config, shutdown, lanspreadd::service::ready)
         .await
         .map_err(anyhow::Error::from)
     })

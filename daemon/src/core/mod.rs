@@ -655,6 +655,7 @@ impl Daemon {
     fn publish_library(&mut self) {
         let games = self.merged_library();
         self.publish(PeerEvent::LibrarySnapshot { games });
+        crate::service::status(self.library.games.len(), self.peer_count());
     }
 
     /// Stamps `event` with the next sequence number and sends it to every
