@@ -227,8 +227,8 @@ fn main() -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         lanspreadd::run(config, shutdown, lanspreadd::service::ready)
-        .await
-        .map_err(anyhow::Error::from)
+            .await
+            .map_err(anyhow::Error::from)
     })
 }
 
