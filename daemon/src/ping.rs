@@ -16,6 +16,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::DaemonEvent;
+use crate::library::version_ini::MAX_VERSION_LEN;
 use crate::transport::PeerClient;
 
 /// Time between two pings of the same peer. Also the bound on how long a
@@ -28,6 +29,9 @@ pub const PING_TIMEOUT: Duration = Duration::from_millis(1500);
 /// A peer that has not answered for this long is lost. With the interval
 /// and timeout above, a dead peer is reported within about 7.5 s.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most games one peer may announce.
+pub const MAX_ANNOUNCED_GAMES: usize = 10_000;
 
 /// A peer to keep pinging.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,7 +190,28 @@ async fn probe(
         return Ok(Answer::Unchanged);
     }
     match client.request(target.addr, &Request::ListGames).await {
-        Ok(Response::Games { games }) => Ok(Answer::Library { revision, games }),
+        Ok(Response::Games { games }) => {
+            if games.len() > MAX_ANNOUNCED_GAMES {
+                return Err(format!(
+                    "announced {} games (at most {MAX_ANNOUNCED_GAMES})",
+                    games.len()
+                ));
+            }
+            // A lying peer's odd entries are dropped, not the peer.
+            let games = games
+                .into_iter()
+                .filter(|g| {
+                    let ok = g.version.as_str().len() <= MAX_VERSION_LEN
+                        && !g.version.as_str().chars().any(char::is_control)
+                        && !g.version.as_str().is_empty();
+                    if !ok {
+                        tracing::warn!(peer = %target.peer_id, game = %g.id, "peer announced an invalid version, entry ignored");
+                    }
+                    ok
+                })
+                .collect();
+            Ok(Answer::Library { revision, games })
+        }
         Ok(other) => Err(format!("answered ListGames with {other:?}")),
         Err(err) => Err(format!("cannot fetch its library: {err}")),
     }

@@ -371,9 +371,22 @@ impl Plan {
                 })
             })
             .map(|c| {
+                let dropped: Vec<String> = self
+                    .peers
+                    .iter()
+                    .filter_map(|p| p.dropped.as_ref().map(|why| format!("{}: {why}", p.peer_id)))
+                    .collect();
+                let refused: Vec<&str> = c
+                    .refused_by
+                    .iter()
+                    .map(|&i| self.peers[i].peer_id.as_str())
+                    .collect();
                 format!(
-                    "no peer left that can serve file #{} (offset {})",
-                    c.file, c.offset
+                    "no peer left that can serve file #{} (offset {}); dropped peers: [{}]; peers that sent it corrupt: [{}]",
+                    c.file,
+                    c.offset,
+                    dropped.join("; "),
+                    refused.join(", ")
                 )
             })
     }

@@ -148,6 +148,13 @@ pub struct MemoryLan {
     announced: Arc<Mutex<Vec<Announcement>>>,
 }
 
+impl MemoryLan {
+    /// Announces a peer that is not a daemon of ours (a test double).
+    pub fn announce(&self, announcement: Announcement) {
+        self.announced.lock().unwrap().push(announcement);
+    }
+}
+
 impl DiscoveryBackend for MemoryLan {
     fn start(
         &self,
