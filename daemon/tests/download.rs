@@ -50,14 +50,7 @@ fn assert_same_tree(a: &Path, b: &Path) {
 }
 
 async fn connected(client: &mut IpcClient, peers: u32) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while client.peer_count().await.unwrap() < peers {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "peers never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_peer_count(client, peers, Duration::from_secs(15)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

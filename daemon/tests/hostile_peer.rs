@@ -211,14 +211,7 @@ async fn victim(lie: Lie) -> (TestDaemon, IpcClient) {
     });
     let daemon = TestDaemon::start_on(&lan, |_| {}).await;
     let mut client = daemon.client().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while client.peer_count().await.unwrap() < 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{lie:?}: the liar never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_peer_count(&mut client, 1, Duration::from_secs(15)).await;
     (daemon, client)
 }
 

@@ -247,11 +247,7 @@ async fn a_downloaded_game_installs_by_itself() {
     let seeder = TestDaemon::start_on(&lan, |d| zipped_game(d, "3", b"auto")).await;
     let leech = TestDaemon::start_on(&lan, |_| {}).await;
     let mut client = leech.client().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while client.peer_count().await.unwrap() < 1 {
-        assert!(tokio::time::Instant::now() < deadline, "never connected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_peer_count(&mut client, 1, Duration::from_secs(15)).await;
     let mut events = leech.client().await;
     events.subscribe().await.unwrap();
     client

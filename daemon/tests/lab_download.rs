@@ -5,7 +5,7 @@ mod common;
 mod lab_harness;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{wait_for_event, write};
 use lab_harness::{Lab, LabDaemon};
@@ -72,12 +72,7 @@ fn assert_identical(expected: &Path, actual: &Path) {
 }
 
 async fn wait_peers(daemon: &LabDaemon, count: u32) {
-    let mut client = daemon.client().await;
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
-    while client.peer_count().await.unwrap() < count {
-        assert!(Instant::now() < deadline, "peers never connected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_peer_count(&mut daemon.client().await, count, CONNECT_TIMEOUT).await;
 }
 
 /// Asks for the file list and starts the download; returns the chunk count.

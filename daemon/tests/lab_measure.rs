@@ -117,11 +117,7 @@ async fn download_throughput_from_one_seeder_on_an_unshaped_link() {
     });
     let leech = lab.spawn_daemon("h2", "leech", |_| {});
     let mut client = leech.client().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.peer_count().await.unwrap() < 1 {
-        assert!(Instant::now() < deadline, "seeder never connected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_peer_count(&mut client, 1, Duration::from_secs(30)).await;
     // Hash the seeder's manifest first, so only the transfer is timed.
     let id = lanspread_proto::model::GameId::new("openarena").unwrap();
     let _: lanspread_proto::ipc::GameFilesResult = client

@@ -334,3 +334,16 @@ pub fn make_zero_zip(path: &Path, name: &str, size: u64) {
         .expect("python3 runs");
     assert!(status.success(), "building {} failed", path.display());
 }
+
+/// Waits until the daemon behind `client` has at least `peers` connected
+/// peers, or fails after `timeout`.
+pub async fn wait_peer_count(client: &mut IpcClient, peers: u32, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while client.peer_count().await.unwrap() < peers {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than {peers} peers connected within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
