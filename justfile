@@ -55,6 +55,13 @@ deb:
     target/release/lanspreadd --generate-man target/release/assets
     cargo deb --locked --no-build -p lanspreadd
 
+# Fuzz every decoder target for SECONDS each (cargo-fuzz with the stable
+# toolchain through RUSTC_BOOTSTRAP; `cargo install --locked cargo-fuzz`).
+fuzz SECONDS="60":
+    cd fuzz && for target in wire_messages ipc_lines versions; do \
+        RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time={{SECONDS}} || exit 1; \
+    done
+
 # Regenerate the compiled-in TLS certificate and key (then rebuild).
 certs:
     certs/generate.sh
