@@ -234,6 +234,9 @@ async fn install(
             }
             _ => (false, None),
         };
+        if done && let Some(bar) = &spinner {
+            bar.finish_and_clear();
+        }
         if let Some(reason) = failed {
             return Err(Failure::Operation(reason));
         }
