@@ -199,6 +199,14 @@ async fn install(
         PeerCommand::UninstallGame { id: id.clone() }
     };
     client.request(command).await?;
+    // Extraction has no known total: a spinner on a terminal, plain lines
+    // (at most one a second) elsewhere, nothing with --json.
+    let spinner = (!output.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar.set_message(format!("{id}: starting"));
+        bar
+    });
     let mut last_line: Option<Instant> = None;
     loop {
         let message = events.next_event().await?;
@@ -208,9 +216,16 @@ async fn install(
                 entries,
                 bytes,
             } if *event_id == id => {
-                if !output.json && last_line.is_none_or(|t| t.elapsed() >= PLAIN_PROGRESS_EVERY) {
-                    last_line = Some(Instant::now());
-                    eprintln!("{id}: extracted {entries} entries, {}", size(*bytes));
+                let line = format!("{id}: extracted {entries} entries, {}", size(*bytes));
+                match &spinner {
+                    Some(bar) => bar.set_message(line),
+                    None if !output.json
+                        && last_line.is_none_or(|t| t.elapsed() >= PLAIN_PROGRESS_EVERY) =>
+                    {
+                        last_line = Some(Instant::now());
+                        eprintln!("{line}");
+                    }
+                    None => {}
                 }
                 (false, None)
             }
