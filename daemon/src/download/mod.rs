@@ -130,11 +130,8 @@ pub async fn run(
         }
     };
     let span = tracing::info_span!("download", game = %id);
-    let _enter = span.enter();
-    drop(_enter);
     let outcome =
-        tracing::Instrument::instrument(transfer(&request, &client, &core, &cancel), span.clone())
-            .await;
+        tracing::Instrument::instrument(transfer(&request, &client, &core, &cancel), span).await;
     let root = request.root.clone();
     let event = match outcome {
         Ok(stats) => DownloadEvent::Finished { id, stats },
