@@ -343,8 +343,13 @@ mod tests {
     #[test]
     fn one_found_per_peer_at_its_best_address() {
         let mut peers = Peers::new("me");
+        // Our own record: reported once as visible, never as a peer.
         assert_eq!(
             peers.add("self (me)", Some("me".into()), wire(), "10.0.0.1", 1),
+            Some(DiscoveryEvent::SelfVisible)
+        );
+        assert_eq!(
+            peers.add("self (me)", Some("me".into()), wire(), "127.0.0.1", 1),
             None
         );
         // IPv6 link-local first: not dialable.
