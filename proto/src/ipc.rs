@@ -225,6 +225,22 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every error code (docs/ipc.md documents each; a test checks it).
+    pub const ALL: &'static [ErrorCode] = &[
+        Self::MalformedJson,
+        Self::LineTooLong,
+        Self::UnknownCommand,
+        Self::InvalidRequest,
+        Self::PermissionDenied,
+        Self::NotAvailable,
+        Self::InvalidGameDir,
+        Self::NoGameDir,
+        Self::NoPeers,
+        Self::Busy,
+        Self::NotRunning,
+        Self::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::MalformedJson => "malformed_json",
@@ -424,22 +440,14 @@ mod tests {
 
     #[test]
     fn error_code_names_match_their_serialization() {
-        use ErrorCode::*;
-        for code in [
-            MalformedJson,
-            LineTooLong,
-            UnknownCommand,
-            InvalidRequest,
-            PermissionDenied,
-            NotAvailable,
-            InvalidGameDir,
-            NoGameDir,
-            NoPeers,
-            Busy,
-            NotRunning,
-            Internal,
-        ] {
+        let mut names = std::collections::HashSet::new();
+        for &code in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            assert!(
+                names.insert(code.as_str()),
+                "{} listed twice",
+                code.as_str()
+            );
         }
     }
 

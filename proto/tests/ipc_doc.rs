@@ -130,21 +130,7 @@ fn the_example_sessions_parse_and_round_trip() {
 
 #[test]
 fn every_error_code_is_documented() {
-    use lanspread_proto::ipc::ErrorCode::*;
-    for code in [
-        MalformedJson,
-        LineTooLong,
-        UnknownCommand,
-        InvalidRequest,
-        PermissionDenied,
-        NotAvailable,
-        InvalidGameDir,
-        NoGameDir,
-        NoPeers,
-        Busy,
-        NotRunning,
-        Internal,
-    ] {
+    for code in lanspread_proto::ipc::ErrorCode::ALL {
         let row = format!("| `{}` |", code.as_str());
         assert!(
             DOC.contains(&row),
