@@ -77,3 +77,11 @@ bench-extract:
 # IPC round-trip latency (p50/p99 over 10 000 requests) and idle RSS of a release daemon.
 bench-ipc:
     scripts/bench-ipc.sh
+
+# Every benchmark of SPEC §13 in the network lab (root, under 10 minutes):
+# writes bench/results/latest.json, latest.md and multi-peer.svg, and
+# compares with the previous latest.json. `just bench single,multi` runs some.
+bench ONLY="":
+    scripts/apt-install.sh nginx-light curl libarchive-tools
+    cargo build --quiet --locked --release --bins --examples
+    python3 bench/run.py {{ if ONLY == "" { "" } else { "--only " + ONLY } }}

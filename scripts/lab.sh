@@ -10,6 +10,7 @@
 #   lab.sh pid HOST [--id ID]      pid of the host's anchor process (for nsenter)
 #   lab.sh cut HOST | restore HOST cut or restore a host's link (bridge side)
 #   lab.sh shape HOST RATE         limit what HOST sends to RATE (tc tbf, e.g. 100mbit)
+#   lab.sh unshape HOST            remove that limit
 #   lab.sh avahi-restart HOST      kill the host's avahi-daemon and start it again
 #   lab.sh down [--id ID]          end every process in the lab (by pid) and remove it
 #
@@ -130,6 +131,10 @@ case $command in
         ip netns exec "$(host_ns "$host")" tc qdisc replace dev eth0 root tbf \
             rate "$rate" burst 256kb latency 200ms
         ;;
+    unshape)
+        host=${1:?usage: lab.sh unshape HOST}
+        ip netns exec "$(host_ns "$host")" tc qdisc del dev eth0 root 2> /dev/null || true
+        ;;
     avahi-restart)
         host=${1:?usage: lab.sh avahi-restart HOST}
         pid=$(avahi_pid "$host")
@@ -157,7 +162,7 @@ case $command in
         echo "lab $id: down"
         ;;
     *)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac
