@@ -208,18 +208,34 @@ class Daemon:
                 self.proc.wait()
 
 
-def download(daemon, timeout=300, watch_pids=()):
+PROFILE = None  # --profile DIR: perf records of the first single-seeder run
+
+
+def perf_record(pids, name):
+    """`perf record` of pids until the returned process gets SIGINT."""
+    return subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o",
+                             os.path.join(PROFILE, f"{name}.data"), "-p",
+                             ",".join(map(str, pids))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def download(daemon, timeout=300, watch_pids=(), profile=False):
     """One whole download through IPC; returns (bytes, seconds, cpu per pid)."""
     ipc = daemon.ipc()
     ipc.call({"type": "Subscribe"})
     ipc.call({"type": "GetGame", "id": GAME}, timeout=120)  # hashing is not timed
     pids = [daemon.pid, *watch_pids]
+    perf = [perf_record([pid], name) for pid, name in zip(pids, ("downloader", "seeder"))] \
+        if profile and PROFILE else []
     cpu_before = {pid: cpu_seconds(pid) for pid in pids}
     ipc.call({"type": "DownloadGameFiles", "id": GAME, "files": []})
     end = ipc.wait_event(
         lambda e: e["type"] in ("DownloadGameFilesFinished", "DownloadGameFilesFailed")
         and e["id"] == GAME, "the end of the download", timeout)
     cpu = {pid: cpu_seconds(pid) - cpu_before[pid] for pid in pids}
+    for p in perf:
+        p.send_signal(signal.SIGINT)
+        p.wait()
     ipc.close()
     if end["type"] != "DownloadGameFilesFinished":
         raise RuntimeError(f"download failed: {end}")
@@ -282,7 +298,7 @@ def scenario_single(work):
     for run in range(RUNS):
         leech = Daemon(work, "h2", f"leech{run}", None)
         leech.wait_peers(1)
-        got, secs, cpu = download(leech, watch_pids=[seeder.pid])
+        got, secs, cpu = download(leech, watch_pids=[seeder.pid], profile=run == 0)
         leech.stop()
         if not same_file(source, os.path.join(leech.games, GAME, "pak0.eti")):
             raise RuntimeError("lanspread: downloaded bytes differ")
@@ -728,7 +744,14 @@ def preflight():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated scenario names")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="perf record the downloader and seeder of the first single-seeder "
+                        "run into DIR (perf report -i DIR/downloader.data)")
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = args.profile and os.path.abspath(args.profile)
+    if PROFILE:
+        os.makedirs(PROFILE, exist_ok=True)
     names = args.only.split(",") if args.only else list(SCENARIOS)
     for name in names:
         if name not in SCENARIOS:

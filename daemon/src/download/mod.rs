@@ -15,7 +15,7 @@ pub mod journal;
 pub mod plan;
 pub mod sentinel;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,7 +105,7 @@ pub struct DownloadStats {
 
 /// What one fetch task produced.
 enum Fetched {
-    /// Verified and durable on disk.
+    /// Verified and written; durable once the next journal save syncs it.
     Written,
     /// Verified sentinel bytes, kept in memory until the commit.
     Sentinel(Vec<u8>),
@@ -229,7 +229,9 @@ async fn transfer(
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_progress = (Instant::now(), plan.done_bytes());
     let mut last_journal = Instant::now();
-    let mut journal_dirty = false;
+    // Files written to since the last sync: their chunks are in `done`
+    // only once synced (see `save_journal`).
+    let mut unsynced: BTreeSet<usize> = BTreeSet::new();
 
     loop {
         // Hand out work to every free slot.
@@ -251,7 +253,7 @@ async fn transfer(
         tokio::select! {
             () = cancel.cancelled() => {
                 fetches.abort_all();
-                save_journal(request, &done, journal_dirty).await;
+                let _ = save_journal(request, &done, &mut unsynced).await;
                 return Err(Ended::Cancelled);
             }
             _ = progress.tick() => {
@@ -267,9 +269,11 @@ async fn transfer(
                     peers: plan.active_peers() as u32,
                 })
                 .await;
-                if journal_dirty && last_journal.elapsed() >= JOURNAL_INTERVAL {
-                    save_journal(request, &done, true).await;
-                    journal_dirty = false;
+                if !unsynced.is_empty() && last_journal.elapsed() >= JOURNAL_INTERVAL {
+                    if let Err(reason) = save_journal(request, &done, &mut unsynced).await {
+                        fetches.abort_all();
+                        return Err(Ended::Failed(reason));
+                    }
                     last_journal = Instant::now();
                 }
             }
@@ -296,12 +300,12 @@ async fn transfer(
                             sentinel_parts.push((offset, bytes));
                         } else {
                             done[file].push(chunk_index[chunk_id]);
-                            journal_dirty = true;
+                            unsynced.insert(file);
                         }
                     }
                     Fetched::Local(reason) => {
                         fetches.abort_all();
-                        save_journal(request, &done, journal_dirty).await;
+                        let _ = save_journal(request, &done, &mut unsynced).await;
                         return Err(Ended::Failed(reason));
                     }
                     Fetched::Failed(failure) => {
@@ -322,7 +326,7 @@ async fn transfer(
                             }
                             AfterFailure::Fatal(reason) => {
                                 fetches.abort_all();
-                                save_journal(request, &done, journal_dirty).await;
+                                let _ = save_journal(request, &done, &mut unsynced).await;
                                 return Err(Ended::Failed(reason));
                             }
                         }
@@ -332,8 +336,10 @@ async fn transfer(
         }
     }
 
-    // Step 5: every other byte is durable; commit the sentinel.
-    save_journal(request, &done, journal_dirty).await;
+    // Step 5: every other byte is made durable; then commit the sentinel.
+    save_journal(request, &done, &mut unsynced)
+        .await
+        .map_err(Ended::Failed)?;
     sentinel_parts.sort_by_key(|(offset, _)| *offset);
     let sentinel_bytes: Vec<u8> = sentinel_parts.into_iter().flat_map(|(_, b)| b).collect();
     let root = request.root.clone();
@@ -427,10 +433,23 @@ fn fetch_task(
     }
 }
 
-async fn save_journal(request: &DownloadRequest, done: &[Vec<u32>], dirty: bool) {
-    if !dirty {
-        return;
+/// Syncs the files written since the last save, then records their chunks
+/// in the resume journal: the journal never lists a chunk that a crash
+/// could lose. A sync failure
+/// is an error (the bytes may not be on disk); a journal that cannot be
+/// written only costs a resume, so it is logged.
+async fn save_journal(
+    request: &DownloadRequest,
+    done: &[Vec<u32>],
+    unsynced: &mut BTreeSet<usize>,
+) -> Result<(), String> {
+    if unsynced.is_empty() {
+        return Ok(());
     }
+    let paths: Vec<PathBuf> = unsynced
+        .iter()
+        .map(|&file| request.root.join(&request.files[file].relative_path))
+        .collect();
     let journal = Journal {
         id: request.id.clone(),
         version: request.version.clone(),
@@ -438,8 +457,15 @@ async fn save_journal(request: &DownloadRequest, done: &[Vec<u32>], dirty: bool)
         done: done.to_vec(),
     };
     let state_dir = request.state_dir.clone();
-    let saved = tokio::task::spawn_blocking(move || journal.save(&state_dir)).await;
-    if let Ok(Err(err)) = saved {
+    let saved = tokio::task::spawn_blocking(move || {
+        sentinel::sync_files(&paths).map_err(|err| err_chain(&err))?;
+        Ok::<_, String>(journal.save(&state_dir))
+    })
+    .await
+    .map_err(|_| "syncing downloaded files panicked".to_owned())??;
+    unsynced.clear();
+    if let Err(err) = saved {
         tracing::warn!(game = %request.id, cause = %err, "cannot save the download journal");
     }
+    Ok(())
 }

@@ -76,15 +76,28 @@ pub fn begin(root: &Path, files: &[GameFileDescription]) -> Result<(), SentinelE
     sync_dir(root)
 }
 
-/// Step 4: writes one verified chunk at its offset (never truncating) and
-/// makes it durable before the caller records it as done.
+/// Step 4: writes one verified chunk at its offset (never truncating). The
+/// chunk is not durable yet: [`sync_files`] makes it so, and only then may
+/// it be recorded as done (one sync per file per journal save, instead of
+/// one per chunk: a sync per 4 MiB chunk cost a quarter of the throughput).
 pub fn write_chunk(path: &Path, offset: u64, data: &[u8]) -> Result<(), SentinelError> {
     let file = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(io("open", path))?;
-    file.write_all_at(data, offset).map_err(io("write", path))?;
-    file.sync_data().map_err(io("sync", path))
+    file.write_all_at(data, offset).map_err(io("write", path))
+}
+
+/// Makes every chunk written so far to `paths` durable.
+pub fn sync_files(paths: &[PathBuf]) -> Result<(), SentinelError> {
+    for path in paths {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|file| file.sync_data())
+            .map_err(io("sync", path))?;
+    }
+    Ok(())
 }
 
 /// Step 5: stages the new sentinel, then renames it into place atomically
