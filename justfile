@@ -55,10 +55,11 @@ deb:
     target/release/lanspreadd --generate-man target/release/assets
     cargo deb --locked --no-build -p lanspreadd
 
-# Fuzz every decoder target for SECONDS each (cargo-fuzz with the stable
-# toolchain through RUSTC_BOOTSTRAP; `cargo install --locked cargo-fuzz`).
+# Fuzz every decoder of outside bytes for SECONDS each (cargo-fuzz with the
+# stable toolchain through RUSTC_BOOTSTRAP; `cargo install --locked
+# cargo-fuzz`). Crashing inputs land in fuzz/artifacts/TARGET/.
 fuzz SECONDS="60":
-    cd fuzz && for target in wire_messages ipc_lines versions; do \
+    cd fuzz && for target in wire_messages ipc_lines versions version_ini catalog intent_log library_index; do \
         RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time={{SECONDS}} || exit 1; \
     done
 

@@ -198,6 +198,17 @@ class Daemon:
             time.sleep(0.1)
         ipc.close()
 
+    def wait_game_peers(self, count, timeout=30):
+        """Until `count` connected peers hold the game (their library known)."""
+        ipc = self.ipc()
+        deadline = time.monotonic() + timeout
+        while not any(g["id"] == GAME and g["peers"] >= count
+                      for g in ipc.call({"type": "ListGames"})):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.dir}: fewer than {count} peers hold {GAME}")
+            time.sleep(0.1)
+        ipc.close()
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -297,7 +308,7 @@ def scenario_single(work):
     ours, ours_cpu_seed, ours_cpu_leech = [], [], []
     for run in range(RUNS):
         leech = Daemon(work, "h2", f"leech{run}", None)
-        leech.wait_peers(1)
+        leech.wait_game_peers(1)
         got, secs, cpu = download(leech, watch_pids=[seeder.pid], profile=run == 0)
         leech.stop()
         if not same_file(source, os.path.join(leech.games, GAME, "pak0.eti")):
@@ -415,7 +426,7 @@ def scenario_multi(work):
     try:
         for run in range(RUNS):
             leech = Daemon(work, "h4", f"multi-leech{run}", None)
-            leech.wait_peers(len(seeders))
+            leech.wait_game_peers(len(seeders))
             with LinkSampler(list(MULTI_RATES)) as sampler:
                 got, secs, _ = download(leech)
             leech.stop()
@@ -464,7 +475,7 @@ def scenario_fanout(work):
     try:
         for run in range(RUNS):
             leech = Daemon(work, "h2", f"alone{run}", None)
-            leech.wait_peers(1)
+            leech.wait_game_peers(1)
             started = time.monotonic()
             download(leech)
             alone.append(time.monotonic() - started)
@@ -473,7 +484,7 @@ def scenario_fanout(work):
 
             leeches = [Daemon(work, h, f"fan{run}-{h}", None) for h in hosts]
             for leech in leeches:
-                leech.wait_peers(1)
+                leech.wait_game_peers(1)
             done = {}
 
             def one(leech):

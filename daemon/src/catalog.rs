@@ -96,6 +96,11 @@ impl Catalog {
         Ok(Self { entries })
     }
 
+    /// Every entry, ordered by id.
+    pub fn entries(&self) -> impl Iterator<Item = &CatalogEntry> {
+        self.entries.values()
+    }
+
     pub fn get(&self, id: &GameId) -> Option<&CatalogEntry> {
         self.entries.get(id)
     }

@@ -5,34 +5,73 @@
 //!
 //! - `LANSPREAD_TEST_CORRUPT_EVERY=N`: every N-th chunk this daemon serves
 //!   has one byte flipped (a seeder that sends bad data).
+//! - `LANSPREAD_TEST_READ_ERROR_EVERY=N`: every N-th block this daemon reads
+//!   to serve fails with EIO (a seeder whose disk fails).
 //! - `LANSPREAD_TEST_CRASH_AT=STEP`: the daemon aborts (as a power cut would
 //!   stop it) when an install transaction reaches `STEP` (see
 //!   `install::transaction`).
 
+/// Counts calls and says whether this one is the N-th (N from `var`).
+#[cfg(feature = "test-faults")]
+struct EveryNth {
+    var: &'static str,
+    every: std::sync::OnceLock<Option<u64>>,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(feature = "test-faults")]
+impl EveryNth {
+    const fn new(var: &'static str) -> Self {
+        Self {
+            var,
+            every: std::sync::OnceLock::new(),
+            calls: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn hit(&self) -> bool {
+        let every = *self.every.get_or_init(|| {
+            std::env::var(self.var)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n: &u64| n > 0)
+        });
+        let Some(every) = every else { return false };
+        let calls = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        calls % every == 0
+    }
+}
+
 /// Whether the chunk being served now must be corrupted.
 #[cfg(feature = "test-faults")]
 pub fn corrupt_this_chunk() -> bool {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static EVERY: OnceLock<Option<u64>> = OnceLock::new();
-    static SERVED: AtomicU64 = AtomicU64::new(0);
-    let every = *EVERY.get_or_init(|| {
-        std::env::var("LANSPREAD_TEST_CORRUPT_EVERY")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n: &u64| n > 0)
-    });
-    match every {
-        Some(every) => {
-            let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
-            let corrupt = served % every == 0;
-            if corrupt {
-                tracing::warn!(served, "test fault: corrupting a served chunk");
-            }
-            corrupt
-        }
-        None => false,
+    static SWITCH: EveryNth = EveryNth::new("LANSPREAD_TEST_CORRUPT_EVERY");
+    let corrupt = SWITCH.hit();
+    if corrupt {
+        tracing::warn!("test fault: corrupting a served chunk");
     }
+    corrupt
+}
+
+/// An EIO if the test asked this served block read to fail.
+#[cfg(feature = "test-faults")]
+pub fn read_error() -> std::io::Result<()> {
+    static SWITCH: EveryNth = EveryNth::new("LANSPREAD_TEST_READ_ERROR_EVERY");
+    if SWITCH.hit() {
+        tracing::warn!("test fault: failing a disk read");
+        return Err(std::io::Error::from_raw_os_error(nix::libc::EIO));
+    }
+    Ok(())
+}
+
+/// Without `test-faults`: nothing.
+#[cfg(not(feature = "test-faults"))]
+#[inline(always)]
+pub fn read_error() -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Aborts the process if the test asked to crash at `step`.

@@ -4,119 +4,13 @@
 mod common;
 mod lab_harness;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::{wait_for_event, write};
-use lab_harness::{Lab, LabDaemon};
-use lanspread_proto::client::IpcClient;
-use lanspread_proto::ipc::{GameFilesResult, PeerCommand, PeerEvent};
-use lanspread_proto::model::GameId;
+use lab_harness::Lab;
+use lab_harness::game::*;
+use lanspread_proto::ipc::PeerEvent;
 use lanspread_proto::wire::CHUNK_SIZE;
-
-const GAME: &str = "openarena";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn id() -> GameId {
-    GameId::new(GAME).unwrap()
-}
-
-/// Writes a game of `big` bytes (plus small files, an empty file, nested
-/// folders) once, so every seeder can copy the same bytes.
-fn make_game(big: u64) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join(GAME);
-    let mut data = vec![0u8; big as usize];
-    blake3::Hasher::new()
-        .update(b"lanspread lab game")
-        .finalize_xof()
-        .fill(&mut data);
-    write(&root.join("pak0.eti"), &data);
-    write(&root.join("maps/deep/dm1.eti"), &data[..123_457]);
-    write(&root.join("empty.txt"), b"");
-    write(&root.join("version.ini"), b"version=0.8.8\n");
-    dir
-}
-
-fn copy_game(from: &Path) -> impl FnOnce(&Path) {
-    let from = from.join(GAME);
-    move |games| copy_tree(&from, &games.join(GAME))
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn assert_identical(expected: &Path, actual: &Path) {
-    for rel in ["pak0.eti", "maps/deep/dm1.eti", "empty.txt", "version.ini"] {
-        let want = blake3::hash(&std::fs::read(expected.join(GAME).join(rel)).unwrap());
-        let got = blake3::hash(&std::fs::read(actual.join(GAME).join(rel)).unwrap());
-        assert_eq!(want, got, "{rel} differs");
-    }
-    for leftover in [".version.ini.tmp", ".version.ini.discarded"] {
-        assert!(
-            !actual.join(GAME).join(leftover).exists(),
-            "{leftover} left behind"
-        );
-    }
-}
-
-async fn wait_peers(daemon: &LabDaemon, count: u32) {
-    common::wait_peer_count(&mut daemon.client().await, count, CONNECT_TIMEOUT).await;
-}
-
-/// Asks for the file list and starts the download; returns the chunk count.
-async fn start_download(client: &mut IpcClient) -> usize {
-    let files: GameFilesResult = client
-        .call(PeerCommand::GetGame { id: id() })
-        .await
-        .unwrap();
-    client
-        .request(PeerCommand::DownloadGameFiles {
-            id: id(),
-            files: vec![],
-        })
-        .await
-        .unwrap();
-    files.files.iter().map(|f| f.chunk_hashes.len()).sum()
-}
-
-async fn wait_progress(events: &mut IpcClient, at_least: f64) {
-    wait_for_event(events, DOWNLOAD_TIMEOUT, "progress", |e| {
-        matches!(e, PeerEvent::DownloadGameFilesProgress { bytes_done, bytes_total, .. }
-            if *bytes_done as f64 >= at_least * *bytes_total as f64)
-    })
-    .await;
-}
-
-async fn wait_finished(events: &mut IpcClient) -> (u64, u64, u64) {
-    let event = wait_for_event(events, DOWNLOAD_TIMEOUT, "the end of the download", |e| {
-        matches!(
-            e,
-            PeerEvent::DownloadGameFilesFinished { .. } | PeerEvent::DownloadGameFilesFailed { .. }
-        )
-    })
-    .await;
-    match event.event {
-        PeerEvent::DownloadGameFilesFinished {
-            chunks_fetched,
-            chunks_resumed,
-            millis,
-            ..
-        } => (chunks_fetched, chunks_resumed, millis),
-        other => panic!("download failed: {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lanspreadctl_downloads_from_two_seeders_and_every_byte_matches() {

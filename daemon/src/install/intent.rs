@@ -92,12 +92,17 @@ pub fn read(root: &Path) -> Result<Option<Intent>, IntentError> {
             });
         }
     };
-    serde_json::from_slice(&bytes)
+    parse(&bytes)
         .map(Some)
-        .map_err(|err| IntentError::Corrupt {
+        .map_err(|reason| IntentError::Corrupt {
             root: root.to_owned(),
-            reason: err.to_string(),
+            reason,
         })
+}
+
+/// Decodes the bytes of an intent log (they may have been damaged on disk).
+pub fn parse(bytes: &[u8]) -> Result<Intent, String> {
+    serde_json::from_slice(bytes).map_err(|err| err.to_string())
 }
 
 /// Ends the transaction: removes the intent log.

@@ -7,7 +7,7 @@
 //! libarchive. Everything here is blocking filesystem work.
 
 mod archives;
-mod intent;
+pub mod intent;
 mod libarchive;
 pub mod transaction;
 mod unpack;

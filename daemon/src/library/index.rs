@@ -81,25 +81,38 @@ impl LibraryIndex {
                 return Self::default();
             }
         };
-        match serde_json::from_slice::<Self>(&bytes) {
-            Ok(index) if index.format == INDEX_FORMAT => index,
-            Ok(_) => Self::default(),
-            Err(err) => {
-                tracing::warn!(path = %path.display(), cause = %err, "library index is corrupt, rebuilding it");
-                Self::default()
-            }
+        Self::parse(&bytes).unwrap_or_else(|err| {
+            tracing::warn!(path = %path.display(), cause = %err, "library index is unusable, rebuilding it");
+            Self::default()
+        })
+    }
+
+    /// Decodes index bytes; an index of another format is refused.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let index = serde_json::from_slice::<Self>(bytes).map_err(|err| err.to_string())?;
+        if index.format != INDEX_FORMAT {
+            return Err(format!(
+                "index format {} is not {INDEX_FORMAT}",
+                index.format
+            ));
         }
+        Ok(index)
+    }
+
+    /// Encodes the index as it is saved (fails for a game directory whose
+    /// path is not UTF-8).
+    pub fn to_bytes(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&IndexRef {
+            format: INDEX_FORMAT,
+            game_dir: &self.game_dir,
+            roots: &self.roots,
+        })
     }
 
     /// Writes the index atomically (temp file, fsync, rename).
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
         let mut tmp = tempfile::NamedTempFile::new_in(state_dir)?;
-        let json = serde_json::to_vec(&IndexRef {
-            format: INDEX_FORMAT,
-            game_dir: &self.game_dir,
-            roots: &self.roots,
-        })
-        .map_err(std::io::Error::other)?;
+        let json = self.to_bytes().map_err(std::io::Error::other)?;
         tmp.write_all(&json)?;
         tmp.as_file().sync_all()?;
         tmp.persist(state_dir.join(INDEX_FILE_NAME))

@@ -274,8 +274,9 @@ async fn send_file(
         let len = (end - offset).min(SEND_BLOCK_BYTES) as usize;
         tokio::task::spawn_blocking(move || {
             let mut block = vec![0u8; len];
-            // A file that shrank under us fails here: the receiver then
-            // sees a truncated stream, never wrong bytes.
+            // A file that shrank under us, or a failing disk, fails here:
+            // the receiver then sees a truncated stream, never wrong bytes.
+            crate::faults::read_error()?;
             std::os::unix::fs::FileExt::read_exact_at(&*file, &mut block, offset)?;
             Ok::<_, std::io::Error>(block)
         })

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each lab test uses a different part
 
+pub mod game;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -108,6 +110,23 @@ impl Lab {
     /// Limits what `host` sends to `rate` (tc syntax, e.g. `100mbit`).
     pub fn shape(&self, host: &str, rate: &str) {
         self.must(&["shape", host, rate]);
+    }
+
+    /// Runs `argv` inside `host` (its network and mount namespaces) and
+    /// insists that it succeeds: nftables rules, mounts. Returns stdout.
+    pub fn run(&self, host: &str, argv: &[&str]) -> String {
+        let output = Command::new("nsenter")
+            .args(["-t", &self.anchor_pid(host), "-n", "-m", "-u", "--"])
+            .args(argv)
+            .stdin(Stdio::null())
+            .output()
+            .expect("nsenter runs");
+        assert!(
+            output.status.success(),
+            "{argv:?} in {host}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Starts `lanspreadd` in `host` on a game directory prepared by
@@ -233,6 +252,30 @@ impl LabDaemon {
             .args(args)
             .output()
             .expect("lanspreadctl runs")
+    }
+
+    /// SIGTERMs the daemon, waits (at most 20 s) for it to exit, and hands
+    /// back its exit status and work dir.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, TempDir) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("signal the daemon");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lanspreadd did not exit within 20 s of SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let work = tempfile::tempdir().unwrap();
+        (status, std::mem::replace(&mut self.work, work))
     }
 
     /// SIGKILLs the daemon and hands back its work dir (games, state), as a

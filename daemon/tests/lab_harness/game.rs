@@ -1,0 +1,115 @@
+//! The game the lab tests move around: made once, copied to seeders,
+//! downloaded through IPC and compared byte for byte.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::{wait_for_event, write};
+use crate::lab_harness::LabDaemon;
+use lanspread_proto::client::IpcClient;
+use lanspread_proto::ipc::{GameFilesResult, PeerCommand, PeerEvent};
+use lanspread_proto::model::GameId;
+
+pub const GAME: &str = "openarena";
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn id() -> GameId {
+    GameId::new(GAME).unwrap()
+}
+
+/// Writes a game of `big` bytes (plus small files, an empty file, nested
+/// folders) once, so every seeder can copy the same bytes.
+pub fn make_game(big: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join(GAME);
+    let mut data = vec![0u8; big as usize];
+    blake3::Hasher::new()
+        .update(b"lanspread lab game")
+        .finalize_xof()
+        .fill(&mut data);
+    write(&root.join("pak0.eti"), &data);
+    write(&root.join("maps/deep/dm1.eti"), &data[..123_457]);
+    write(&root.join("empty.txt"), b"");
+    write(&root.join("version.ini"), b"version=0.8.8\n");
+    dir
+}
+
+pub fn copy_game(from: &Path) -> impl FnOnce(&Path) {
+    let from = from.join(GAME);
+    move |games| copy_tree(&from, &games.join(GAME))
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+pub fn assert_identical(expected: &Path, actual: &Path) {
+    for rel in ["pak0.eti", "maps/deep/dm1.eti", "empty.txt", "version.ini"] {
+        let want = blake3::hash(&std::fs::read(expected.join(GAME).join(rel)).unwrap());
+        let got = blake3::hash(&std::fs::read(actual.join(GAME).join(rel)).unwrap());
+        assert_eq!(want, got, "{rel} differs");
+    }
+    for leftover in [".version.ini.tmp", ".version.ini.discarded"] {
+        assert!(
+            !actual.join(GAME).join(leftover).exists(),
+            "{leftover} left behind"
+        );
+    }
+}
+
+pub async fn wait_peers(daemon: &LabDaemon, count: u32) {
+    crate::common::wait_peer_count(&mut daemon.client().await, count, CONNECT_TIMEOUT).await;
+}
+
+/// Asks for the file list and starts the download; returns the chunk count.
+pub async fn start_download(client: &mut IpcClient) -> usize {
+    let files: GameFilesResult = client
+        .call(PeerCommand::GetGame { id: id() })
+        .await
+        .unwrap();
+    client
+        .request(PeerCommand::DownloadGameFiles {
+            id: id(),
+            files: vec![],
+        })
+        .await
+        .unwrap();
+    files.files.iter().map(|f| f.chunk_hashes.len()).sum()
+}
+
+pub async fn wait_progress(events: &mut IpcClient, at_least: f64) {
+    wait_for_event(events, DOWNLOAD_TIMEOUT, "progress", |e| {
+        matches!(e, PeerEvent::DownloadGameFilesProgress { bytes_done, bytes_total, .. }
+            if *bytes_done as f64 >= at_least * *bytes_total as f64)
+    })
+    .await;
+}
+
+pub async fn wait_finished(events: &mut IpcClient) -> (u64, u64, u64) {
+    let event = wait_for_event(events, DOWNLOAD_TIMEOUT, "the end of the download", |e| {
+        matches!(
+            e,
+            PeerEvent::DownloadGameFilesFinished { .. } | PeerEvent::DownloadGameFilesFailed { .. }
+        )
+    })
+    .await;
+    match event.event {
+        PeerEvent::DownloadGameFilesFinished {
+            chunks_fetched,
+            chunks_resumed,
+            millis,
+            ..
+        } => (chunks_fetched, chunks_resumed, millis),
+        other => panic!("download failed: {other:?}"),
+    }
+}
