@@ -72,18 +72,28 @@ fn zip_game() -> tempfile::TempDir {
     dir
 }
 
-async fn downloaded(daemon: &LabDaemon) -> bool {
+/// (downloaded here, peers holding the latest version)
+async fn state(daemon: &LabDaemon) -> (bool, u32) {
     let games = daemon.client().await.list_games().await.unwrap();
-    games.iter().any(|g| g.id == id() && g.downloaded)
+    games
+        .iter()
+        .find(|g| g.id == id())
+        .map_or((false, 0), |g| (g.downloaded, g.peers))
 }
 
 /// One cycle on `daemon`: forget the game, download it from the other two,
 /// let it install itself, uninstall it.
 async fn cycle(daemon: &LabDaemon) {
     std::fs::remove_dir_all(daemon.games().join(GAME)).unwrap();
+    // Wait until the deletion is noticed and both other hosts are known
+    // to hold the game again (the previous cycle re-downloaded it on one).
     let deadline = Instant::now() + STEP_TIMEOUT;
-    while downloaded(daemon).await {
-        assert!(Instant::now() < deadline, "the deletion was never noticed");
+    while state(daemon).await != (false, 2) {
+        assert!(
+            Instant::now() < deadline,
+            "stuck at {:?}",
+            state(daemon).await
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut events = daemon.client().await;

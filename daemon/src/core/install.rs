@@ -10,6 +10,7 @@ use lanspread_proto::model::GameId;
 
 use super::{Daemon, DaemonEvent, Operation, err_chain};
 use crate::install::{UnpackProgress, install, uninstall};
+use crate::library::{is_downloaded, is_installed};
 
 /// Least time between two install progress events.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -47,8 +48,9 @@ impl Daemon {
         after_download: bool,
     ) -> Result<serde_json::Value, IpcError> {
         let root = self.operation_root(&id)?;
-        let downloaded = self.library.games.get(&id).is_some_and(|g| g.downloaded);
-        if !after_download && !downloaded {
+        // The disk, not the library snapshot: the snapshot catches up with
+        // a download or install that just ended only after its rescan.
+        if !after_download && !is_downloaded(&root) {
             return Err(IpcError::new(
                 ErrorCode::InvalidRequest,
                 format!("{id} is not downloaded here; download it first"),
@@ -88,7 +90,7 @@ impl Daemon {
     /// `UninstallGame`: removes `local/`, keeps the archives.
     pub(super) fn start_uninstall(&mut self, id: GameId) -> Result<serde_json::Value, IpcError> {
         let root = self.operation_root(&id)?;
-        if !self.library.games.get(&id).is_some_and(|g| g.installed) {
+        if !is_installed(&root) {
             return Err(IpcError::new(
                 ErrorCode::InvalidRequest,
                 format!("{id} is not installed"),
@@ -117,6 +119,12 @@ impl Daemon {
             .game_dir
             .as_ref()
             .ok_or_else(|| IpcError::new(ErrorCode::NoGameDir, "no game directory is set"))?;
+        if self.catalog.get(id).is_none() {
+            return Err(IpcError::new(
+                ErrorCode::InvalidRequest,
+                format!("{id} is not in the catalog"),
+            ));
+        }
         if self.operations.contains_key(id) {
             return Err(IpcError::new(
                 ErrorCode::Busy,

@@ -218,12 +218,21 @@ fn root_id(entry: &std::fs::DirEntry, catalog: &Catalog) -> Option<GameId> {
     Some(id)
 }
 
+/// Whether the game at `root` is installed: its `local/` is a directory
+/// (not a symlink to one).
+pub fn is_installed(root: &Path) -> bool {
+    std::fs::symlink_metadata(root.join(LOCAL_DIR)).is_ok_and(|m| m.is_dir())
+}
+
+/// Whether the game at `root` is downloaded: its `version.ini` is a file.
+pub fn is_downloaded(root: &Path) -> bool {
+    std::fs::symlink_metadata(root.join(SENTINEL)).is_ok_and(|m| m.is_file())
+}
+
 /// The library entry for a root; the installed flag is read fresh since it
 /// is not part of the fingerprint.
 fn local_game(root: &Path, id: GameId, name: String, indexed: &IndexedRoot) -> LocalGame {
-    let installed = std::fs::symlink_metadata(root.join(LOCAL_DIR))
-        .map(|m| m.is_dir())
-        .unwrap_or(false);
+    let installed = is_installed(root);
     LocalGame {
         id,
         name,
