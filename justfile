@@ -55,13 +55,10 @@ deb:
     target/release/lanspreadd --generate-man target/release/assets
     cargo deb --locked --no-build -p lanspreadd
 
-# Fuzz every decoder of outside bytes for SECONDS each (cargo-fuzz with the
-# stable toolchain through RUSTC_BOOTSTRAP; `cargo install --locked
-# cargo-fuzz`). Crashing inputs land in fuzz/artifacts/TARGET/.
+# Fuzz every decoder of outside bytes for SECONDS each, after replaying
+# fuzz/regressions/ (needs cargo-fuzz: `cargo install --locked cargo-fuzz`).
 fuzz SECONDS="60":
-    cd fuzz && for target in wire_messages ipc_lines versions version_ini catalog intent_log library_index; do \
-        RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time={{SECONDS}} || exit 1; \
-    done
+    scripts/fuzz.sh {{SECONDS}}
 
 # Regenerate the compiled-in TLS certificate and key (then rebuild).
 certs:
