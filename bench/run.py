@@ -456,7 +456,7 @@ def scenario_multi(work):
         "achieved_over_sum": summary(ratios),
         "bytes_share_median_run": shares[median_run],
         "link_share": {h: round(r / link_sum, 3) for h, r in MULTI_RATES.items()},
-        "_series": series[median_run],
+        "series_median_run": series[median_run],
     }
 
 
@@ -698,8 +698,11 @@ def svg_chart(series, rates, path):
     """Per-peer throughput over time (Mbit/s), with each link's cap dashed."""
     width, height, left, bottom, top, right = 720, 360, 60, 40, 30, 110
     t_max = max(t for pts in series.values() for t, _ in pts) or 1
-    y_max = max(max(rates.values()) * 1.25,
-                max((v for pts in series.values() for _, v in pts), default=1))
+    total = {}
+    for pts in series.values():
+        for t, v in pts:
+            total[t] = total.get(t, 0) + v
+    y_max = max(sum(rates.values()) * 1.1, max(total.values(), default=1))
     x = lambda t: left + (width - left - right) * t / t_max
     y = lambda v: height - bottom - (height - bottom - top) * v / y_max
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
@@ -717,7 +720,6 @@ def svg_chart(series, rates, path):
         t = t_max * i / 5
         out.append(f'<text x="{x(t):.1f}" y="{height - bottom + 16}" '
                    f'text-anchor="middle">{t:.1f} s</text>')
-    total = {}
     for i, (host, pts) in enumerate(series.items()):
         color = colors[i % len(colors)]
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{y(rates[host]):.1f}" '
@@ -726,12 +728,10 @@ def svg_chart(series, rates, path):
         out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
         out.append(f'<text x="{width - right + 8}" y="{top + 20 + 18 * i}" fill="{color}">'
                    f'{host} (cap {rates[host]})</text>')
-        for t, v in pts:
-            total[t] = total.get(t, 0) + v
     points = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in sorted(total.items()))
     out.append(f'<polyline fill="none" stroke="#555" stroke-width="1.5" points="{points}"/>')
     out.append(f'<text x="{width - right + 8}" y="{top + 20 + 18 * len(series)}" fill="#555">'
-               f'sum</text>')
+               f'sum (cap {sum(rates.values())})</text>')
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
@@ -796,7 +796,7 @@ def main():
     if os.path.exists(latest):
         with open(latest) as f:
             previous = json.load(f)
-    series = results.get("multi", {}).pop("_series", None)
+    series = results.get("multi", {}).get("series_median_run")
     if previous and args.only:
         # A partial run keeps the other scenarios' last figures.
         merged = dict(previous.get("scenarios", {}))

@@ -1,8 +1,12 @@
-//! The QUIC client: asks other peers, reusing one connection per peer
-//! address and opening one stream per request.
+//! The QUIC client: asks other peers over cached connections, one stream
+//! per request. Requests use one connection per peer address; chunk
+//! fetches spread over [`BULK_LANES`] connections to it, because streams of
+//! one s2n-quic connection contend for its lock (in `just bench` four lanes
+//! cut the downloader's CPU per GiB from 4.6 to 3.9 s).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lanspread_proto::model::GameId;
@@ -18,6 +22,10 @@ use super::server::limits;
 use super::tls::TlsIdentity;
 use super::{REQUEST_TIMEOUT, TransportError};
 
+/// Connections per peer that chunk fetches rotate over (lane 0 also
+/// carries requests).
+pub const BULK_LANES: usize = 4;
+
 /// A live connection to one peer.
 #[derive(Debug)]
 struct Cached {
@@ -31,9 +39,11 @@ struct Cached {
 #[derive(Debug)]
 pub struct PeerClient {
     client: Client,
-    /// One connection per peer address. The lock is held only to look up or
-    /// insert, never across a connect or a request.
-    connections: Mutex<HashMap<SocketAddr, Cached>>,
+    /// Connections by peer address and lane. The lock is held only to look
+    /// up or insert, never across a connect or a request.
+    connections: Mutex<HashMap<(SocketAddr, usize), Cached>>,
+    /// Picks the lane of the next chunk fetch.
+    next_lane: AtomicUsize,
 }
 
 impl PeerClient {
@@ -66,6 +76,7 @@ impl PeerClient {
         Ok(Self {
             client,
             connections: Mutex::new(HashMap::new()),
+            next_lane: AtomicUsize::new(0),
         })
     }
 
@@ -77,7 +88,7 @@ impl PeerClient {
         request: &Request,
     ) -> Result<Response, TransportError> {
         self.bounded(addr, REQUEST_TIMEOUT, async {
-            let mut stream = self.open_stream(addr, request).await?;
+            let mut stream = self.open_stream(addr, 0, request).await?;
             let bytes = read_to_end_bounded(&mut stream, MAX_RESPONSE_BYTES)
                 .await
                 .map_err(|err| protocol(addr, err))?;
@@ -103,8 +114,9 @@ impl PeerClient {
             offset,
             length,
         };
+        let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % BULK_LANES;
         self.bounded(addr, timeout, async {
-            let stream = self.open_stream(addr, &request).await?;
+            let stream = self.open_stream(addr, lane, &request).await?;
             let mut reader = BufReader::new(stream);
             match read_data_header(&mut reader)
                 .await
@@ -135,11 +147,15 @@ impl PeerClient {
         }
     }
 
-    /// Forgets and closes the connection to `addr` (after a failure).
+    /// Forgets and closes every connection to `addr` (after a failure).
     pub async fn forget(&self, addr: SocketAddr) {
-        if let Some(cached) = self.connections.lock().await.remove(&addr) {
-            cached.handle.close(0u32.into());
-        }
+        self.connections.lock().await.retain(|(to, _), cached| {
+            let keep = *to != addr;
+            if !keep {
+                cached.handle.close(0u32.into());
+            }
+            keep
+        });
     }
 
     async fn bounded<T>(
@@ -171,19 +187,20 @@ impl PeerClient {
     async fn open_stream(
         &self,
         addr: SocketAddr,
+        lane: usize,
         request: &Request,
     ) -> Result<s2n_quic::stream::BidirectionalStream, TransportError> {
         let stream_error = |reason: String| TransportError::Stream {
             addr: addr.to_string(),
             reason,
         };
-        let mut handle = self.connection(addr).await?;
+        let mut handle = self.connection(addr, lane).await?;
         let mut stream = match handle.open_bidirectional_stream().await {
             Ok(stream) => stream,
             Err(_) => {
                 // The cached connection died (peer restarted): one fresh try.
                 self.forget(addr).await;
-                handle = self.connection(addr).await?;
+                handle = self.connection(addr, lane).await?;
                 handle
                     .open_bidirectional_stream()
                     .await
@@ -201,8 +218,8 @@ impl PeerClient {
         Ok(stream)
     }
 
-    async fn connection(&self, addr: SocketAddr) -> Result<Handle, TransportError> {
-        if let Some(cached) = self.connections.lock().await.get(&addr) {
+    async fn connection(&self, addr: SocketAddr, lane: usize) -> Result<Handle, TransportError> {
+        if let Some(cached) = self.connections.lock().await.get(&(addr, lane)) {
             return Ok(cached.handle.clone());
         }
         let connect = Connect::new(addr).with_server_name(lanspread_proto::wire::SERVER_NAME);
@@ -217,7 +234,7 @@ impl PeerClient {
         let _ = connection.keep_alive(true);
         let (handle, acceptor) = connection.split();
         let previous = self.connections.lock().await.insert(
-            addr,
+            (addr, lane),
             Cached {
                 handle: handle.clone(),
                 _acceptor: acceptor,
