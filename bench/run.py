@@ -745,8 +745,8 @@ def preflight():
         sys.exit("bench: the network lab needs root")
     for tool in ("nginx", "curl", "bsdtar", "ip", "nsenter", "avahi-daemon", "dbus-daemon"):
         if not shutil.which(tool):
-            sys.exit(f"bench: {tool} is missing (`just bench` installs nginx-light, curl and "
-                     "libarchive-tools through scripts/apt-install.sh)")
+            sys.exit(f"bench: {tool} is missing (`just bench` installs it through "
+                     "scripts/apt-install.sh)")
     for binary in ("lanspreadd", "examples/ipc_bench", "examples/extract_bench"):
         if not os.path.exists(os.path.join(BIN, binary)):
             sys.exit(f"bench: target/release/{binary} is missing (`just bench` builds it)")
@@ -762,6 +762,8 @@ def main():
     global PROFILE
     PROFILE = args.profile and os.path.abspath(args.profile)
     if PROFILE:
+        if not shutil.which("perf"):
+            sys.exit("bench: --profile needs perf (apt-get install linux-perf)")
         os.makedirs(PROFILE, exist_ok=True)
     names = args.only.split(",") if args.only else list(SCENARIOS)
     for name in names:
