@@ -289,3 +289,35 @@ async fn a_downloaded_game_installs_by_itself() {
     leech.stop().await.0.unwrap();
     seeder.stop().await.0.unwrap();
 }
+
+/// A script that acts on each outcome event at once must not race the
+/// library rescan: the next command is judged by the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operation_may_follow_the_previous_ones_event_at_once() {
+    let daemon = TestDaemon::start(|d| zipped_game(d, "1", b"v1")).await;
+    let mut client = daemon.client().await;
+    let mut events = daemon.client().await;
+    events.subscribe().await.unwrap();
+    for _ in 0..10 {
+        for command in [
+            PeerCommand::InstallGame {
+                id: id("openarena"),
+            },
+            PeerCommand::UninstallGame {
+                id: id("openarena"),
+            },
+        ] {
+            run_op(&mut client, &mut events, command).await.unwrap();
+        }
+    }
+    let uninstalled = daemon.game_dir.path().join("openarena/local");
+    assert!(!uninstalled.exists());
+    // Still refused when it is really not installed.
+    let refused = client
+        .request(PeerCommand::UninstallGame {
+            id: id("openarena"),
+        })
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("not installed"), "{refused}");
+}
