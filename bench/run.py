@@ -820,13 +820,13 @@ def main():
     finally:
         signal.alarm(0)
         lab("down", check=False)
-        if failed:
+        if failed or os.environ.get("LANSPREAD_BENCH_KEEP"):
             # The daemons' logs stay for the post-mortem (big game files go).
             for root, _dirs, files in os.walk(work):
                 for name in files:
                     if name.endswith(".eti") or name == "curl.out":
                         os.unlink(os.path.join(root, name))
-            log(f"bench failed; daemon logs kept in {work}")
+            log(f"daemon logs kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
 

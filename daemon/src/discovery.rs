@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lanspread_proto::wire::WIRE_VERSION;
 use zeroconf::prelude::*;
@@ -31,6 +31,14 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(25);
 /// [`MAX_BACKOFF`].
 const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
+
+/// How long a peer may be known only by undialable addresses before the
+/// browser is recreated (doubling per try, [`MAX_REBROWSES`] times). Avahi
+/// resolves with any address family and zeroconf keeps no interface index,
+/// so a peer can come back as IPv6 link-local only; a fresh resolution
+/// usually yields its IPv4 address.
+const REBROWSE_AFTER: Duration = Duration::from_secs(3);
+const MAX_REBROWSES: u32 = 4;
 
 /// What this daemon announces.
 #[derive(Clone, Debug)]
@@ -168,13 +176,18 @@ fn session(
         .register()
         .map_err(|err| avahi("cannot register the mDNS service", err))?;
 
-    let mut browser = MdnsBrowser::new(service_type()?);
-    browser.set_service_callback(Box::new(move |result, _| {
-        let _ = tx.send(Callback::Browsed(result));
-    }));
-    let browser_loop = browser
-        .browse_services()
-        .map_err(|err| avahi("cannot browse mDNS services", err))?;
+    let browse = || -> Result<(MdnsBrowser, zeroconf::EventLoop), Failure> {
+        let mut browser = MdnsBrowser::new(service_type()?);
+        let browsed = tx.clone();
+        browser.set_service_callback(Box::new(move |result, _| {
+            let _ = browsed.send(Callback::Browsed(result));
+        }));
+        let browser_loop = browser
+            .browse_services()
+            .map_err(|err| avahi("cannot browse mDNS services", err))?;
+        Ok((browser, browser_loop))
+    };
+    let (mut _browser, mut browser_loop) = browse()?;
 
     emit(DiscoveryEvent::Running);
     tracing::info!(port = announcement.port, "mdns discovery running");
@@ -221,6 +234,10 @@ fn session(
                 }
             }
         }
+        if let Some(peer_id) = peers.due_for_rebrowse(Instant::now()) {
+            tracing::info!(peer = %peer_id, "peer resolved only to undialable addresses; browsing again");
+            (_browser, browser_loop) = browse().map_err(|f| running(f.reason))?;
+        }
     }
     Ok(())
 }
@@ -234,6 +251,9 @@ struct Peers {
     seen_self: bool,
     by_instance: HashMap<String, String>,
     best: HashMap<String, SocketAddr>,
+    /// Peers seen only at undialable addresses: since when, and how many
+    /// times the browser was recreated for them.
+    undialable: HashMap<String, (Instant, u32)>,
 }
 
 impl Peers {
@@ -243,7 +263,21 @@ impl Peers {
             seen_self: false,
             by_instance: HashMap::new(),
             best: HashMap::new(),
+            undialable: HashMap::new(),
         }
+    }
+
+    /// A peer that has waited long enough for a dialable address to
+    /// justify recreating the browser (its clock restarts, doubled).
+    fn due_for_rebrowse(&mut self, now: Instant) -> Option<String> {
+        let (peer_id, (since, tries)) =
+            self.undialable.iter_mut().find(|(_, (since, tries))| {
+                *tries < MAX_REBROWSES
+                    && now.duration_since(*since) >= REBROWSE_AFTER * 2u32.pow(*tries)
+            })?;
+        *since = now;
+        *tries += 1;
+        Some(peer_id.clone())
     }
 
     fn add(
@@ -275,8 +309,14 @@ impl Peers {
             .filter(|ip| address_rank(ip).is_some())
         else {
             tracing::debug!(instance, address, "undialable mdns address, ignored");
+            if !self.best.contains_key(&peer_id) {
+                self.undialable
+                    .entry(peer_id)
+                    .or_insert_with(|| (Instant::now(), 0));
+            }
             return None;
         };
+        self.undialable.remove(&peer_id);
         let addr = SocketAddr::new(ip, port);
         self.by_instance
             .insert(instance.to_owned(), peer_id.clone());
@@ -304,6 +344,7 @@ impl Peers {
     fn remove(&mut self, instance: &str) -> Option<DiscoveryEvent> {
         let peer_id = self.by_instance.remove(instance)?;
         self.best.remove(&peer_id);
+        self.undialable.remove(&peer_id);
         Some(DiscoveryEvent::Gone { peer_id })
     }
 }
@@ -392,6 +433,51 @@ mod tests {
             })
         );
         assert_eq!(peers.remove("unknown"), None);
+    }
+
+    #[test]
+    fn a_peer_known_only_at_undialable_addresses_asks_for_a_new_browser() {
+        let mut peers = Peers::new("me");
+        assert_eq!(
+            peers.add("b (pb)", Some("pb".into()), wire(), "fe80::1", 9),
+            None
+        );
+        let start = Instant::now();
+        assert_eq!(peers.due_for_rebrowse(start), None, "not at once");
+        let later = start + REBROWSE_AFTER;
+        assert_eq!(peers.due_for_rebrowse(later), Some("pb".into()));
+        assert_eq!(peers.due_for_rebrowse(later), None, "its clock restarted");
+        assert_eq!(
+            peers.due_for_rebrowse(later + REBROWSE_AFTER),
+            None,
+            "the wait doubled"
+        );
+        assert_eq!(
+            peers.due_for_rebrowse(later + REBROWSE_AFTER * 2),
+            Some("pb".into())
+        );
+        // A dialable address ends it.
+        assert!(
+            peers
+                .add("b (pb)", Some("pb".into()), wire(), "10.0.0.2", 9)
+                .is_some()
+        );
+        assert_eq!(peers.due_for_rebrowse(later + REBROWSE_AFTER * 100), None);
+        // A peer already found is not waited for again.
+        assert_eq!(
+            peers.add("b (pb)", Some("pb".into()), wire(), "fe80::2", 9),
+            None
+        );
+        assert_eq!(peers.due_for_rebrowse(later + REBROWSE_AFTER * 100), None);
+        // Tries are bounded.
+        peers.add("c (pc)", Some("pc".into()), wire(), "fe80::3", 9);
+        let mut tries = 0;
+        let mut now = later;
+        for _ in 0..100 {
+            now += REBROWSE_AFTER * 64;
+            tries += u32::from(peers.due_for_rebrowse(now).is_some());
+        }
+        assert_eq!(tries, MAX_REBROWSES);
     }
 
     #[test]
