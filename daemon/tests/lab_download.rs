@@ -95,7 +95,7 @@ async fn a_downloader_killed_mid_download_resumes_with_only_unverified_chunks() 
     wait_peers(&leech, 1).await;
     let mut events = leech.client().await;
     events.subscribe().await.unwrap();
-    let total_chunks = start_download(&mut leech.client().await).await as u64;
+    let total_chunks = chunk_count(&start_download(&mut leech.client().await).await);
     wait_progress(&mut events, 0.4).await;
     // Let the journal (written once a second) catch up, then crash.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -164,20 +164,8 @@ async fn a_full_disk_fails_the_download_clearly_and_a_retry_with_room_finishes()
     wait_peers(&leech, 1).await;
     let mut events = events_of(&leech).await;
     start_download(&mut leech.client().await).await;
-    let failed = wait_for_event(
-        &mut events,
-        DOWNLOAD_TIMEOUT,
-        "the end of the download",
-        |e| {
-            matches!(
-                e,
-                PeerEvent::DownloadGameFilesFinished { .. }
-                    | PeerEvent::DownloadGameFilesFailed { .. }
-            )
-        },
-    )
-    .await;
-    let PeerEvent::DownloadGameFilesFailed { reason, .. } = failed.event else {
+    let failed = wait_outcome(&mut events).await;
+    let PeerEvent::DownloadGameFilesFailed { reason, .. } = failed else {
         panic!("a 64 MiB game fit in 40 MiB: {failed:?}");
     };
     assert!(reason.contains("No space left"), "unclear reason: {reason}");
@@ -225,7 +213,7 @@ async fn sigterm_during_a_download_exits_cleanly_and_the_restart_resumes() {
     let leech = lab.spawn_daemon("h2", "leech", |_| {});
     wait_peers(&leech, 1).await;
     let mut events = events_of(&leech).await;
-    let total = start_download(&mut leech.client().await).await as u64;
+    let total = chunk_count(&start_download(&mut leech.client().await).await);
     wait_progress(&mut events, 0.4).await;
     drop(events);
     let (status, work) = leech.terminate();

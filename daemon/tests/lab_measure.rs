@@ -130,20 +130,8 @@ async fn download_throughput_from_one_seeder_on_an_unshaped_link() {
         .request(lanspread_proto::ipc::PeerCommand::DownloadGameFiles { id, files: vec![] })
         .await
         .unwrap();
-    let finished = wait_for_event(
-        &mut events,
-        Duration::from_secs(300),
-        "the end of the download",
-        |e| {
-            matches!(
-                e,
-                PeerEvent::DownloadGameFilesFinished { .. }
-                    | PeerEvent::DownloadGameFilesFailed { .. }
-            )
-        },
-    )
-    .await;
-    let PeerEvent::DownloadGameFilesFinished { bytes, millis, .. } = finished.event else {
+    let finished = lab_harness::game::wait_outcome(&mut events).await;
+    let PeerEvent::DownloadGameFilesFinished { bytes, millis, .. } = finished else {
         panic!("download failed: {finished:?}");
     };
     let mib_per_s = bytes as f64 / (1 << 20) as f64 / (millis as f64 / 1000.0);

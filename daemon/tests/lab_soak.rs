@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::wait_for_event;
 use lab_harness::game::*;
 use lab_harness::{Lab, LabDaemon};
-use lanspread_proto::ipc::{GameFilesResult, PeerCommand, PeerEvent};
+use lanspread_proto::ipc::{PeerCommand, PeerEvent};
 
 const CYCLES: usize = 100;
 const WARM_UP: usize = 10;
@@ -101,18 +101,8 @@ async fn cycle(daemon: &LabDaemon) {
     let mut events = daemon.client().await;
     events.subscribe().await.unwrap();
     let mut client = daemon.client().await;
-    let files: GameFilesResult = client
-        .call(PeerCommand::GetGame { id: id() })
-        .await
-        .unwrap();
+    let files = start_download(&mut client).await;
     assert_eq!(files.peers, 2, "both other hosts serve the game");
-    client
-        .request(PeerCommand::DownloadGameFiles {
-            id: id(),
-            files: vec![],
-        })
-        .await
-        .unwrap();
     let installed = wait_for_event(&mut events, STEP_TIMEOUT, "the install's end", |e| {
         matches!(
             e,

@@ -71,8 +71,8 @@ pub async fn wait_peers(daemon: &LabDaemon, count: u32) {
     crate::common::wait_peer_count(&mut daemon.client().await, count, CONNECT_TIMEOUT).await;
 }
 
-/// Asks for the file list and starts the download; returns the chunk count.
-pub async fn start_download(client: &mut IpcClient) -> usize {
+/// Asks for the file list and starts the download; returns the list.
+pub async fn start_download(client: &mut IpcClient) -> GameFilesResult {
     let files: GameFilesResult = client
         .call(PeerCommand::GetGame { id: id() })
         .await
@@ -84,7 +84,16 @@ pub async fn start_download(client: &mut IpcClient) -> usize {
         })
         .await
         .unwrap();
-    files.files.iter().map(|f| f.chunk_hashes.len()).sum()
+    files
+}
+
+/// Chunks of a file list.
+pub fn chunk_count(files: &GameFilesResult) -> u64 {
+    files
+        .files
+        .iter()
+        .map(|f| f.chunk_hashes.len() as u64)
+        .sum()
 }
 
 pub async fn wait_progress(events: &mut IpcClient, at_least: f64) {
@@ -95,15 +104,22 @@ pub async fn wait_progress(events: &mut IpcClient, at_least: f64) {
     .await;
 }
 
-pub async fn wait_finished(events: &mut IpcClient) -> (u64, u64, u64) {
-    let event = wait_for_event(events, DOWNLOAD_TIMEOUT, "the end of the download", |e| {
+/// The download's outcome event: finished or failed.
+pub async fn wait_outcome(events: &mut IpcClient) -> PeerEvent {
+    wait_for_event(events, DOWNLOAD_TIMEOUT, "the end of the download", |e| {
         matches!(
             e,
             PeerEvent::DownloadGameFilesFinished { .. } | PeerEvent::DownloadGameFilesFailed { .. }
         )
     })
-    .await;
-    match event.event {
+    .await
+    .event
+}
+
+/// `(chunks fetched, chunks resumed, millis)` of a download that must
+/// finish.
+pub async fn wait_finished(events: &mut IpcClient) -> (u64, u64, u64) {
+    match wait_outcome(events).await {
         PeerEvent::DownloadGameFilesFinished {
             chunks_fetched,
             chunks_resumed,
