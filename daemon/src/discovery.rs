@@ -35,8 +35,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// How long a peer may be known only by undialable addresses before the
 /// browser is recreated (doubling per try, [`MAX_REBROWSES`] times). Avahi
 /// resolves with any address family and zeroconf keeps no interface index,
-/// so a peer can come back as IPv6 link-local only; a fresh resolution
-/// usually yields its IPv4 address.
+/// so a peer can come back as IPv6 link-local only; a fresh resolution may
+/// yield its IPv4 address (not yet seen to happen in the lab).
 const REBROWSE_AFTER: Duration = Duration::from_secs(3);
 const MAX_REBROWSES: u32 = 4;
 
