@@ -76,7 +76,7 @@ bench-extract:
 bench-ipc:
     scripts/bench-ipc.sh
 
-# Every benchmark of SPEC §13 in the network lab (root, under 10 minutes):
+# Every benchmark of docs/lab.md#benchmarks in the network lab (root, under 10 minutes):
 # writes bench/results/latest.json, latest.md and multi-peer.svg, and
 # compares with the previous latest.json. `just bench single,multi` runs some.
 bench ONLY="":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`just bench`: lanspread's figures, measured in the network lab (SPEC §13).
+"""`just bench`: lanspread's figures, measured in the network lab (docs/lab.md#benchmarks).
 
 Runs every scenario against its baseline in the same run, on release
 binaries, in a lab of five hosts (id "bench"), and writes

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The network lab (SPEC §12): N isolated hosts on one private bridge, each a
+# The network lab (docs/lab.md): N isolated hosts on one private bridge, each a
 # network namespace with its own mount and UTS namespaces, D-Bus system bus,
 # avahi-daemon, and private /run/lanspread and /var/lib/lanspread (so
 # lanspreadd and lanspreadctl work there with their defaults). Root only. Nothing here ever runs avahi-daemon or sends

@@ -1,7 +1,8 @@
 //! `lanspreadctl`: drives `lanspreadd` over its local socket.
 //!
 //! One file per subcommand under `cmd/`; this file parses flags, connects,
-//! and maps failures to the exit codes of SPEC §9.
+//! and maps failures to the exit codes of
+//! `docs/design.md#command-line-contract`.
 
 mod cmd;
 mod format;

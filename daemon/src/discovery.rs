@@ -1,5 +1,5 @@
 //! Discovery: announce this daemon and find the others with mDNS
-//! (`_lanspread._udp`, SPEC §5).
+//! (`_lanspread._udp`, `docs/peer-protocol.md#discovery`).
 //!
 //! The only module that knows zeroconf. Avahi's client is not thread-safe
 //! and its event loop blocks, so the service, the browser and both event

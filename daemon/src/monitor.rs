@@ -1,5 +1,5 @@
-//! The local game monitor (SPEC §3, task 4): notices by itself when games
-//! are added, removed, updated or installed by hand.
+//! The local game monitor (`docs/design.md#the-daemons-parts`): notices by
+//! itself when games are added, removed, updated or installed by hand.
 //!
 //! A watcher thread (notify, behind [`ChangeSource`]) watches the game
 //! directory and each game root, all non-recursively, and keeps those

@@ -1,6 +1,6 @@
 //! The peer runtime: the QUIC server, discovery and the ping task, started
-//! together once the daemon has a game directory (SPEC §3) and stopped
-//! together at shutdown.
+//! together once the daemon has a game directory
+//! (`docs/design.md#the-daemons-parts`) and stopped together at shutdown.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

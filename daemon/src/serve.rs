@@ -1,5 +1,6 @@
 //! What this daemon offers to peers, and the rules for serving it: which
-//! games are announced, and which paths a peer may read (SPEC §4).
+//! games are announced, and which paths a peer may read
+//! (`docs/peer-protocol.md#serving-rules`).
 //!
 //! Pure policy over a [`ServedLibrary`] snapshot plus the filesystem checks
 //! that must happen at open time. Knows nothing about QUIC.

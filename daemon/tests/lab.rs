@@ -1,6 +1,7 @@
 //! Lab tests: real `lanspreadd` binaries on isolated hosts with their own
 //! Avahi, finding each other over real mDNS and talking over real QUIC
-//! (SPEC §5, §12). They need root, which CI has.
+//! (`docs/peer-protocol.md#discovery`, `docs/lab.md`). They need root,
+//! which CI has.
 
 mod common;
 mod lab_harness;

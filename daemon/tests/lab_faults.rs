@@ -1,4 +1,5 @@
-//! Faults in the lab (SPEC §13, the hardening issue): a flapping link,
+//! Faults in the lab (`docs/lab.md#how-the-tests-use-it`, the hardening
+//! issue): a flapping link,
 //! packet loss, a seeder whose disk fails, a full disk on the downloader,
 //! Avahi restarting mid-download, and SIGTERM during a download and during
 //! an install. After each, the downloader holds the complete, verified game

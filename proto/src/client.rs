@@ -22,8 +22,8 @@ use crate::model::{DaemonStatus, GameSummary, PeerInfo};
 /// Socket file name inside the runtime directory.
 pub const SOCKET_FILE_NAME: &str = "lanspreadd.sock";
 
-/// The platform's default socket path (SPEC §8): under systemd
-/// `$RUNTIME_DIRECTORY`, as root `/run/lanspread/`, otherwise
+/// The platform's default socket path (`docs/ipc.md#transport`): under
+/// systemd `$RUNTIME_DIRECTORY`, as root `/run/lanspread/`, otherwise
 /// `$XDG_RUNTIME_DIR/lanspread/` (falling back to the temp dir).
 pub fn default_socket_path() -> PathBuf {
     let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());

@@ -1,6 +1,6 @@
-//! The core's part of the download pipeline (SPEC §6): gathering file
-//! lists, starting, cancelling and concluding downloads. The transfer
-//! itself runs in `crate::download`.
+//! The core's part of the download pipeline (`docs/download.md`):
+//! gathering file lists, starting, cancelling and concluding downloads.
+//! The transfer itself runs in `crate::download`.
 
 use std::sync::Arc;
 
@@ -251,7 +251,8 @@ impl Daemon {
         if let Some(id) = ended {
             self.operation_ended(&id);
             if finished {
-                // SPEC §6 step 6: the install runs by itself.
+                // The install runs by itself (step 6 of
+                // `docs/download.md#steps`).
                 if let Err(err) = self.start_install(id.clone(), true) {
                     self.publish(PeerEvent::InstallGameFailed {
                         id,

@@ -1,8 +1,8 @@
-//! The download pipeline (SPEC §6): fetches a game's chunks from every peer
-//! that holds its latest version, verifies each against the manifest's
-//! BLAKE3 hash, writes it at its offset, and commits the version sentinel
-//! last. One task per download; it reports to the core through
-//! [`DownloadEvent`]s and stops at once when cancelled.
+//! The download pipeline (`docs/download.md`): fetches a game's chunks
+//! from every peer that holds its latest version, verifies each against
+//! the manifest's BLAKE3 hash, writes it at its offset, and commits the
+//! version sentinel last. One task per download; it reports to the core
+//! through [`DownloadEvent`]s and stops at once when cancelled.
 //!
 //! - `plan`: which peer fetches which chunk (measured throughput, retries,
 //!   endgame);

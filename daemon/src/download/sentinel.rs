@@ -1,7 +1,8 @@
-//! The version-sentinel transaction of a download (SPEC §6 steps 3–6), on
-//! disk. `version.ini` is the commit record: while a download runs there is
-//! none, so a crash at any point leaves a game that is not "downloaded";
-//! the new sentinel appears only after every other byte is durable.
+//! The version-sentinel transaction of a download, on disk
+//! (`docs/download.md#the-sentinel-transaction`). `version.ini` is the
+//! commit record: while a download runs there is none, so a crash at any
+//! point leaves a game that is not "downloaded"; the new sentinel appears
+//! only after every other byte is durable.
 //!
 //! Blocking filesystem work; callers run it off the async threads.
 

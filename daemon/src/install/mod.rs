@@ -1,6 +1,6 @@
-//! Install transactions (SPEC §7): extraction of a game's archives into
-//! `local/`, update and uninstall as crash-safe transactions, and the
-//! startup recovery that repairs an interrupted one.
+//! Install transactions (`docs/install.md`): extraction of a game's
+//! archives into `local/`, update and uninstall as crash-safe
+//! transactions, and the startup recovery that repairs an interrupted one.
 //!
 //! The only module that writes inside `local/` and the reserved folders
 //! `.local.installing/` and `.local.backup/`, and the only one that knows

@@ -1,5 +1,5 @@
 //! The IPC server: the local socket clients use to drive the daemon
-//! (SPEC §8, docs/ipc.md).
+//! (`docs/ipc.md`).
 //!
 //! The only module that knows `interprocess`. It turns lines into
 //! [`PeerCommand`](lanspread_proto::ipc::PeerCommand)s for the core and the

@@ -1,5 +1,5 @@
 //! The peer transport: one QUIC endpoint serving the local library and a
-//! client that asks other peers (SPEC §4).
+//! client that asks other peers (`docs/peer-protocol.md`).
 //!
 //! The only module that knows s2n-quic. One request per bidirectional
 //! stream (see `lanspread_proto::wire`); the client reuses one connection

@@ -1,5 +1,6 @@
 //! Install, update and uninstall as crash-safe transactions, and the
-//! startup recovery that finishes or undoes an interrupted one (SPEC §7).
+//! startup recovery that finishes or undoes an interrupted one
+//! (`docs/install.md#intent-log-and-markers`, `docs/install.md#recovery`).
 //!
 //! Every step first records its intent in `.lanspread.json`. The reserved
 //! folders carry a `.lanspread_owned` marker. A reserved folder is deleted
