@@ -21,7 +21,7 @@ clippy:
 # Some tests need root (the network lab, mounts, running the client as
 # another user): CI runs as root.
 test: fmt-check clippy
-    cargo test --workspace --all-features --locked
+    cargo test --workspace --all-features --locked -- --include-ignored
     scripts/check-deb.sh
 
 # Build the .deb and check its contents, man pages, completions and unit.

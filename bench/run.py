@@ -20,10 +20,10 @@ import filecmp
 import json
 import os
 import platform
+import queue
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -105,57 +105,51 @@ def link_game(source_root, target_root):
         os.link(os.path.join(source_root, GAME, name), os.path.join(target_root, GAME, name))
 
 
-class Ipc:
-    """A newline-JSON IPC connection (docs/ipc.md)."""
+def ctl(sock, *args, timeout=60):
+    """`lanspreadctl --json ARGS` against the daemon at `sock`: its JSON
+    output (docs/ipc.md, "lanspreadctl --json shapes"). The bench speaks to
+    daemons only through lanspreadctl, never through its own copy of the
+    IPC protocol."""
+    out = subprocess.run([os.path.join(BIN, "lanspreadctl"), "--socket", sock, "--json", *args],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"lanspreadctl {' '.join(args)}: {out.stderr.strip()}")
+    return json.loads(out.stdout)
 
-    def __init__(self, path, timeout=30):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.sock.settimeout(timeout)
-        self.file = self.sock.makefile("r", encoding="utf-8")
-        self.hello = json.loads(self.file.readline())
-        self.next_id = 1
-        self.events = []
 
-    def _line(self, deadline):
-        self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-        line = self.file.readline()
-        if not line:
-            raise RuntimeError("the daemon closed the IPC connection")
-        return json.loads(line)
+class Events:
+    """`lanspreadctl --json events`: the daemon's events, one per line, read
+    on a thread so waits can time out."""
 
-    def call(self, command, timeout=60):
-        rid = self.next_id
-        self.next_id += 1
-        self.sock.sendall((json.dumps({"id": rid, "command": command}) + "\n").encode())
+    def __init__(self, sock):
+        self.proc = subprocess.Popen([os.path.join(BIN, "lanspreadctl"), "--socket", sock,
+                                      "--json", "events"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put((time.monotonic(), json.loads(line)["event"]))
+        self.lines.put((time.monotonic(), None))
+
+    def wait(self, pred, what, timeout):
+        """The first event that satisfies `pred`, and when it arrived."""
         deadline = time.monotonic() + timeout
         while True:
-            msg = self._line(deadline)
-            if msg["kind"] == "event":
-                self.events.append(msg["event"])
-            elif msg["kind"] == "reply" and msg["id"] == rid:
-                if "error" in msg:
-                    raise RuntimeError(f"{command['type']}: {msg['error']}")
-                return msg["result"]
-
-    def wait_event(self, pred, what, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            while self.events:
-                event = self.events.pop(0)
-                if pred(event):
-                    return event
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}")
             try:
-                msg = self._line(deadline)
-            except socket.timeout:
+                at, event = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
                 raise RuntimeError(f"timed out waiting for {what}")
-            if msg["kind"] == "event":
-                self.events.append(msg["event"])
+            if event is None:
+                raise RuntimeError(f"the event stream ended while waiting for {what}")
+            if pred(event):
+                return at, event
 
     def close(self):
-        self.sock.close()
+        self.proc.terminate()
+        self.proc.wait()
 
 
 class Daemon:
@@ -186,28 +180,23 @@ class Daemon:
     def pid(self):
         return self.proc.pid
 
-    def ipc(self):
-        return Ipc(self.socket)
+    def ctl(self, *args, timeout=60):
+        return ctl(self.socket, *args, timeout=timeout)
 
     def wait_peers(self, count, timeout=30):
-        ipc = self.ipc()
         deadline = time.monotonic() + timeout
-        while ipc.call({"type": "GetPeerCount"})["count"] < count:
+        while self.ctl("status")["peer_count"] < count:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.dir}: fewer than {count} peers")
             time.sleep(0.1)
-        ipc.close()
 
     def wait_game_peers(self, count, timeout=30):
         """Until `count` connected peers hold the game (their library known)."""
-        ipc = self.ipc()
         deadline = time.monotonic() + timeout
-        while not any(g["id"] == GAME and g["peers"] >= count
-                      for g in ipc.call({"type": "ListGames"})):
+        while not any(g["id"] == GAME and g["peers"] >= count for g in self.ctl("games")):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.dir}: fewer than {count} peers hold {GAME}")
             time.sleep(0.1)
-        ipc.close()
 
     def stop(self):
         if self.proc.poll() is None:
@@ -254,23 +243,20 @@ def leech_in(work, host, name, peers):
 
 
 def download(daemon, timeout=300, watch_pids=(), profile=False):
-    """One whole download through IPC; returns (bytes, seconds, cpu per pid)."""
-    ipc = daemon.ipc()
-    ipc.call({"type": "Subscribe"})
-    ipc.call({"type": "GetGame", "id": GAME}, timeout=120)  # hashing is not timed
+    """One whole download through lanspreadctl; returns (bytes, seconds, cpu
+    per pid). Seconds are the daemon's own (`millis` of the finished event)."""
+    daemon.ctl("get", GAME, timeout=120)  # hashing is not timed
     pids = [daemon.pid, *watch_pids]
     perf = [perf_record([pid], name) for pid, name in zip(pids, ("downloader", "seeder"))] \
         if profile and PROFILE else []
     cpu_before = {pid: cpu_seconds(pid) for pid in pids}
-    ipc.call({"type": "DownloadGameFiles", "id": GAME, "files": []})
-    end = ipc.wait_event(
-        lambda e: e["type"] in ("DownloadGameFilesFinished", "DownloadGameFilesFailed")
-        and e["id"] == GAME, "the end of the download", timeout)
-    cpu = {pid: cpu_seconds(pid) - cpu_before[pid] for pid in pids}
-    for p in perf:
-        p.send_signal(signal.SIGINT)
-        p.wait()
-    ipc.close()
+    try:
+        end = daemon.ctl("download", GAME, timeout=timeout)["event"]
+    finally:
+        cpu = {pid: cpu_seconds(pid) - cpu_before[pid] for pid in pids}
+        for p in perf:
+            p.send_signal(signal.SIGINT)
+            p.wait()
     if end["type"] != "DownloadGameFilesFinished":
         raise RuntimeError(f"download failed: {end}")
     return end["bytes"], end["millis"] / 1000, cpu
@@ -549,17 +535,16 @@ def scenario_discovery(work):
     games = os.path.join(work, "discovery-games")
     write_game(games, 1024, "discovery")
     observer = Daemon(work, "h1", "observer", games)
-    watch = observer.ipc()
-    watch.call({"type": "Subscribe"})
+    watch = Events(observer.socket)
     samples = []
     try:
         for run in range(10):
             newcomer = Daemon(work, "h2", f"newcomer{run}", games)
-            peer_id = newcomer.ipc().hello["peer_id"]
+            peer_id = newcomer.ctl("status")["peer_id"]
             try:
-                watch.wait_event(lambda e: e["type"] == "PeerConnected"
-                                 and e["peer"]["peer_id"] == peer_id, "PeerConnected", 30)
-                samples.append(time.monotonic() - newcomer.started)
+                at, _ = watch.wait(lambda e: e["type"] == "PeerConnected"
+                                   and e["peer"]["peer_id"] == peer_id, "PeerConnected", 30)
+                samples.append(at - newcomer.started)
             except RuntimeError as err:
                 DISCOVERY_MISSES.append(f"discovery round {run}: {err}")
                 log(f"  discovery miss in round {run}: {err}")

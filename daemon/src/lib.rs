@@ -9,8 +9,11 @@ pub mod catalog;
 pub mod core;
 pub mod discovery;
 pub mod download;
+pub mod error_chain;
+pub mod event_sender;
 pub mod faults;
 pub mod game_dir;
+pub mod identity;
 pub mod install;
 pub mod ipc;
 pub mod library;
@@ -29,7 +32,8 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
-use crate::core::{Daemon, DaemonParts, Identity, adopt_game_dir};
+use crate::core::{Daemon, DaemonParts, Scanner};
+use crate::identity::Identity;
 use crate::ipc::{AccessPolicy, BindError, IpcServer};
 use crate::library::{LibraryIndex, LocalLibrary};
 use crate::runtime::PeerRuntimeConfig;
@@ -88,19 +92,19 @@ pub async fn run(
         name: config.name.clone(),
         daemon_version: env!("CARGO_PKG_VERSION"),
     });
-    let catalog = Arc::new(config.catalog);
-    let index = Arc::new(Mutex::new(LibraryIndex::load(state_dir.path())));
-    let (game_dir, library) =
-        initial_game_dir(config.game_dir, &catalog, &index, &state_dir).await?;
+    let scanner = Scanner {
+        catalog: Arc::new(config.catalog),
+        index: Arc::new(Mutex::new(LibraryIndex::load(state_dir.path()))),
+        state_dir,
+    };
+    let (game_dir, library) = initial_game_dir(config.game_dir, &scanner).await?;
 
     let server = IpcServer::bind(&config.socket, config.socket_mode).await?;
     let (daemon, core, inbox) = Daemon::new(DaemonParts {
         identity: Arc::clone(&identity),
-        catalog,
-        state_dir,
+        scanner,
         game_dir,
         library,
-        index,
         peer_runtime: config.peer_runtime,
         unpacker: config.unpacker,
         change_source: config.change_source,
@@ -126,20 +130,17 @@ pub async fn run(
 /// logged and left unset.
 async fn initial_game_dir(
     flag: Option<PathBuf>,
-    catalog: &Arc<Catalog>,
-    index: &Arc<Mutex<LibraryIndex>>,
-    state_dir: &StateDir,
+    scanner: &Scanner,
 ) -> Result<(Option<PathBuf>, LocalLibrary), StartError> {
     let from_flag = flag.is_some();
-    let Some(candidate) = flag.or_else(|| state_dir.saved_game_dir()) else {
+    let Some(candidate) = flag.or_else(|| scanner.state_dir.saved_game_dir()) else {
         tracing::info!("no game directory yet; waiting for SetGameDir");
         return Ok((None, LocalLibrary::default()));
     };
-    let (catalog, index, state) = (Arc::clone(catalog), Arc::clone(index), state_dir.clone());
-    let adopted =
-        tokio::task::spawn_blocking(move || adopt_game_dir(&candidate, &catalog, &index, &state))
-            .await
-            .expect("adopting a game directory does not panic");
+    let scanner = scanner.clone();
+    let adopted = tokio::task::spawn_blocking(move || scanner.adopt(&candidate))
+        .await
+        .expect("adopting a game directory does not panic");
     match adopted {
         Ok((path, library)) => {
             tracing::info!(game_dir = %path.display(), games = library.games.len(), "game directory in use");

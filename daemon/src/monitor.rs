@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::DaemonEvent;
+use crate::event_sender::EventSender;
 
 /// A root is rescanned once no change was seen in it for this long.
 pub const QUIET_PERIOD: Duration = Duration::from_millis(400);
@@ -33,6 +33,17 @@ pub const FALLBACK_SCAN_INTERVAL: Duration = Duration::from_secs(300);
 /// How often the watcher thread checks its watches against the disk
 /// (new roots, a recreated game directory).
 const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the monitor asks of the core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MonitorEvent {
+    /// A game root changed on disk and has been quiet since
+    /// ([`QUIET_PERIOD`]): rescan it.
+    RootChanged(GameId),
+    /// Rescan everything (the fallback timer, or the game directory was
+    /// (re)watched).
+    FullRescan,
+}
 
 /// A change the watcher saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,14 +263,16 @@ fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
 }
 
 /// The monitor task: debounces changes into per-id rescan requests for the
-/// core, and asks for the fallback scan. Runs until `shutdown`.
+/// core, and asks for the fallback scan. Runs until `shutdown`, also when
+/// the watcher could not start or stopped (then only the fallback scan
+/// notices changes).
 pub async fn run(
     source: Arc<dyn ChangeSource>,
     game_dir: watch::Receiver<Option<PathBuf>>,
-    core: mpsc::Sender<DaemonEvent>,
+    core: EventSender<MonitorEvent>,
     shutdown: CancellationToken,
 ) {
-    let (tx, mut changes) = mpsc::unbounded_channel();
+    let (tx, changes) = mpsc::unbounded_channel();
     let stop = Arc::new(AtomicBool::new(false));
     let thread = match source.start(game_dir, tx, Arc::clone(&stop)) {
         Ok(thread) => Some(thread),
@@ -268,6 +281,9 @@ pub async fn run(
             None
         }
     };
+    // `None` once the watcher is gone: its arm of the select is then
+    // disabled, and the timers and shutdown go on.
+    let mut changes = Some(changes);
     let mut pending: HashMap<GameId, Instant> = HashMap::new();
     let mut fallback = tokio::time::interval_at(
         Instant::now() + FALLBACK_SCAN_INTERVAL,
@@ -277,17 +293,17 @@ pub async fn run(
         let next_due = pending.values().min().copied();
         tokio::select! {
             () = shutdown.cancelled() => break,
-            change = changes.recv() => match change {
+            change = recv(&mut changes), if changes.is_some() => match change {
                 Some(Change::Root(id)) => {
                     pending.insert(id, Instant::now() + QUIET_PERIOD);
                 }
                 Some(Change::All) => {
                     pending.clear();
-                    let _ = core.send(DaemonEvent::FullRescan).await;
+                    let _ = core.send(MonitorEvent::FullRescan).await;
                 }
                 None => {
-                    // The watcher is gone; keep the fallback scan going.
-                    std::future::pending::<()>().await;
+                    tracing::warn!("the filesystem watcher stopped; only the fallback scan will notice changes");
+                    changes = None;
                 }
             },
             () = sleep_until(next_due) => {
@@ -299,17 +315,25 @@ pub async fn run(
                     .collect();
                 for id in due {
                     pending.remove(&id);
-                    let _ = core.send(DaemonEvent::RootChanged(id)).await;
+                    let _ = core.send(MonitorEvent::RootChanged(id)).await;
                 }
             }
             _ = fallback.tick() => {
-                let _ = core.send(DaemonEvent::FullRescan).await;
+                let _ = core.send(MonitorEvent::FullRescan).await;
             }
         }
     }
     stop.store(true, Ordering::Relaxed);
     if let Some(thread) = thread {
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+/// The next change, or `None` when the watcher is gone (or never started).
+async fn recv(changes: &mut Option<mpsc::UnboundedReceiver<Change>>) -> Option<Change> {
+    match changes {
+        Some(changes) => changes.recv().await,
+        None => None,
     }
 }
 
@@ -340,5 +364,148 @@ mod tests {
         assert_eq!(root_id(dir, Path::new("/g/Not Valid/x")), None);
         assert_eq!(root_id(dir, Path::new("/g")), None);
         assert_eq!(root_id(dir, Path::new("/elsewhere/x")), None);
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    //! The debounce, fallback and shutdown logic under paused time, through
+    //! the [`ChangeSource`] seam.
+
+    use super::*;
+
+    /// A change source whose changes the test sends by hand, or that cannot
+    /// start at all (an exhausted inotify limit).
+    #[derive(Debug, Default)]
+    struct Scripted {
+        broken: bool,
+        changes: std::sync::Mutex<Option<mpsc::UnboundedSender<Change>>>,
+    }
+
+    impl ChangeSource for Scripted {
+        fn start(
+            &self,
+            _game_dir: watch::Receiver<Option<PathBuf>>,
+            changes: mpsc::UnboundedSender<Change>,
+            _stop: Arc<AtomicBool>,
+        ) -> std::io::Result<std::thread::JoinHandle<()>> {
+            if self.broken {
+                return Err(std::io::Error::other("inotify instance limit reached"));
+            }
+            *self.changes.lock().unwrap() = Some(changes);
+            Ok(std::thread::spawn(|| {}))
+        }
+    }
+
+    struct Running {
+        source: Arc<Scripted>,
+        events: mpsc::Receiver<MonitorEvent>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+        _game_dir: watch::Sender<Option<PathBuf>>,
+    }
+
+    async fn start(source: Scripted) -> Running {
+        let source = Arc::new(source);
+        let (dir_tx, game_dir) = watch::channel(None);
+        let (core, events) = mpsc::channel(64);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Arc::clone(&source) as Arc<dyn ChangeSource>,
+            game_dir,
+            EventSender::new(core),
+            shutdown.clone(),
+        ));
+        tokio::task::yield_now().await;
+        Running {
+            source,
+            events,
+            shutdown,
+            task,
+            _game_dir: dir_tx,
+        }
+    }
+
+    impl Running {
+        fn change(&self, change: Change) {
+            let changes = self.source.changes.lock().unwrap();
+            changes.as_ref().unwrap().send(change).unwrap();
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            tokio::time::timeout(Duration::from_secs(1), self.task)
+                .await
+                .expect("the monitor stops on shutdown")
+                .unwrap();
+        }
+    }
+
+    fn id(name: &str) -> GameId {
+        GameId::new(name).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_watcher_the_fallback_scan_still_runs_and_shutdown_works() {
+        let mut monitor = start(Scripted {
+            broken: true,
+            ..Scripted::default()
+        })
+        .await;
+        let started = Instant::now();
+        for round in 1..=2u32 {
+            let event = tokio::time::timeout(FALLBACK_SCAN_INTERVAL * 2, monitor.events.recv())
+                .await
+                .expect("the fallback scan runs without a watcher");
+            assert_eq!(event, Some(MonitorEvent::FullRescan));
+            assert_eq!(started.elapsed(), FALLBACK_SCAN_INTERVAL * round);
+        }
+        monitor.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watcher_that_stops_leaves_the_fallback_scan_and_shutdown_working() {
+        let mut monitor = start(Scripted::default()).await;
+        // The watcher thread ends: its sender goes.
+        monitor.source.changes.lock().unwrap().take();
+        let event = tokio::time::timeout(FALLBACK_SCAN_INTERVAL * 2, monitor.events.recv())
+            .await
+            .expect("the fallback scan runs after the watcher stopped");
+        assert_eq!(event, Some(MonitorEvent::FullRescan));
+        monitor.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_copy_gives_one_rescan_once_the_root_is_quiet() {
+        let mut monitor = start(Scripted::default()).await;
+        let started = Instant::now();
+        // 60 writes 50 ms apart into one root, one write into another.
+        monitor.change(Change::Root(id("other")));
+        for _ in 0..60 {
+            monitor.change(Change::Root(id("big")));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let last_write = started + Duration::from_millis(50 * 59);
+        let first = monitor.events.recv().await.unwrap();
+        assert_eq!(first, MonitorEvent::RootChanged(id("other")));
+        let second = monitor.events.recv().await.unwrap();
+        assert_eq!(second, MonitorEvent::RootChanged(id("big")));
+        assert_eq!(Instant::now(), last_write + QUIET_PERIOD);
+        // Nothing more until the fallback scan.
+        let next = monitor.events.recv().await.unwrap();
+        assert_eq!(next, MonitorEvent::FullRescan);
+        assert_eq!(Instant::now(), started + FALLBACK_SCAN_INTERVAL);
+        monitor.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rewatch_drops_pending_roots_for_one_full_rescan() {
+        let mut monitor = start(Scripted::default()).await;
+        monitor.change(Change::Root(id("a")));
+        monitor.change(Change::All);
+        assert_eq!(monitor.events.recv().await, Some(MonitorEvent::FullRescan));
+        let next = tokio::time::timeout(QUIET_PERIOD * 4, monitor.events.recv()).await;
+        assert!(next.is_err(), "a root rescan after the full one: {next:?}");
+        monitor.stop().await;
     }
 }

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lanspread_proto::wire::{AnnouncedGame, Request, Response, WIRE_VERSION};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::core::DaemonEvent;
+use crate::event_sender::EventSender;
 use crate::library::version_ini::MAX_VERSION_LEN;
 use crate::transport::PeerClient;
 
@@ -68,7 +68,7 @@ struct Liveness {
 pub async fn run(
     client: Arc<PeerClient>,
     mut targets: watch::Receiver<Vec<PingTarget>>,
-    core: mpsc::Sender<DaemonEvent>,
+    core: EventSender<PingEvent>,
     shutdown: CancellationToken,
 ) {
     let mut pingers: HashMap<String, (SocketAddr, CancellationToken)> = HashMap::new();
@@ -101,12 +101,12 @@ pub async fn run(
 async fn ping_peer(
     client: Arc<PeerClient>,
     target: PingTarget,
-    core: mpsc::Sender<DaemonEvent>,
+    core: EventSender<PingEvent>,
     stop: CancellationToken,
 ) {
     let emit = |event| async {
         // The core is gone only at shutdown.
-        let _ = core.send(DaemonEvent::Ping(event)).await;
+        let _ = core.send(event).await;
     };
     let mut state = Liveness {
         last_answer: Instant::now(),

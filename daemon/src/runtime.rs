@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::{DaemonEvent, Identity};
-use crate::discovery::{Announcement, DiscoveryBackend};
+use crate::discovery::{Announcement, DiscoveryBackend, DiscoveryEvent};
+use crate::event_sender::EventSender;
+use crate::identity::Identity;
 use crate::library::LibraryIndex;
-use crate::ping::{self, PingTarget};
+use crate::ping::{self, PingEvent, PingTarget};
 use crate::serve::ServedLibrary;
 use crate::transport::{PeerClient, QuicServer, ServeContext, TlsIdentity, TransportError};
 
@@ -33,7 +34,10 @@ pub struct RuntimeFeeds {
     pub index: Arc<Mutex<LibraryIndex>>,
     /// Where the index is saved.
     pub state_dir: std::path::PathBuf,
-    pub inbox: mpsc::Sender<DaemonEvent>,
+    /// Where discovery reports.
+    pub discovery: EventSender<DiscoveryEvent>,
+    /// Where pings report.
+    pub pings: EventSender<PingEvent>,
 }
 
 /// The running peer runtime.
@@ -69,11 +73,11 @@ impl PeerRuntime {
         tokio::spawn(ping::run(
             Arc::clone(&client),
             feeds.targets,
-            feeds.inbox.clone(),
+            feeds.pings,
             tasks.clone(),
         ));
         let stop_discovery = Arc::new(AtomicBool::new(false));
-        let inbox = feeds.inbox;
+        let discovery = feeds.discovery;
         let announcement = Announcement {
             peer_id: identity.peer_id.clone(),
             name: identity.name.clone(),
@@ -85,7 +89,7 @@ impl PeerRuntime {
                 announcement,
                 Box::new(move |event| {
                     // The core is gone only at shutdown; then nobody listens.
-                    let _ = inbox.blocking_send(DaemonEvent::Discovery(event));
+                    let _ = discovery.blocking_send(event);
                 }),
                 Arc::clone(&stop_discovery),
             )

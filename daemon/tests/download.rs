@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use lanspread_proto::client::IpcClient;
-use lanspread_proto::ipc::{ErrorCode, GameFilesResult, PeerCommand, PeerEvent};
+use lanspread_proto::ipc::{ErrorCode, GameFilesResult, PeerEvent};
 use lanspread_proto::model::GameId;
 use lanspread_proto::wire::CHUNK_SIZE;
 
@@ -64,21 +64,10 @@ async fn a_game_downloads_from_two_seeders_byte_for_byte_with_the_sentinel_last(
     let mut events = leech.client().await;
     events.subscribe().await.unwrap();
 
-    let files: GameFilesResult = client
-        .call(PeerCommand::GetGame {
-            id: id("openarena"),
-        })
-        .await
-        .unwrap();
+    let files: GameFilesResult = client.get_game(&id("openarena")).await.unwrap();
     assert_eq!(files.peers, 2);
     assert_eq!(files.version.as_str(), "1.0");
-    client
-        .request(PeerCommand::DownloadGameFiles {
-            id: id("openarena"),
-            files: vec![],
-        })
-        .await
-        .unwrap();
+    client.download(&id("openarena"), vec![]).await.unwrap();
     let root = leech.game_dir.path().join("openarena");
     let mut saw = Vec::new();
     loop {
@@ -166,27 +155,11 @@ async fn an_update_replaces_the_sentinel_and_a_second_operation_is_refused() {
     connected(&mut client, 1).await;
     let mut events = leech.client().await;
     events.subscribe().await.unwrap();
-    let files: GameFilesResult = client
-        .call(PeerCommand::FetchLatestFromPeers {
-            id: id("openarena"),
-        })
-        .await
-        .unwrap();
+    let files: GameFilesResult = client.fetch_latest(&id("openarena")).await.unwrap();
     assert_eq!(files.version.as_str(), "2.0");
-    client
-        .request(PeerCommand::DownloadGameFiles {
-            id: id("openarena"),
-            files: vec![],
-        })
-        .await
-        .unwrap();
+    client.download(&id("openarena"), vec![]).await.unwrap();
     // While it runs, a second download of the same game is refused.
-    let second = client
-        .request(PeerCommand::DownloadGameFiles {
-            id: id("openarena"),
-            files: vec![],
-        })
-        .await;
+    let second = client.download(&id("openarena"), vec![]).await;
     if let Err(err) = second {
         assert_eq!(err.daemon_error().unwrap().code, ErrorCode::Busy);
     } // (or it already finished, which is fine too)
@@ -219,29 +192,13 @@ async fn a_cancelled_download_leaves_no_sentinel_and_a_new_one_succeeds() {
     connected(&mut client, 1).await;
     let mut events = leech.client().await;
     events.subscribe().await.unwrap();
-    let _: GameFilesResult = client
-        .call(PeerCommand::GetGame {
-            id: id("openarena"),
-        })
-        .await
-        .unwrap();
-    client
-        .request(PeerCommand::DownloadGameFiles {
-            id: id("openarena"),
-            files: vec![],
-        })
-        .await
-        .unwrap();
+    let _: GameFilesResult = client.get_game(&id("openarena")).await.unwrap();
+    client.download(&id("openarena"), vec![]).await.unwrap();
     wait_for_event(&mut events, TIMEOUT_DL, "DownloadGameFilesBegin", |e| {
         matches!(e, PeerEvent::DownloadGameFilesBegin { .. })
     })
     .await;
-    client
-        .request(PeerCommand::CancelDownload {
-            id: id("openarena"),
-        })
-        .await
-        .unwrap();
+    client.cancel_download(&id("openarena")).await.unwrap();
     wait_for_event(&mut events, TIMEOUT_DL, "DownloadGameFilesCancelled", |e| {
         matches!(e, PeerEvent::DownloadGameFilesCancelled { .. })
     })
@@ -250,21 +207,10 @@ async fn a_cancelled_download_leaves_no_sentinel_and_a_new_one_succeeds() {
     for name in ["version.ini", ".version.ini.tmp", ".version.ini.discarded"] {
         assert!(!root.join(name).exists(), "{name} left behind");
     }
-    let err = client
-        .request(PeerCommand::CancelDownload {
-            id: id("openarena"),
-        })
-        .await
-        .unwrap_err();
+    let err = client.cancel_download(&id("openarena")).await.unwrap_err();
     assert_eq!(err.daemon_error().unwrap().code, ErrorCode::NotRunning);
 
-    client
-        .request(PeerCommand::DownloadGameFiles {
-            id: id("openarena"),
-            files: vec![],
-        })
-        .await
-        .unwrap();
+    client.download(&id("openarena"), vec![]).await.unwrap();
     let finished = wait_for_event(&mut events, TIMEOUT_DL, "DownloadGameFilesFinished", |e| {
         matches!(e, PeerEvent::DownloadGameFilesFinished { .. })
     })
@@ -289,18 +235,9 @@ async fn asking_for_a_game_nobody_holds_is_a_clear_error() {
     let leech = TestDaemon::start_on(&lan, |_| {}).await;
     let mut client = leech.client().await;
     connected(&mut client, 1).await;
-    let err = client
-        .request(PeerCommand::GetGame { id: id("quake3") })
-        .await
-        .unwrap_err();
+    let err = client.get_game(&id("quake3")).await.unwrap_err();
     assert_eq!(err.daemon_error().unwrap().code, ErrorCode::NoPeers);
-    let err = client
-        .request(PeerCommand::DownloadGameFiles {
-            id: id("quake3"),
-            files: vec![],
-        })
-        .await
-        .unwrap_err();
+    let err = client.download(&id("quake3"), vec![]).await.unwrap_err();
     assert_eq!(err.daemon_error().unwrap().code, ErrorCode::NotRunning);
     leech.stop().await.0.unwrap();
     seeder.stop().await.0.unwrap();

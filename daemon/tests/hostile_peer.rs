@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use lanspread_proto::client::IpcClient;
-use lanspread_proto::ipc::{ErrorCode, PeerCommand, PeerEvent};
+use lanspread_proto::ipc::{ErrorCode, PeerEvent};
 use lanspread_proto::model::{GameFileDescription, GameId, Version};
 use lanspread_proto::wire::{
     AnnouncedGame, CHUNK_SIZE, DataHeader, Request, Response, WIRE_VERSION,
@@ -236,9 +236,7 @@ async fn lying_manifests_are_refused_naming_the_peer() {
     ] {
         let (daemon, mut client) = victim(lie).await;
         let err = client
-            .request(PeerCommand::GetGame {
-                id: GameId::new("openarena").unwrap(),
-            })
+            .get_game(&GameId::new("openarena").unwrap())
             .await
             .unwrap_err();
         let refusal = err
@@ -263,16 +261,11 @@ async fn lying_data_fails_the_download_naming_the_peer_and_commits_nothing() {
         let mut events = daemon.client().await;
         events.subscribe().await.unwrap();
         client
-            .request(PeerCommand::GetGame {
-                id: GameId::new("openarena").unwrap(),
-            })
+            .get_game(&GameId::new("openarena").unwrap())
             .await
             .unwrap();
         client
-            .request(PeerCommand::DownloadGameFiles {
-                id: GameId::new("openarena").unwrap(),
-                files: vec![],
-            })
+            .download(&GameId::new("openarena").unwrap(), vec![])
             .await
             .unwrap();
         let ended = wait_for_event(
@@ -312,17 +305,8 @@ async fn a_stalled_stream_keeps_the_daemon_responsive_and_cancellable() {
     let mut events = daemon.client().await;
     events.subscribe().await.unwrap();
     let id = GameId::new("openarena").unwrap();
-    client
-        .request(PeerCommand::GetGame { id: id.clone() })
-        .await
-        .unwrap();
-    client
-        .request(PeerCommand::DownloadGameFiles {
-            id: id.clone(),
-            files: vec![],
-        })
-        .await
-        .unwrap();
+    client.get_game(&id).await.unwrap();
+    client.download(&id, vec![]).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = std::time::Instant::now();
     assert!(client.status().await.is_ok());
@@ -330,10 +314,7 @@ async fn a_stalled_stream_keeps_the_daemon_responsive_and_cancellable() {
         started.elapsed() < Duration::from_millis(500),
         "IPC slowed by a stalled peer"
     );
-    client
-        .request(PeerCommand::CancelDownload { id })
-        .await
-        .unwrap();
+    client.cancel_download(&id).await.unwrap();
     wait_for_event(&mut events, Duration::from_secs(10), "the cancel", |e| {
         matches!(e, PeerEvent::DownloadGameFilesCancelled { .. })
     })

@@ -174,10 +174,7 @@ async fn a_broken_archive_fails_clearly_and_leaves_the_old_install() {
     assert!(!root.join(".local.installing").exists() && !root.join(".lanspread.json").exists());
 
     // Operations on games that are not downloaded or not installed.
-    let err = client
-        .request(PeerCommand::InstallGame { id: id("quake3") })
-        .await
-        .unwrap_err();
+    let err = client.install(&id("quake3")).await.unwrap_err();
     assert_eq!(err.daemon_error().unwrap().code, ErrorCode::InvalidRequest);
     daemon.stop().await.0.unwrap();
 }
@@ -185,6 +182,7 @@ async fn a_broken_archive_fails_clearly_and_leaves_the_old_install() {
 /// A full disk during extraction: a small tmpfs as the game directory.
 /// Needs root to mount it (CI runs as root).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: mounts a tmpfs (`just test` runs it)"]
 async fn a_full_disk_fails_the_update_and_keeps_the_old_install() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -250,19 +248,8 @@ async fn a_downloaded_game_installs_by_itself() {
     wait_peer_count(&mut client, 1, Duration::from_secs(15)).await;
     let mut events = leech.client().await;
     events.subscribe().await.unwrap();
-    client
-        .request(PeerCommand::GetGame {
-            id: id("openarena"),
-        })
-        .await
-        .unwrap();
-    client
-        .request(PeerCommand::DownloadGameFiles {
-            id: id("openarena"),
-            files: vec![],
-        })
-        .await
-        .unwrap();
+    client.get_game(&id("openarena")).await.unwrap();
+    client.download(&id("openarena"), vec![]).await.unwrap();
     let mut order = Vec::new();
     loop {
         let event = tokio::time::timeout(TIMEOUT_OP, events.next_event())
@@ -313,11 +300,6 @@ async fn each_operation_may_follow_the_previous_ones_event_at_once() {
     let uninstalled = daemon.game_dir.path().join("openarena/local");
     assert!(!uninstalled.exists());
     // Still refused when it is really not installed.
-    let refused = client
-        .request(PeerCommand::UninstallGame {
-            id: id("openarena"),
-        })
-        .await
-        .unwrap_err();
+    let refused = client.uninstall(&id("openarena")).await.unwrap_err();
     assert!(refused.to_string().contains("not installed"), "{refused}");
 }

@@ -330,6 +330,7 @@ async fn set_game_dir_refuses_bad_paths_and_keeps_the_old_one() {
 /// An unwritable directory: a read-only mount, since permission bits do
 /// not stop root. Needs root (CI runs as root).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: mounts a read-only tmpfs (`just test` runs it)"]
 async fn set_game_dir_refuses_an_unwritable_directory() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -438,7 +439,7 @@ async fn a_bad_game_dir_flag_stops_the_start_with_a_reason() {
     );
     let (_, task) = spawn_daemon(config).await;
     let err = task.await.unwrap().unwrap_err();
-    let text = lanspreadd::core::err_chain(&err);
+    let text = lanspreadd::error_chain::err_chain(&err);
     assert!(text.contains("does not exist"), "{text}");
     assert!(!socket.exists());
 }

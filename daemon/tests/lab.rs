@@ -35,6 +35,7 @@ async fn wait_connected_to(client: &mut IpcClient, peer_id: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn two_hosts_discover_each_other_with_no_configuration() {
     let lab = Lab::up(2);
     let a = lab.spawn_daemon("h1", "alpha", game("openarena", "0.8.8"));
@@ -76,6 +77,7 @@ async fn two_hosts_discover_each_other_with_no_configuration() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn three_hosts_see_each_others_games() {
     let lab = Lab::up(3);
     let daemons = [
@@ -105,6 +107,7 @@ async fn three_hosts_see_each_others_games() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn two_daemons_in_one_host_share_its_avahi() {
     let lab = Lab::up(1);
     let a = lab.spawn_daemon("h1", "same-host", game("openarena", "1"));
@@ -122,6 +125,7 @@ async fn two_daemons_in_one_host_share_its_avahi() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_cut_link_loses_the_peer_within_ten_seconds_and_a_restored_one_brings_it_back() {
     let lab = Lab::up(2);
     let a = lab.spawn_daemon("h1", "alpha", game("openarena", "1"));
@@ -164,6 +168,7 @@ async fn a_cut_link_loses_the_peer_within_ten_seconds_and_a_restored_one_brings_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn restarting_avahi_under_a_daemon_does_not_end_discovery() {
     let lab = Lab::up(2);
     let a = lab.spawn_daemon("h1", "alpha", game("openarena", "1"));
@@ -190,6 +195,7 @@ async fn restarting_avahi_under_a_daemon_does_not_end_discovery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_game_added_on_one_host_shows_up_on_another() {
     let lab = Lab::up(2);
     let a = lab.spawn_daemon("h1", "alpha", game("quake3", "1"));

@@ -13,6 +13,7 @@ use lanspread_proto::ipc::PeerEvent;
 use lanspread_proto::wire::CHUNK_SIZE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn lanspreadctl_downloads_from_two_seeders_and_every_byte_matches() {
     let game = make_game(CHUNK_SIZE * 6 + 4321);
     let lab = Lab::up(3);
@@ -35,6 +36,7 @@ async fn lanspreadctl_downloads_from_two_seeders_and_every_byte_matches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_seeder_killed_mid_download_leaves_the_other_to_finish() {
     let game = make_game(CHUNK_SIZE * 16);
     let lab = Lab::up(3);
@@ -54,6 +56,7 @@ async fn a_seeder_killed_mid_download_leaves_the_other_to_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_seeder_sending_bad_chunks_is_named_and_the_bytes_are_still_right() {
     let game = make_game(CHUNK_SIZE * 10);
     let lab = Lab::up(3);
@@ -86,6 +89,7 @@ async fn a_seeder_sending_bad_chunks_is_named_and_the_bytes_are_still_right() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_downloader_killed_mid_download_resumes_with_only_unverified_chunks() {
     let game = make_game(CHUNK_SIZE * 20);
     let lab = Lab::up(2);
@@ -128,6 +132,7 @@ async fn a_downloader_killed_mid_download_resumes_with_only_unverified_chunks() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn shaped_links_give_the_slow_peer_proportionally_less() {
     let game = make_game(CHUNK_SIZE * 24);
     let lab = Lab::up(3);
@@ -176,6 +181,7 @@ async fn shaped_links_give_the_slow_peer_proportionally_less() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_cancelled_download_leaves_no_sentinel_and_the_next_one_succeeds() {
     let game = make_game(CHUNK_SIZE * 12);
     let lab = Lab::up(2);
@@ -221,6 +227,7 @@ async fn a_cancelled_download_leaves_no_sentinel_and_the_next_one_succeeds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn an_update_fetches_the_newer_version_a_peer_offers() {
     let old = make_game(CHUNK_SIZE + 10);
     let lab = Lab::up(2);

@@ -17,7 +17,7 @@ use common::{wait_for_event, write};
 use lab_harness::game::*;
 use lab_harness::{Lab, LabDaemon};
 use lanspread_proto::client::IpcClient;
-use lanspread_proto::ipc::{PeerCommand, PeerEvent};
+use lanspread_proto::ipc::PeerEvent;
 use lanspread_proto::wire::CHUNK_SIZE;
 
 /// Only the game's own folder appears in the downloader's game directory.
@@ -45,6 +45,7 @@ async fn assert_healthy(daemon: &LabDaemon) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_flapping_link_during_a_download_still_gives_the_whole_game() {
     let game = make_game(CHUNK_SIZE * 16);
     let lab = Lab::up(2);
@@ -69,6 +70,7 @@ async fn a_flapping_link_during_a_download_still_gives_the_whole_game() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn packet_loss_on_the_downloader_slows_it_but_every_byte_is_right() {
     let game = make_game(CHUNK_SIZE * 8);
     let lab = Lab::up(2);
@@ -116,6 +118,7 @@ async fn packet_loss_on_the_downloader_slows_it_but_every_byte_is_right() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_seeder_whose_disk_fails_is_worked_around() {
     let game = make_game(CHUNK_SIZE * 12);
     let lab = Lab::up(3);
@@ -145,6 +148,7 @@ async fn a_seeder_whose_disk_fails_is_worked_around() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_full_disk_fails_the_download_clearly_and_a_retry_with_room_finishes() {
     let game = make_game(CHUNK_SIZE * 16); // 64 MiB
     let lab = Lab::up(2);
@@ -187,6 +191,7 @@ async fn a_full_disk_fails_the_download_clearly_and_a_retry_with_room_finishes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn avahi_restarting_mid_download_does_not_disturb_it() {
     let game = make_game(CHUNK_SIZE * 16);
     let lab = Lab::up(2);
@@ -206,6 +211,7 @@ async fn avahi_restarting_mid_download_does_not_disturb_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn sigterm_during_a_download_exits_cleanly_and_the_restart_resumes() {
     let game = make_game(CHUNK_SIZE * 20);
     let lab = Lab::up(2);
@@ -240,6 +246,7 @@ async fn sigterm_during_a_download_exits_cleanly_and_the_restart_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn sigterm_during_an_install_leaves_a_state_that_recovery_completes() {
     const ENTRIES: u64 = 8;
     const ENTRY: u64 = 48 << 20;
@@ -299,12 +306,7 @@ async fn sigterm_during_an_install_leaves_a_state_that_recovery_completes() {
     if !installed {
         assert!(!root.join("local").exists(), "a partial local/");
         let mut events = events_of(&leech).await;
-        leech
-            .client()
-            .await
-            .request(PeerCommand::InstallGame { id: id() })
-            .await
-            .unwrap();
+        leech.client().await.install(&id()).await.unwrap();
         let end = wait_for_event(&mut events, DOWNLOAD_TIMEOUT, "the install's end", |e| {
             matches!(
                 e,

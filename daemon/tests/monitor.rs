@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use lanspread_proto::client::IpcClient;
-use lanspread_proto::ipc::{PeerCommand, PeerEvent};
+use lanspread_proto::ipc::PeerEvent;
 use lanspread_proto::model::{GameId, GameSummary};
 use lanspreadd::install::{LibarchiveUnpacker, UnpackError, UnpackProgress, Unpacker};
 
@@ -220,10 +220,7 @@ async fn no_rescan_of_a_game_runs_during_an_operation_on_it_and_one_runs_after()
     let _open = OpenOnDrop(Arc::clone(&gated));
     tokio::time::sleep(Duration::from_millis(800)).await;
     let id = GameId::new("openarena").unwrap();
-    client
-        .request(PeerCommand::InstallGame { id })
-        .await
-        .unwrap();
+    client.install(&id).await.unwrap();
     let before = client.status().await.unwrap().rescans;
 
     // Changes to the game under installation, and to another game.

@@ -14,10 +14,11 @@ use serde::de::DeserializeOwned;
 use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
 
 use crate::ipc::{
-    ClientRequest, EventMessage, Hello, IpcError, MAX_LINE_BYTES, Outcome, PROTOCOL_VERSION,
-    PeerCommand, PeerCountResult, ServerMessage, SetGameDirResult, SubscribeResult,
+    CancelRequested, ClientRequest, DownloadStarted, EventMessage, GameFilesResult, Hello,
+    IpcError, MAX_LINE_BYTES, OperationStarted, Outcome, PROTOCOL_VERSION, PeerCommand,
+    PeerCountResult, ServerMessage, SetGameDirResult, SubscribeResult,
 };
-use crate::model::{DaemonStatus, GameSummary, PeerInfo};
+use crate::model::{DaemonStatus, GameFileDescription, GameId, GameSummary, PeerInfo};
 
 /// Socket file name inside the runtime directory.
 pub const SOCKET_FILE_NAME: &str = "lanspreadd.sock";
@@ -153,7 +154,9 @@ impl IpcClient {
         &self.hello
     }
 
-    /// Sends `command` and waits for its reply's result.
+    /// Sends `command` and waits for its reply's raw result. The typed
+    /// methods below are the way to call the daemon; this is for programs
+    /// that relay commands they do not interpret (and protocol tests).
     pub async fn request(
         &mut self,
         command: PeerCommand,
@@ -186,10 +189,7 @@ impl IpcClient {
     }
 
     /// Sends `command` and decodes its result as `T`.
-    pub async fn call<T: DeserializeOwned>(
-        &mut self,
-        command: PeerCommand,
-    ) -> Result<T, ClientError> {
+    async fn call<T: DeserializeOwned>(&mut self, command: PeerCommand) -> Result<T, ClientError> {
         let value = self.request(command).await?;
         serde_json::from_value(value.clone()).map_err(|source| ClientError::Decode {
             line: value.to_string(),
@@ -197,18 +197,22 @@ impl IpcClient {
         })
     }
 
+    /// `ListGames`: the merged library.
     pub async fn list_games(&mut self) -> Result<Vec<GameSummary>, ClientError> {
         self.call(PeerCommand::ListGames).await
     }
 
+    /// `Status`.
     pub async fn status(&mut self) -> Result<DaemonStatus, ClientError> {
         self.call(PeerCommand::Status).await
     }
 
+    /// `ListPeers`.
     pub async fn list_peers(&mut self) -> Result<Vec<PeerInfo>, ClientError> {
         self.call(PeerCommand::ListPeers).await
     }
 
+    /// `GetPeerCount`: connected peers.
     pub async fn peer_count(&mut self) -> Result<u32, ClientError> {
         Ok(self
             .call::<PeerCountResult>(PeerCommand::GetPeerCount)
@@ -216,11 +220,55 @@ impl IpcClient {
             .count)
     }
 
+    /// `SetGameDir`.
     pub async fn set_game_dir(&mut self, path: &Path) -> Result<SetGameDirResult, ClientError> {
         self.call(PeerCommand::SetGameDir {
             path: path.to_owned(),
         })
         .await
+    }
+
+    /// `GetGame`: the file list of the latest version among peers.
+    pub async fn get_game(&mut self, id: &GameId) -> Result<GameFilesResult, ClientError> {
+        self.call(PeerCommand::GetGame { id: id.clone() }).await
+    }
+
+    /// `FetchLatestFromPeers`: like [`get_game`](Self::get_game), for an
+    /// update.
+    pub async fn fetch_latest(&mut self, id: &GameId) -> Result<GameFilesResult, ClientError> {
+        self.call(PeerCommand::FetchLatestFromPeers { id: id.clone() })
+            .await
+    }
+
+    /// `DownloadGameFiles`: starts a download of `files` (empty: all) of
+    /// the file list fetched last.
+    pub async fn download(
+        &mut self,
+        id: &GameId,
+        files: Vec<GameFileDescription>,
+    ) -> Result<DownloadStarted, ClientError> {
+        self.call(PeerCommand::DownloadGameFiles {
+            id: id.clone(),
+            files,
+        })
+        .await
+    }
+
+    /// `CancelDownload`.
+    pub async fn cancel_download(&mut self, id: &GameId) -> Result<CancelRequested, ClientError> {
+        self.call(PeerCommand::CancelDownload { id: id.clone() })
+            .await
+    }
+
+    /// `InstallGame`: starts an install (or an update, when installed).
+    pub async fn install(&mut self, id: &GameId) -> Result<OperationStarted, ClientError> {
+        self.call(PeerCommand::InstallGame { id: id.clone() }).await
+    }
+
+    /// `UninstallGame`.
+    pub async fn uninstall(&mut self, id: &GameId) -> Result<OperationStarted, ClientError> {
+        self.call(PeerCommand::UninstallGame { id: id.clone() })
+            .await
     }
 
     /// Starts the event stream; the first event is the library snapshot.

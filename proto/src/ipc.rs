@@ -369,6 +369,49 @@ pub enum PeerEvent {
     },
 }
 
+/// The typed answer to a command: one variant per command, so the daemon
+/// core returns types and JSON is written only at the IPC edge. It is
+/// encoded as the bare result (untagged): a client knows which variant to
+/// expect from the command it sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum CommandResult {
+    /// `ListGames`.
+    Games(Vec<GameSummary>),
+    /// `Status`.
+    Status(crate::model::DaemonStatus),
+    /// `ListPeers`.
+    Peers(Vec<PeerInfo>),
+    /// `GetPeerCount`.
+    PeerCount(PeerCountResult),
+    /// `Subscribe`.
+    Subscribed(SubscribeResult),
+    /// `SetGameDir`.
+    GameDirSet(SetGameDirResult),
+    /// `GetGame`, `FetchLatestFromPeers`.
+    GameFiles(GameFilesResult),
+    /// `DownloadGameFiles`.
+    DownloadStarted(DownloadStarted),
+    /// `CancelDownload`.
+    CancelRequested(CancelRequested),
+    /// `InstallGame`, `UninstallGame`.
+    OperationStarted(OperationStarted),
+}
+
+/// Result of `CancelDownload`: the download was told to stop; it ends with
+/// `DownloadGameFilesCancelled`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequested {
+    pub id: GameId,
+}
+
+/// Result of `InstallGame` and `UninstallGame`: the operation started; its
+/// outcome comes as events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationStarted {
+    pub id: GameId,
+}
+
 /// Result of `SetGameDir`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetGameDirResult {

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use lanspread_proto::ipc::{
-    ClientRequest, DownloadStarted, GameFilesResult, Outcome, PeerCommand, PeerCountResult,
-    ServerMessage, SetGameDirResult, SubscribeResult,
+    CancelRequested, ClientRequest, DownloadStarted, GameFilesResult, OperationStarted, Outcome,
+    PeerCommand, PeerCountResult, ServerMessage, SetGameDirResult, SubscribeResult,
 };
 use lanspread_proto::model::{DaemonStatus, GameSummary, PeerInfo};
 use serde::Serialize;
@@ -111,7 +111,12 @@ fn the_example_sessions_parse_and_round_trip() {
                             PeerCommand::DownloadGameFiles { .. } => {
                                 round_trip_as::<DownloadStarted>(result, "DownloadGameFiles")
                             }
-                            other => panic!("no result type known for {}", other.name()),
+                            PeerCommand::CancelDownload { .. } => {
+                                round_trip_as::<CancelRequested>(result, "CancelDownload")
+                            }
+                            PeerCommand::InstallGame { .. } | PeerCommand::UninstallGame { .. } => {
+                                round_trip_as::<OperationStarted>(result, "InstallGame")
+                            }
                         }
                         results_checked += 1;
                     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use lanspread_proto::client::IpcClient;
-use lanspread_proto::ipc::{DownloadStarted, GameFilesResult, PeerCommand, PeerEvent};
+use lanspread_proto::ipc::{GameFilesResult, PeerEvent};
 use lanspread_proto::model::GameId;
 
 use crate::format::{print_json, rate, size, table};
@@ -39,14 +39,14 @@ pub async fn run(
     let id = GameId::new(id).map_err(|err| Failure::Usage(err.to_string()))?;
     match kind {
         Kind::Get => {
-            let files: GameFilesResult = client.call(PeerCommand::GetGame { id }).await?;
+            let files = client.get_game(&id).await?;
             print_files(&files, output);
             Ok(())
         }
         Kind::Download | Kind::Update => download(client, socket, output, kind, id, wait).await,
         Kind::Install | Kind::Uninstall => install(client, socket, output, kind, id).await,
         Kind::Cancel => {
-            let result = client.request(PeerCommand::CancelDownload { id }).await?;
+            let result = client.cancel_download(&id).await?;
             if output.json {
                 print_json(&result);
             } else {
@@ -98,17 +98,11 @@ async fn download(
     // Subscribe first on a second connection, so no event is missed.
     let mut events = IpcClient::connect(socket).await?;
     events.subscribe().await?;
-    let ask = match kind {
-        Kind::Update => PeerCommand::FetchLatestFromPeers { id: id.clone() },
-        _ => PeerCommand::GetGame { id: id.clone() },
+    let files = match kind {
+        Kind::Update => client.fetch_latest(&id).await?,
+        _ => client.get_game(&id).await?,
     };
-    let files: GameFilesResult = client.call(ask).await?;
-    let started: DownloadStarted = client
-        .call(PeerCommand::DownloadGameFiles {
-            id: id.clone(),
-            files: Vec::new(),
-        })
-        .await?;
+    let started = client.download(&id, Vec::new()).await?;
     if !wait {
         if output.json {
             print_json(&started);
@@ -193,12 +187,11 @@ async fn install(
     let mut events = IpcClient::connect(socket).await?;
     events.subscribe().await?;
     let installing = matches!(kind, Kind::Install);
-    let command = if installing {
-        PeerCommand::InstallGame { id: id.clone() }
+    if installing {
+        client.install(&id).await?;
     } else {
-        PeerCommand::UninstallGame { id: id.clone() }
-    };
-    client.request(command).await?;
+        client.uninstall(&id).await?;
+    }
     // Extraction has no known total: a spinner on a terminal, plain lines
     // (at most one a second) elsewhere, nothing with --json.
     let spinner = (!output.json && std::io::stderr().is_terminal()).then(|| {

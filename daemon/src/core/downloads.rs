@@ -2,19 +2,21 @@
 //! gathering file lists, starting, cancelling and concluding downloads.
 //! The transfer itself runs in `crate::download`.
 
-use std::sync::Arc;
-
-use lanspread_proto::ipc::{DownloadStarted, ErrorCode, GameFilesResult, IpcError, PeerEvent};
+use lanspread_proto::ipc::{
+    CancelRequested, CommandResult, DownloadStarted, ErrorCode, GameFilesResult, IpcError,
+    PeerEvent,
+};
 use lanspread_proto::model::{GameFileDescription, GameId, Version};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{CommandOutcome, Daemon, DaemonEvent, Operation, RuntimeSlot, internal};
+use super::{CommandOutcome, Daemon, DaemonEvent, Operation};
 use crate::download::gather::{GatheredManifest, gather};
 use crate::download::{self, DownloadEvent, DownloadRequest, Source};
+use crate::error_chain::err_chain;
+use crate::event_sender::EventSender;
 use crate::library::SENTINEL;
 use crate::peer_db::PeerState;
-use crate::transport::PeerClient;
 
 /// The outcome of asking peers for a file list.
 #[derive(Debug)]
@@ -25,16 +27,6 @@ pub struct ManifestGathered {
 }
 
 impl Daemon {
-    fn peer_client(&self) -> Result<Arc<PeerClient>, IpcError> {
-        match &self.runtime {
-            RuntimeSlot::Running(runtime) => Ok(runtime.client()),
-            _ => Err(IpcError::new(
-                ErrorCode::NotAvailable,
-                "the peer runtime is not running (set a game directory first)",
-            )),
-        }
-    }
-
     /// `GetGame` / `FetchLatestFromPeers`: asks the connected peers that
     /// hold the latest version for its file list; answers when they did.
     pub(super) fn on_get_game(&mut self, id: GameId, reply: oneshot::Sender<CommandOutcome>) {
@@ -91,7 +83,7 @@ impl Daemon {
                     files: manifest.files.clone(),
                 });
                 self.manifests.insert(id, manifest);
-                serde_json::to_value(result).map_err(internal)
+                Ok(CommandResult::GameFiles(result))
             }
         };
         let _ = reply.send(CommandOutcome::Reply(outcome));
@@ -100,19 +92,11 @@ impl Daemon {
     /// `DownloadGameFiles`: checks the request against the gathered file
     /// list and starts the transfer. An empty `files` means all of them;
     /// `version.ini` is always included (it commits the download).
-    pub(super) fn on_download(
-        &mut self,
-        id: GameId,
-        files: Vec<GameFileDescription>,
-    ) -> CommandOutcome {
-        CommandOutcome::Reply(self.start_download(id, files))
-    }
-
-    fn start_download(
+    pub(super) fn start_download(
         &mut self,
         id: GameId,
         requested: Vec<GameFileDescription>,
-    ) -> Result<serde_json::Value, IpcError> {
+    ) -> Result<DownloadStarted, IpcError> {
         let game_dir = self
             .game_dir
             .clone()
@@ -185,27 +169,29 @@ impl Daemon {
             root: game_dir.join(id.as_str()),
             files,
             sources,
-            state_dir: self.state_dir.path().to_owned(),
+            state_dir: self.scanner.state_dir.path().to_owned(),
         };
         let cancel = CancellationToken::new();
         self.operations
             .insert(id, Operation::Download(cancel.clone()));
-        tokio::spawn(download::run(request, client, self.inbox.clone(), cancel));
-        serde_json::to_value(started).map_err(internal)
+        let events = EventSender::new(self.inbox.clone());
+        tokio::spawn(download::run(request, client, events, cancel));
+        Ok(started)
     }
 
-    pub(super) fn on_cancel_download(&mut self, id: &GameId) -> CommandOutcome {
-        let outcome = match self.operations.get(id) {
+    /// `CancelDownload`: tells the download to stop; it ends with
+    /// `DownloadGameFilesCancelled`.
+    pub(super) fn cancel_download(&mut self, id: GameId) -> Result<CancelRequested, IpcError> {
+        match self.operations.get(&id) {
             Some(Operation::Download(cancel)) => {
                 cancel.cancel();
-                Ok(serde_json::json!({ "id": id }))
+                Ok(CancelRequested { id })
             }
             _ => Err(IpcError::new(
                 ErrorCode::NotRunning,
                 format!("no download of {id} is running"),
             )),
-        };
-        CommandOutcome::Reply(outcome)
+        }
     }
 
     pub(super) fn on_download_event(&mut self, event: DownloadEvent) {
@@ -237,9 +223,12 @@ impl Daemon {
                     millis: (stats.seconds * 1000.0) as u64,
                 },
             ),
-            DownloadEvent::Failed { id, reason } => (
+            DownloadEvent::Failed { id, error } => (
                 Some(id.clone()),
-                PeerEvent::DownloadGameFilesFailed { id, reason },
+                PeerEvent::DownloadGameFilesFailed {
+                    id,
+                    reason: err_chain(&error),
+                },
             ),
             DownloadEvent::Cancelled { id } => (
                 Some(id.clone()),

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lanspread_proto::ipc::{ErrorCode, IpcError, PeerEvent};
+use lanspread_proto::ipc::{ErrorCode, IpcError, OperationStarted, PeerEvent};
 use lanspread_proto::model::GameId;
 
-use super::{Daemon, DaemonEvent, Operation, err_chain};
-use crate::install::{UnpackProgress, install, uninstall};
+use super::{Daemon, DaemonEvent, Operation};
+use crate::error_chain::err_chain;
+use crate::install::{InstallError, UnpackProgress, install, uninstall};
 use crate::library::{is_downloaded, is_installed};
 
 /// Least time between two install progress events.
@@ -28,14 +29,14 @@ pub enum InstallEvent {
     },
     InstallFailed {
         id: GameId,
-        reason: String,
+        error: InstallError,
     },
     Uninstalled {
         id: GameId,
     },
     UninstallFailed {
         id: GameId,
-        reason: String,
+        error: InstallError,
     },
 }
 
@@ -46,7 +47,7 @@ impl Daemon {
         &mut self,
         id: GameId,
         after_download: bool,
-    ) -> Result<serde_json::Value, IpcError> {
+    ) -> Result<OperationStarted, IpcError> {
         let root = self.operation_root(&id)?;
         // The disk, not the library snapshot: the snapshot catches up with
         // a download or install that just ended only after its rescan.
@@ -77,18 +78,15 @@ impl Daemon {
                     id: task_id,
                     progress,
                 },
-                Err(err) => InstallEvent::InstallFailed {
-                    id: task_id,
-                    reason: err_chain(&err),
-                },
+                Err(error) => InstallEvent::InstallFailed { id: task_id, error },
             };
             let _ = inbox.blocking_send(DaemonEvent::Install(event));
         });
-        Ok(serde_json::json!({ "id": id }))
+        Ok(OperationStarted { id })
     }
 
     /// `UninstallGame`: removes `local/`, keeps the archives.
-    pub(super) fn start_uninstall(&mut self, id: GameId) -> Result<serde_json::Value, IpcError> {
+    pub(super) fn start_uninstall(&mut self, id: GameId) -> Result<OperationStarted, IpcError> {
         let root = self.operation_root(&id)?;
         if !is_installed(&root) {
             return Err(IpcError::new(
@@ -103,14 +101,11 @@ impl Daemon {
         tokio::task::spawn_blocking(move || {
             let event = match uninstall(&root) {
                 Ok(()) => InstallEvent::Uninstalled { id: task_id },
-                Err(err) => InstallEvent::UninstallFailed {
-                    id: task_id,
-                    reason: err_chain(&err),
-                },
+                Err(error) => InstallEvent::UninstallFailed { id: task_id, error },
             };
             let _ = inbox.blocking_send(DaemonEvent::Install(event));
         });
-        Ok(serde_json::json!({ "id": id }))
+        Ok(OperationStarted { id })
     }
 
     /// The root of `id`, if an operation may start on it now.
@@ -148,7 +143,8 @@ impl Daemon {
                 tracing::info!(game = %id, entries = progress.entries, bytes = progress.bytes, "installed");
                 (Some(id.clone()), PeerEvent::InstallGameFinished { id })
             }
-            InstallEvent::InstallFailed { id, reason } => {
+            InstallEvent::InstallFailed { id, error } => {
+                let reason = err_chain(&error);
                 tracing::warn!(game = %id, %reason, "install failed");
                 (
                     Some(id.clone()),
@@ -159,7 +155,8 @@ impl Daemon {
                 tracing::info!(game = %id, "uninstalled");
                 (Some(id.clone()), PeerEvent::UninstallGameFinished { id })
             }
-            InstallEvent::UninstallFailed { id, reason } => {
+            InstallEvent::UninstallFailed { id, error } => {
+                let reason = err_chain(&error);
                 tracing::warn!(game = %id, %reason, "uninstall failed");
                 (
                     Some(id.clone()),

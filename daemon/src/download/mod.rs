@@ -23,15 +23,16 @@ use std::time::{Duration, Instant};
 
 use lanspread_proto::model::{GameFileDescription, GameId, Version};
 use lanspread_proto::wire::CHUNK_SIZE;
-use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::core::{DaemonEvent, err_chain};
+use crate::error_chain::err_chain;
+use crate::event_sender::EventSender;
 use crate::library::SENTINEL;
 use crate::transport::PeerClient;
 use journal::Journal;
 use plan::{AfterFailure, ChunkId, FetchFailure, PeerIdx, Plan};
+use sentinel::SentinelError;
 
 /// Shortest time one chunk fetch may take before it counts as stalled.
 pub const MIN_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,8 +65,27 @@ pub struct DownloadRequest {
     pub state_dir: PathBuf,
 }
 
+/// Why a download failed. Each variant keeps its cause; the message that
+/// leaves the process (`DownloadGameFilesFailed`) is its whole chain.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// Our own disk failed: preparing, writing, syncing or committing (the
+    /// cause names the step and the path).
+    #[error("the download's files on this host")]
+    Disk(#[source] SentinelError),
+    /// Every source was dropped before the last chunk arrived.
+    #[error("no peer can serve the remaining chunks")]
+    NoSources,
+    /// The planner gave up (a chunk failed too often everywhere).
+    #[error("{0}")]
+    GaveUp(String),
+    /// A blocking step panicked; the download cannot know its state.
+    #[error("{0} panicked")]
+    Panicked(&'static str),
+}
+
 /// What a download reports.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub enum DownloadEvent {
     Begin {
         id: GameId,
@@ -83,7 +103,7 @@ pub enum DownloadEvent {
     },
     Failed {
         id: GameId,
-        reason: String,
+        error: DownloadError,
     },
     Cancelled {
         id: GameId,
@@ -112,21 +132,21 @@ enum Fetched {
     /// The peer did not deliver.
     Failed(FetchFailure),
     /// Our own disk failed: the download cannot go on.
-    Local(String),
+    Local(DownloadError),
 }
 
 /// Runs one download to its end and reports it.
 pub async fn run(
     request: DownloadRequest,
     client: Arc<PeerClient>,
-    core: mpsc::Sender<DaemonEvent>,
+    core: EventSender<DownloadEvent>,
     cancel: CancellationToken,
 ) {
     let id = request.id.clone();
     let report = |event| {
         let core = core.clone();
         async move {
-            let _ = core.send(DaemonEvent::Download(event)).await;
+            let _ = core.send(event).await;
         }
     };
     let span = tracing::info_span!("download", game = %id);
@@ -141,9 +161,9 @@ pub async fn run(
                 tracing::warn!(game = %request.id, cause = %err_chain(&err), "cannot clean up after the download");
             }
             match outcome {
-                Err(Ended::Failed(reason)) => {
-                    tracing::warn!(game = %request.id, %reason, "download failed");
-                    DownloadEvent::Failed { id, reason }
+                Err(Ended::Failed(error)) => {
+                    tracing::warn!(game = %request.id, cause = %err_chain(&error), "download failed");
+                    DownloadEvent::Failed { id, error }
                 }
                 _ => {
                     tracing::info!(game = %request.id, "download cancelled");
@@ -158,25 +178,25 @@ pub async fn run(
 /// Why a transfer ended without finishing.
 enum Ended {
     Cancelled,
-    Failed(String),
+    Failed(DownloadError),
 }
 
 async fn transfer(
     request: &DownloadRequest,
     client: &Arc<PeerClient>,
-    core: &mpsc::Sender<DaemonEvent>,
+    core: &EventSender<DownloadEvent>,
     cancel: &CancellationToken,
 ) -> Result<DownloadStats, Ended> {
     let started = Instant::now();
     let emit = |event| async move {
-        let _ = core.send(DaemonEvent::Download(event)).await;
+        let _ = core.send(event).await;
     };
     // Step 3: the transaction begins.
     let (root, files) = (request.root.clone(), request.files.clone());
     tokio::task::spawn_blocking(move || sentinel::begin(&root, &files))
         .await
-        .map_err(|_| Ended::Failed("preparing files panicked".into()))?
-        .map_err(|err| Ended::Failed(err_chain(&err)))?;
+        .map_err(|_| Ended::Failed(DownloadError::Panicked("preparing files")))?
+        .map_err(|err| Ended::Failed(DownloadError::Disk(err)))?;
     let journal = Journal::load_matching(
         &request.state_dir,
         &request.id,
@@ -246,9 +266,7 @@ async fn transfer(
             break;
         }
         if fetches.is_empty() {
-            return Err(Ended::Failed(
-                "no peer can serve the remaining chunks".into(),
-            ));
+            return Err(Ended::Failed(DownloadError::NoSources));
         }
         tokio::select! {
             () = cancel.cancelled() => {
@@ -270,9 +288,9 @@ async fn transfer(
                 })
                 .await;
                 if !unsynced.is_empty() && last_journal.elapsed() >= JOURNAL_INTERVAL {
-                    if let Err(reason) = save_journal(request, &done, &mut unsynced).await {
+                    if let Err(error) = save_journal(request, &done, &mut unsynced).await {
                         fetches.abort_all();
-                        return Err(Ended::Failed(reason));
+                        return Err(Ended::Failed(error));
                     }
                     last_journal = Instant::now();
                 }
@@ -303,10 +321,10 @@ async fn transfer(
                             unsynced.insert(file);
                         }
                     }
-                    Fetched::Local(reason) => {
+                    Fetched::Local(error) => {
                         fetches.abort_all();
                         let _ = save_journal(request, &done, &mut unsynced).await;
-                        return Err(Ended::Failed(reason));
+                        return Err(Ended::Failed(error));
                     }
                     Fetched::Failed(failure) => {
                         match &failure {
@@ -327,7 +345,7 @@ async fn transfer(
                             AfterFailure::Fatal(reason) => {
                                 fetches.abort_all();
                                 let _ = save_journal(request, &done, &mut unsynced).await;
-                                return Err(Ended::Failed(reason));
+                                return Err(Ended::Failed(DownloadError::GaveUp(reason)));
                             }
                         }
                     }
@@ -345,8 +363,8 @@ async fn transfer(
     let root = request.root.clone();
     tokio::task::spawn_blocking(move || sentinel::commit(&root, &sentinel_bytes))
         .await
-        .map_err(|_| Ended::Failed("committing the sentinel panicked".into()))?
-        .map_err(|err| Ended::Failed(err_chain(&err)))?;
+        .map_err(|_| Ended::Failed(DownloadError::Panicked("committing version.ini")))?
+        .map_err(|err| Ended::Failed(DownloadError::Disk(err)))?;
     Journal::remove(&request.state_dir, &request.id);
     let stats = DownloadStats {
         bytes: plan.total_bytes(),
@@ -414,7 +432,7 @@ fn fetch_task(
             let data = match verified {
                 Ok((true, data)) => data,
                 Ok((false, _)) => return Fetched::Failed(FetchFailure::BadData),
-                Err(_) => return Fetched::Local("verifying a chunk panicked".into()),
+                Err(_) => return Fetched::Local(DownloadError::Panicked("verifying a chunk")),
             };
             if is_sentinel {
                 return Fetched::Sentinel(data);
@@ -424,8 +442,8 @@ fn fetch_task(
                 .await
             {
                 Ok(Ok(())) => Fetched::Written,
-                Ok(Err(err)) => Fetched::Local(err_chain(&err)),
-                Err(_) => Fetched::Local("writing a chunk panicked".into()),
+                Ok(Err(err)) => Fetched::Local(DownloadError::Disk(err)),
+                Err(_) => Fetched::Local(DownloadError::Panicked("writing a chunk")),
             }
         }
         .await;
@@ -442,7 +460,7 @@ async fn save_journal(
     request: &DownloadRequest,
     done: &[Vec<u32>],
     unsynced: &mut BTreeSet<usize>,
-) -> Result<(), String> {
+) -> Result<(), DownloadError> {
     if unsynced.is_empty() {
         return Ok(());
     }
@@ -458,11 +476,11 @@ async fn save_journal(
     };
     let state_dir = request.state_dir.clone();
     let saved = tokio::task::spawn_blocking(move || {
-        sentinel::sync_files(&paths).map_err(|err| err_chain(&err))?;
-        Ok::<_, String>(journal.save(&state_dir))
+        sentinel::sync_files(&paths).map_err(DownloadError::Disk)?;
+        Ok::<_, DownloadError>(journal.save(&state_dir))
     })
     .await
-    .map_err(|_| "syncing downloaded files panicked".to_owned())??;
+    .map_err(|_| DownloadError::Panicked("syncing downloaded files"))??;
     unsynced.clear();
     if let Err(err) = saved {
         tracing::warn!(game = %request.id, cause = %err, "cannot save the download journal");

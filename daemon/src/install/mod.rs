@@ -44,7 +44,7 @@ pub fn recover_all(game_dir: &Path) {
                 tracing::warn!(game = %name, %what, "left a folder alone that lanspread did not make");
             }
             Err(err) => {
-                tracing::error!(game = %name, cause = %crate::core::err_chain(&err), "recovery failed");
+                tracing::error!(game = %name, cause = %crate::error_chain::err_chain(&err), "recovery failed");
             }
         }
     }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::{Stream, prelude::*};
 use lanspread_proto::ipc::{
-    Access, ClientRequest, ErrorCode, EventMessage, Hello, IpcError, MAX_LINE_BYTES, Outcome,
-    PROTOCOL_VERSION, PeerCommand, Reply, ServerMessage,
+    Access, ClientRequest, CommandResult, ErrorCode, EventMessage, Hello, IpcError, MAX_LINE_BYTES,
+    Outcome, PROTOCOL_VERSION, PeerCommand, Reply, ServerMessage,
 };
 use tokio::sync::broadcast;
 use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::access::AccessPolicy;
-use crate::core::{CommandOutcome, CoreHandle, Identity};
+use crate::core::{CommandOutcome, CoreHandle};
+use crate::error_chain::err_chain;
+use crate::identity::Identity;
 
 /// Longest a single write to a client may take before the client is
 /// considered gone.
@@ -111,7 +113,7 @@ impl Connection {
                     tracing::debug!(reason = %ended, "client disconnected")
                 }
                 Ended::Lagged(_) | Ended::WriteTimeout | Ended::Io(_) => {
-                    tracing::warn!(reason = %crate::core::err_chain(&ended), "client dropped")
+                    tracing::warn!(reason = %err_chain(&ended), "client dropped")
                 }
             }
         }
@@ -195,8 +197,8 @@ impl Connection {
                 snapshot,
                 events,
             } => {
-                let result = serde_json::to_value(result).expect("SubscribeResult serializes");
-                self.reply(id, Ok(result)).await?;
+                self.reply(id, Ok(CommandResult::Subscribed(result)))
+                    .await?;
                 self.events = Some(events);
                 self.send(&ServerMessage::Event(snapshot)).await
             }
@@ -206,10 +208,15 @@ impl Connection {
     async fn reply(
         &mut self,
         id: Option<u64>,
-        result: Result<serde_json::Value, IpcError>,
+        result: Result<CommandResult, IpcError>,
     ) -> Result<(), Ended> {
-        let outcome = match result {
-            Ok(value) => Outcome::Result(value),
+        // The one place a command's typed result becomes JSON.
+        let outcome = match result.map(serde_json::to_value) {
+            Ok(Ok(value)) => Outcome::Result(value),
+            Ok(Err(err)) => Outcome::Error(IpcError::new(
+                ErrorCode::Internal,
+                format!("cannot encode the result: {err}"),
+            )),
             Err(err) => Outcome::Error(err),
         };
         self.send(&ServerMessage::Reply(Reply { id, outcome }))

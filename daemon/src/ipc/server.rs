@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::access::AccessPolicy;
 use super::connection::{Connection, ConnectionContext};
-use crate::core::{CoreHandle, Identity};
+use crate::core::CoreHandle;
+use crate::identity::Identity;
 
 /// Most clients served at once; more are told so and closed.
 pub const MAX_CONNECTIONS: usize = 256;

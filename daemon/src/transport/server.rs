@@ -233,7 +233,7 @@ async fn manifest(
     match built {
         Ok(Ok(files)) => Response::Game { id, version, files },
         Ok(Err(err)) => {
-            tracing::warn!(game = %id, cause = %crate::core::err_chain(&err), "cannot build manifest");
+            tracing::warn!(game = %id, cause = %crate::error_chain::err_chain(&err), "cannot build manifest");
             Response::Error(refusal(
                 WireErrorCode::Internal,
                 format!("cannot read game {id}"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::common::{wait_for_event, write};
 use crate::lab_harness::LabDaemon;
 use lanspread_proto::client::IpcClient;
-use lanspread_proto::ipc::{GameFilesResult, PeerCommand, PeerEvent};
+use lanspread_proto::ipc::{GameFilesResult, PeerEvent};
 use lanspread_proto::model::GameId;
 
 pub const GAME: &str = "openarena";
@@ -73,17 +73,8 @@ pub async fn wait_peers(daemon: &LabDaemon, count: u32) {
 
 /// Asks for the file list and starts the download; returns the list.
 pub async fn start_download(client: &mut IpcClient) -> GameFilesResult {
-    let files: GameFilesResult = client
-        .call(PeerCommand::GetGame { id: id() })
-        .await
-        .unwrap();
-    client
-        .request(PeerCommand::DownloadGameFiles {
-            id: id(),
-            files: vec![],
-        })
-        .await
-        .unwrap();
+    let files: GameFilesResult = client.get_game(&id()).await.unwrap();
+    client.download(&id(), vec![]).await.unwrap();
     files
 }
 

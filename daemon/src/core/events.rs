@@ -1,0 +1,78 @@
+//! What reaches the core: [`DaemonEvent`], the one closed enum its
+//! dispatch matches on, and [`CommandOutcome`], the typed answer to a
+//! client command. Each long-lived task sends its own event type through an
+//! [`EventSender`](crate::event_sender::EventSender); the `From` impls
+//! below are where those become daemon events.
+
+use lanspread_proto::ipc::{CommandResult, EventMessage, IpcError, PeerCommand, SubscribeResult};
+use tokio::sync::{broadcast, oneshot};
+
+use super::downloads::ManifestGathered;
+use super::install::InstallEvent;
+use super::scan::Scanned;
+use crate::discovery::DiscoveryEvent;
+use crate::download::DownloadEvent;
+use crate::monitor::MonitorEvent;
+use crate::ping::PingEvent;
+
+/// Everything that can change the daemon's state.
+#[derive(Debug)]
+pub enum DaemonEvent {
+    /// A client command (already authorized by its connection).
+    Command {
+        command: PeerCommand,
+        reply: oneshot::Sender<CommandOutcome>,
+    },
+    /// A scan of the game directory (or of one root) came back.
+    Scanned(Scanned),
+    /// Discovery learned something.
+    Discovery(DiscoveryEvent),
+    /// Pinging learned something.
+    Ping(PingEvent),
+    /// Peers answered (or not) with the file list of a game.
+    ManifestGathered(ManifestGathered),
+    /// A download progressed or ended.
+    Download(DownloadEvent),
+    /// An install or uninstall progressed or ended.
+    Install(InstallEvent),
+    /// The local game monitor asks for a rescan.
+    Monitor(MonitorEvent),
+}
+
+/// The answer to a command.
+#[derive(Debug)]
+pub enum CommandOutcome {
+    /// A plain reply.
+    Reply(Result<CommandResult, IpcError>),
+    /// `Subscribe` succeeded: the snapshot to send first, then the live
+    /// events. Taken together inside the core, so no event falls between.
+    Subscribed {
+        result: SubscribeResult,
+        snapshot: EventMessage,
+        events: broadcast::Receiver<EventMessage>,
+    },
+}
+
+impl From<DiscoveryEvent> for DaemonEvent {
+    fn from(event: DiscoveryEvent) -> Self {
+        Self::Discovery(event)
+    }
+}
+
+impl From<PingEvent> for DaemonEvent {
+    fn from(event: PingEvent) -> Self {
+        Self::Ping(event)
+    }
+}
+
+impl From<DownloadEvent> for DaemonEvent {
+    fn from(event: DownloadEvent) -> Self {
+        Self::Download(event)
+    }
+}
+
+impl From<MonitorEvent> for DaemonEvent {
+    fn from(event: MonitorEvent) -> Self {
+        Self::Monitor(event)
+    }
+}

@@ -1,0 +1,108 @@
+//! The peer runtime's lifecycle as the core sees it (started once a game
+//! directory is known) and the `Status` answer built from the core's state.
+
+use std::sync::Arc;
+
+use lanspread_proto::ipc::{ErrorCode, IpcError, PROTOCOL_VERSION, PeerEvent};
+use lanspread_proto::model::{DaemonStatus, UnavailableComponent};
+
+use super::Daemon;
+use crate::error_chain::err_chain;
+use crate::event_sender::EventSender;
+use crate::runtime::{PeerRuntime, PeerRuntimeConfig, RuntimeFeeds};
+use crate::transport::PeerClient;
+
+/// The peer runtime's lifecycle.
+#[derive(Debug)]
+pub(super) enum RuntimeSlot {
+    /// Waiting for a game directory.
+    NotStarted(PeerRuntimeConfig),
+    Running(PeerRuntime),
+    /// Starting failed (for example the QUIC port is taken).
+    Failed(String),
+    /// Taken for shutdown.
+    Stopped,
+}
+
+impl Daemon {
+    /// Starts the QUIC server, discovery and pings (once).
+    pub(super) fn start_peer_runtime(&mut self) {
+        let RuntimeSlot::NotStarted(config) = &self.runtime else {
+            return;
+        };
+        let feeds = RuntimeFeeds {
+            served: self.served.subscribe(),
+            targets: self.ping_targets.subscribe(),
+            index: Arc::clone(&self.scanner.index),
+            state_dir: self.scanner.state_dir.path().to_owned(),
+            discovery: EventSender::new(self.inbox.clone()),
+            pings: EventSender::new(self.inbox.clone()),
+        };
+        self.runtime = match PeerRuntime::start(config, &self.identity, feeds) {
+            Ok(runtime) => {
+                tracing::info!(listen = %runtime.listen, "peer runtime started");
+                RuntimeSlot::Running(runtime)
+            }
+            Err(err) => {
+                let reason = err_chain(&err);
+                tracing::error!(cause = %reason, "peer runtime failed to start");
+                self.publish(PeerEvent::RuntimeFailed {
+                    component: "transport".into(),
+                    reason: reason.clone(),
+                });
+                RuntimeSlot::Failed(reason)
+            }
+        };
+    }
+
+    /// The transport's client side, while the peer runtime runs.
+    pub(super) fn peer_client(&self) -> Result<Arc<PeerClient>, IpcError> {
+        match &self.runtime {
+            RuntimeSlot::Running(runtime) => Ok(runtime.client()),
+            _ => Err(IpcError::new(
+                ErrorCode::NotAvailable,
+                "the peer runtime is not running (set a game directory first)",
+            )),
+        }
+    }
+
+    pub(super) fn status(&self) -> DaemonStatus {
+        DaemonStatus {
+            peer_id: self.identity.peer_id.clone(),
+            name: self.identity.name.clone(),
+            game_dir: self.game_dir.clone(),
+            peer_count: self.peer_count(),
+            local_games: self.library.games.len() as u32,
+            daemon_version: self.identity.daemon_version.to_owned(),
+            protocol: PROTOCOL_VERSION,
+            uptime_secs: self.started.elapsed().as_secs(),
+            listen: match &self.runtime {
+                RuntimeSlot::Running(runtime) => Some(runtime.listen.to_string()),
+                _ => None,
+            },
+            rescans: self.rescans,
+            mdns_visible: self.mdns_visible,
+            unavailable: self.unavailable(),
+        }
+    }
+
+    fn unavailable(&self) -> Vec<UnavailableComponent> {
+        let component = |name: &str, reason: String| UnavailableComponent {
+            component: name.into(),
+            reason,
+        };
+        let mut missing = Vec::new();
+        match &self.runtime {
+            RuntimeSlot::NotStarted(_) => missing.push(component(
+                "peers",
+                "waiting for a game directory (SetGameDir)".into(),
+            )),
+            RuntimeSlot::Failed(reason) => missing.push(component("transport", reason.clone())),
+            RuntimeSlot::Running(_) | RuntimeSlot::Stopped => {}
+        }
+        if let Some(reason) = &self.discovery_failure {
+            missing.push(component("discovery", reason.clone()));
+        }
+        missing
+    }
+}
