@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{lanspreadctl, sample_library, write};
+use common::{daemon_args, lanspreadctl, sample_library, wait_socket, write};
 use tempfile::TempDir;
 
 fn lanspreadd() -> PathBuf {
@@ -39,13 +39,9 @@ impl DaemonProcess {
         )
         .unwrap();
         let socket = socket_dir.path().join("lanspreadd.sock");
-        let child = Command::new(lanspreadd())
-            .arg("--game-dir")
-            .arg(game_dir.path())
-            .arg("--state-dir")
-            .arg(state_dir.path())
-            .arg("--socket")
-            .arg(&socket)
+        let args = daemon_args(game_dir.path(), state_dir.path(), &socket);
+        let child = Command::new(&args[0])
+            .args(&args[1..])
             .args(extra_args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
@@ -64,17 +60,7 @@ impl DaemonProcess {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("lanspreadd exited during start: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "lanspreadd did not open its socket"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_socket(&mut self.child, &self.socket, String::new);
     }
 
     fn ctl(&self, args: &[&str]) -> Output {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{make_zip, write};
+use common::{daemon_args, make_zip, wait_socket, write};
 use lanspread_proto::client::IpcClient;
 use lanspread_proto::ipc::PeerCommand;
 use lanspread_proto::model::GameId;
@@ -26,14 +26,10 @@ enum Expect {
 
 fn spawn(work: &Path, crash_at: Option<&str>) -> (Child, PathBuf) {
     let socket = work.join("s.sock");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lanspreadd"));
+    let args = daemon_args(&work.join("games"), &work.join("state"), &socket);
+    let mut command = Command::new(&args[0]);
     command
-        .arg("--game-dir")
-        .arg(work.join("games"))
-        .arg("--state-dir")
-        .arg(work.join("state"))
-        .arg("--socket")
-        .arg(&socket)
+        .args(&args[1..])
         .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -41,15 +37,7 @@ fn spawn(work: &Path, crash_at: Option<&str>) -> (Child, PathBuf) {
         command.env("LANSPREAD_TEST_CRASH_AT", step);
     }
     let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "lanspreadd exited during start"
-        );
-        assert!(Instant::now() < deadline, "lanspreadd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_socket(&mut child, &socket, String::new);
     (child, socket)
 }
 

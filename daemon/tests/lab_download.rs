@@ -4,8 +4,6 @@
 mod common;
 mod lab_harness;
 
-use std::time::Duration;
-
 use common::{wait_for_event, write};
 use lab_harness::Lab;
 use lab_harness::game::*;
@@ -91,44 +89,13 @@ async fn a_seeder_sending_bad_chunks_is_named_and_the_bytes_are_still_right() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_downloader_killed_mid_download_resumes_with_only_unverified_chunks() {
-    let game = make_game(CHUNK_SIZE * 20);
-    let lab = Lab::up(2);
-    let _seed = lab.spawn_daemon("h1", "seed", copy_game(game.path()));
-    lab.shape("h1", "100mbit");
-    let leech = lab.spawn_daemon("h2", "leech", |_| {});
-    wait_peers(&leech, 1).await;
-    let mut events = leech.client().await;
-    events.subscribe().await.unwrap();
-    let total_chunks = chunk_count(&start_download(&mut leech.client().await).await);
-    wait_progress(&mut events, 0.4).await;
-    // Let the journal (written once a second) catch up, then crash.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    drop(events);
-    let work = leech.kill_hard();
+    let run = interrupt_and_resume(Interruption::Kill).await;
     assert!(
-        !work
-            .path()
-            .join("games")
-            .join(GAME)
-            .join("version.ini")
-            .exists()
+        run.resumed >= run.total * 3 / 10,
+        "only {} of {} resumed",
+        run.resumed,
+        run.total
     );
-
-    let leech = lab.spawn_in("h2", "leech", work, &[]);
-    wait_peers(&leech, 1).await;
-    let mut events = leech.client().await;
-    events.subscribe().await.unwrap();
-    start_download(&mut leech.client().await).await;
-    let (fetched, resumed, _) = wait_finished(&mut events).await;
-    eprintln!(
-        "measured: after SIGKILL, {resumed} chunks resumed, {fetched} fetched of {total_chunks}"
-    );
-    assert!(
-        resumed >= total_chunks * 3 / 10,
-        "only {resumed} of {total_chunks} resumed"
-    );
-    assert_eq!(fetched + resumed, total_chunks, "each chunk exactly once");
-    assert_identical(game.path(), &leech.games());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -347,3 +347,34 @@ pub async fn wait_peer_count(client: &mut IpcClient, peers: u32, timeout: Durati
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The arguments every test gives the real `lanspreadd` binary; the caller
+/// adds its own (and may wrap the binary, as the lab does with nsenter).
+pub fn daemon_args(game_dir: &Path, state_dir: &Path, socket: &Path) -> Vec<std::ffi::OsString> {
+    vec![
+        env!("CARGO_BIN_EXE_lanspreadd").into(),
+        "--game-dir".into(),
+        game_dir.into(),
+        "--state-dir".into(),
+        state_dir.into(),
+        "--socket".into(),
+        socket.into(),
+    ]
+}
+
+/// Waits (at most 20 s) until a spawned daemon's `socket` accepts
+/// connections; fails with `log()` if the process exits first.
+pub fn wait_socket(child: &mut std::process::Child, socket: &Path, log: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("lanspreadd exited during start ({status}):\n{}", log());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lanspreadd did not open its socket within 20 s:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

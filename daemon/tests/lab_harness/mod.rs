@@ -157,13 +157,11 @@ impl Lab {
         let started = Instant::now();
         let child = Command::new("nsenter")
             .args(["-t", &self.anchor_pid(host), "-n", "-m", "-u", "--"])
-            .arg(env!("CARGO_BIN_EXE_lanspreadd"))
-            .arg("--game-dir")
-            .arg(&games)
-            .arg("--state-dir")
-            .arg(work.path().join("state"))
-            .arg("--socket")
-            .arg(&socket)
+            .args(crate::common::daemon_args(
+                &games,
+                &work.path().join("state"),
+                &socket,
+            ))
             .args(["--name", name])
             .env("RUST_LOG", "info,lanspreadd=debug")
             .envs(env.iter().copied())
@@ -208,20 +206,10 @@ pub struct LabDaemon {
 
 impl LabDaemon {
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "lanspreadd exited during start ({status}):\n{}",
-                    self.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "lanspreadd did not open its socket"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.log.clone();
+        crate::common::wait_socket(&mut self.child, &self.socket, || {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        });
     }
 
     pub async fn client(&self) -> IpcClient {
