@@ -192,6 +192,7 @@ impl PeerGameDb {
                     installed: local.is_some_and(|g| g.installed),
                     size: local.map_or(0, |g| g.size),
                     peers,
+                    preparing: None,
                     id,
                 }
             })

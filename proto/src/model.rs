@@ -157,6 +157,52 @@ pub struct GameSummary {
     pub size: u64,
     /// How many peers hold the latest version.
     pub peers: u32,
+    /// While this host is still computing the game's chunk hashes (its
+    /// file list is not ready for peers yet): how far along it is. Absent
+    /// once the file list is ready, and for games this host does not hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preparing: Option<Preparing>,
+}
+
+/// How far a host is in computing a game's chunk hashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preparing {
+    /// Bytes hashed so far (including hashes reused from the index).
+    pub bytes_done: u64,
+    /// Bytes of the game's files.
+    pub bytes_total: u64,
+}
+
+impl Preparing {
+    /// Whole percent done, 0–100.
+    pub fn percent(&self) -> u8 {
+        if self.bytes_total == 0 {
+            return 100;
+        }
+        (u128::from(self.bytes_done.min(self.bytes_total)) * 100 / u128::from(self.bytes_total))
+            as u8
+    }
+}
+
+/// One entry of a game's file list as clients see it: no chunk hashes
+/// (they stay between daemons), so a listing stays small.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GameFile {
+    /// Path relative to the game root, `/`-separated.
+    pub relative_path: String,
+    pub is_dir: bool,
+    /// File length in bytes (0 for directories).
+    pub size: u64,
+}
+
+impl From<&GameFileDescription> for GameFile {
+    fn from(file: &GameFileDescription) -> Self {
+        Self {
+            relative_path: file.relative_path.clone(),
+            is_dir: file.is_dir,
+            size: file.size,
+        }
+    }
 }
 
 /// One entry of a game's file manifest, relative to its game root.
@@ -208,6 +254,17 @@ pub struct DaemonStatus {
     pub mdns_visible: bool,
     /// Subsystems that are not running, each with the reason.
     pub unavailable: Vec<UnavailableComponent>,
+    /// Local games whose file lists (chunk hashes) are still being
+    /// computed, with their progress.
+    pub preparing: Vec<PreparingGame>,
+}
+
+/// A local game whose file list is being prepared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparingGame {
+    pub id: GameId,
+    #[serde(flatten)]
+    pub progress: Preparing,
 }
 
 /// A part of the daemon that is not running, and why.

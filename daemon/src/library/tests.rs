@@ -191,7 +191,24 @@ fn chunk_hashes_are_cached_in_the_index_and_survive_a_restart() {
     let (library, _) = scan_local_library(g, &catalog(), &mut index.lock().unwrap()).unwrap();
     let game = &library.games[&id("openarena")];
     let root = g.join("openarena");
-    let manifest = game_manifest(&root, &game.id, &game.files, &index, Some(state.path())).unwrap();
+    let no_cancel = std::sync::atomic::AtomicBool::new(false);
+    let reported = std::sync::Mutex::new(Vec::new());
+    let report = |done: u64| reported.lock().unwrap().push(done);
+    let manifest = game_manifest(
+        &root,
+        &game.id,
+        &game.files,
+        &index,
+        Some(state.path()),
+        &report,
+        &no_cancel,
+    )
+    .unwrap();
+    // The last report covers the whole game.
+    assert_eq!(
+        reported.lock().unwrap().last(),
+        Some(&(b"payload".len() as u64 + 1))
+    );
     let pak = manifest
         .iter()
         .find(|f| f.relative_path == "pak0.eti")
@@ -208,7 +225,16 @@ fn chunk_hashes_are_cached_in_the_index_and_survive_a_restart() {
     assert_eq!(cached.as_deref(), Some(&pak.chunk_hashes[..]));
     // A changed file is hashed again.
     write(&root.join("pak0.eti"), b"other payload");
-    let manifest = game_manifest(&root, &game.id, &game.files, &index, None).unwrap();
+    let manifest = game_manifest(
+        &root,
+        &game.id,
+        &game.files,
+        &index,
+        None,
+        &report,
+        &no_cancel,
+    )
+    .unwrap();
     let pak = manifest
         .iter()
         .find(|f| f.relative_path == "pak0.eti")
