@@ -21,13 +21,23 @@ fn lanspreadd() -> PathBuf {
 struct DaemonProcess {
     child: Child,
     socket: PathBuf,
-    _game_dir: TempDir,
+    game_dir: TempDir,
     _state_dir: TempDir,
     _socket_dir: TempDir,
 }
 
 impl DaemonProcess {
     fn start(setup: impl FnOnce(&Path), extra_args: &[&str]) -> Self {
+        Self::start_with(setup, extra_args, |_| {})
+    }
+
+    /// As [`Self::start`], with the command adjusted by `environment`
+    /// before it is spawned (a cleared or changed environment).
+    fn start_with(
+        setup: impl FnOnce(&Path),
+        extra_args: &[&str],
+        environment: impl FnOnce(&mut Command),
+    ) -> Self {
         let game_dir = tempfile::tempdir().unwrap();
         setup(game_dir.path());
         let state_dir = tempfile::tempdir().unwrap();
@@ -39,7 +49,8 @@ impl DaemonProcess {
         )
         .unwrap();
         let socket = socket_dir.path().join("lanspreadd.sock");
-        let child = Command::new(lanspreadd())
+        let mut command = Command::new(lanspreadd());
+        command
             .arg("--game-dir")
             .arg(game_dir.path())
             .arg("--state-dir")
@@ -49,13 +60,13 @@ impl DaemonProcess {
             .args(extra_args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        environment(&mut command);
+        let child = command.spawn().unwrap();
         let mut daemon = Self {
             child,
             socket,
-            _game_dir: game_dir,
+            game_dir,
             _state_dir: state_dir,
             _socket_dir: socket_dir,
         };
@@ -514,4 +525,44 @@ fn doctor_names_each_problem_and_its_fix() {
     let nowhere = ctl_with(Path::new("/nonexistent/lanspread.sock"), &["doctor"], None);
     assert_eq!(nowhere.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&nowhere.stdout).contains("[FAIL] daemon reachable"));
+}
+
+/// Issue 14: archives with non-ASCII names (zip with and without the UTF-8
+/// flag, tar with pax headers, 7z, RAR 5 and RAR 4 Unicode names) install
+/// with their exact names and bytes whatever locale the daemon starts in:
+/// no environment at all (`env -i`, as under a bare service manager) and
+/// `LC_ALL=C`.
+#[test]
+fn non_ascii_archive_names_install_whatever_the_daemons_locale() {
+    let environments: [(&str, fn(&mut Command)); 2] = [
+        ("env -i", |command| {
+            command.env_clear();
+        }),
+        ("LC_ALL=C", |command| {
+            command.env_clear().env("LC_ALL", "C").env("LANG", "C");
+        }),
+    ];
+    for (label, environment) in environments {
+        let mut expected = Vec::new();
+        let daemon = DaemonProcess::start_with(
+            |games| {
+                let root = games.join("openarena");
+                write(&root.join("version.ini"), b"version=1.0\n");
+                expected = common::archives::build_all(&root);
+            },
+            &[],
+            environment,
+        );
+        let output = daemon.ctl(&["install", "openarena"]);
+        assert!(
+            output.status.success(),
+            "{label}: install failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let local = daemon.game_dir.path().join("openarena/local");
+        common::archives::assert_tree(&local, &expected);
+        let (status, _) = daemon.terminate();
+        assert!(status.success(), "{label}: {status}");
+    }
 }

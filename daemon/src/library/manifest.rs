@@ -10,12 +10,19 @@ use std::sync::Mutex;
 use lanspread_proto::model::{GameFileDescription, GameId};
 use lanspread_proto::wire::CHUNK_SIZE;
 
+use super::beneath::{OpenBeneathError, open_beneath};
 use super::index::mtime_ns;
 use super::{LibraryIndex, LocalFile};
 
 /// Why a manifest could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    #[error("cannot open a file of {}", root.display())]
+    Open {
+        root: PathBuf,
+        #[source]
+        source: OpenBeneathError,
+    },
     #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
@@ -56,15 +63,21 @@ pub fn game_manifest(
             path: path.clone(),
             source,
         };
-        let meta = std::fs::symlink_metadata(&path).map_err(read_error)?;
+        // Opened beneath the root without following links, and measured
+        // through the descriptor, so the hashes are of the file served.
+        let mut opened =
+            open_beneath(root, &file.relative_path).map_err(|source| ManifestError::Open {
+                root: root.to_owned(),
+                source,
+            })?;
+        let meta = opened.metadata().map_err(read_error)?;
         let (size, mtime) = (meta.len(), mtime_ns(&meta));
         // The lock is held only for the lookup, never while hashing.
         let cached = lock().cached_hashes(id, &file.relative_path, size, mtime);
         let hashes = match cached {
             Some(hashes) => hashes,
             None => {
-                let hashes = hash_chunks(&mut std::fs::File::open(&path).map_err(read_error)?)
-                    .map_err(read_error)?;
+                let hashes = hash_chunks(&mut opened).map_err(read_error)?;
                 computed.push((file.relative_path.clone(), size, mtime, hashes.clone()));
                 hashes
             }
