@@ -17,8 +17,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, open, openat};
-use nix::sys::stat::Mode;
+use nix::fcntl::{AtFlags, OFlag, open, openat};
+use nix::sys::stat::{Mode, SFlag, fstatat, lstat};
 
 /// Why a file could not be opened beneath its root.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,10 @@ pub enum OpenBeneathError {
     NotPlain { path: String },
     #[error("{component:?} in {path:?} is a symlink, which is never followed")]
     Symlink { path: String, component: String },
+    #[error(
+        "{component:?} in {path:?} was replaced while it was opened (a symlink is never followed)"
+    )]
+    Changed { path: String, component: String },
     #[error("{component:?} in {path:?} is not a folder")]
     NotAFolder { path: String, component: String },
     #[error("{path:?} is not a regular file")]
@@ -64,38 +68,59 @@ pub fn open_beneath(root: &Path, relative_path: &str) -> Result<File, OpenBeneat
         });
     }
     let folder_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fail = |component: &str, errno: Errno, is_folder: bool| match errno {
-        Errno::ELOOP => OpenBeneathError::Symlink {
-            path: relative_path.to_owned(),
-            component: component.to_owned(),
-        },
-        Errno::ENOTDIR if is_folder => OpenBeneathError::NotAFolder {
-            path: relative_path.to_owned(),
-            component: component.to_owned(),
-        },
-        Errno::ENOENT => OpenBeneathError::NotFound {
-            path: relative_path.to_owned(),
-        },
-        errno => OpenBeneathError::Io {
-            root: root.to_owned(),
-            path: relative_path.to_owned(),
-            source: errno.into(),
-        },
+    let symlink = |component: &str| OpenBeneathError::Symlink {
+        path: relative_path.to_owned(),
+        component: component.to_owned(),
     };
+    // Linux answers a symlink opened with O_DIRECTORY | O_NOFOLLOW with
+    // ENOTDIR, not ELOOP: look again (without following) to say which.
+    // Only the message depends on it; the open was refused either way.
+    let fail_in =
+        |parent: Option<&OwnedFd>, component: &str, errno: Errno, is_folder: bool| match errno {
+            Errno::ELOOP => symlink(component),
+            Errno::ENOTDIR if is_folder => {
+                let kind = match parent {
+                    Some(parent) => fstatat(parent, component, AtFlags::AT_SYMLINK_NOFOLLOW),
+                    None => lstat(root),
+                }
+                .map(|stat| SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT);
+                match kind {
+                    Ok(SFlag::S_IFLNK) => symlink(component),
+                    Ok(kind) if kind != SFlag::S_IFDIR => OpenBeneathError::NotAFolder {
+                        path: relative_path.to_owned(),
+                        component: component.to_owned(),
+                    },
+                    // A folder again by now, or gone: it was swapped while
+                    // it was being opened.
+                    _ => OpenBeneathError::Changed {
+                        path: relative_path.to_owned(),
+                        component: component.to_owned(),
+                    },
+                }
+            }
+            Errno::ENOENT => OpenBeneathError::NotFound {
+                path: relative_path.to_owned(),
+            },
+            errno => OpenBeneathError::Io {
+                root: root.to_owned(),
+                path: relative_path.to_owned(),
+                source: errno.into(),
+            },
+        };
     let root_name = root.display().to_string();
-    let mut folder: OwnedFd =
-        open(root, folder_flags, Mode::empty()).map_err(|errno| fail(&root_name, errno, true))?;
+    let mut folder: OwnedFd = open(root, folder_flags, Mode::empty())
+        .map_err(|errno| fail_in(None, &root_name, errno, true))?;
     let (file_name, folders) = components.split_last().expect("split yields one component");
     for component in folders {
         folder = openat(&folder, *component, folder_flags, Mode::empty())
-            .map_err(|errno| fail(component, errno, true))?;
+            .map_err(|errno| fail_in(Some(&folder), component, errno, true))?;
     }
     // O_NONBLOCK: a FIFO swapped in must not block the open; it has no
     // effect on reading a regular file.
     let file_flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
     let file = File::from(
         openat(&folder, *file_name, file_flags, Mode::empty())
-            .map_err(|errno| fail(file_name, errno, false))?,
+            .map_err(|errno| fail_in(Some(&folder), file_name, errno, false))?,
     );
     let meta = file.metadata().map_err(|source| OpenBeneathError::Io {
         root: root.to_owned(),
