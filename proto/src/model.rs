@@ -305,9 +305,9 @@ mod tests {
             "a10",
             "b",
         ];
-        for (i, a) in ascending.iter().enumerate() {
-            for (j, b) in ascending.iter().enumerate() {
-                assert_eq!(v(*a).cmp(&v(*b)), i.cmp(&j), "{a:?} vs {b:?}");
+        for (i, a) in ascending.into_iter().enumerate() {
+            for (j, b) in ascending.into_iter().enumerate() {
+                assert_eq!(v(a).cmp(&v(b)), i.cmp(&j), "{a:?} vs {b:?}");
             }
         }
         // The cycle of the old order (2 < 10 numerically, 10 < 1a and
