@@ -227,7 +227,11 @@ impl ArchiveReader {
         };
         if status == ARCHIVE_WARN {
             let warning = self.error("").message;
-            if warning.contains("convert") {
+            // "Pathname/Linkname/Symlink cannot be converted …"; owner and
+            // group names ("Uname", "Gname") are never used, so their
+            // warnings cost nothing.
+            let lower = warning.to_lowercase();
+            if lower.contains("convert") && (lower.contains("path") || lower.contains("link")) {
                 return Err(undecodable("a name or link target", warning));
             }
             tracing::debug!(warning = %warning, "libarchive warning on an entry header");
