@@ -214,45 +214,54 @@ impl ArchiveReader {
             }
             (Ok(None), None) => format!("entry {}", self.entries_read),
         };
-        let undecodable = |what: &str, detail: String| {
-            let entry = &entry_name;
+        let undecodable = |what: &str, detail: Option<&str>| {
+            let detail = detail
+                .map(|d| format!(" (libarchive: {})", d.trim_end_matches('.')))
+                .unwrap_or_default();
             let hint = if locale.is_some() {
                 ""
             } else {
-                " (no UTF-8 locale such as C.UTF-8 is installed on this system)"
+                "; no UTF-8 locale (such as C.UTF-8) is installed on this system"
             };
             ArchiveError {
-                message: format!("{entry}: {what} cannot be decoded{detail}{hint}"),
+                message: format!("{entry_name}: {what}{detail}{hint}"),
             }
         };
         if status == ARCHIVE_WARN {
-            let warning = self.error("").message;
+            let warning = self.error_string().unwrap_or_default();
             // "Pathname/Linkname/Symlink cannot be converted …"; owner and
             // group names ("Uname", "Gname") are never used, so their
             // warnings cost nothing.
             let lower = warning.to_lowercase();
             if lower.contains("convert") && (lower.contains("path") || lower.contains("link")) {
-                return Err(undecodable("a name or link target", warning));
+                return Err(undecodable(
+                    "its name or link target cannot be decoded",
+                    Some(&warning),
+                ));
             }
             tracing::debug!(warning = %warning, "libarchive warning on an entry header");
         }
         let path = match path {
             Ok(Some(path)) => path,
-            Ok(None) => return Err(undecodable("its name", String::new())),
-            Err(_) => return Err(undecodable("its name (not UTF-8)", String::new())),
+            Ok(None) => return Err(undecodable("its name cannot be decoded", None)),
+            Err(_) => {
+                return Err(undecodable(
+                    "its name is not UTF-8 and the format names no charset",
+                    None,
+                ));
+            }
         };
-        let symlink = symlink.map_err(|raw| {
+        let link_error = |raw: Vec<u8>| {
             undecodable(
-                &format!("its link target \"{}\"", escape_bytes(&raw)),
-                String::new(),
+                &format!(
+                    "its link target \"{}\" is not UTF-8 and the format names no charset",
+                    escape_bytes(&raw)
+                ),
+                None,
             )
-        })?;
-        let hardlink = hardlink.map_err(|raw| {
-            undecodable(
-                &format!("its link target \"{}\"", escape_bytes(&raw)),
-                String::new(),
-            )
-        })?;
+        };
+        let symlink = symlink.map_err(link_error)?;
+        let hardlink = hardlink.map_err(link_error)?;
         self.last_path = Some(path.clone());
         // SAFETY: as above.
         let (filetype, mode, encrypted) = unsafe {
@@ -289,15 +298,18 @@ impl ArchiveReader {
     }
 
     fn error(&self, context: &str) -> ArchiveError {
-        // SAFETY: the error string belongs to the handle and is copied.
-        let detail = unsafe { c_string(archive_error_string(self.raw)) };
         ArchiveError {
-            message: match detail {
-                Some(detail) if context.is_empty() => format!(": {detail}"),
+            message: match self.error_string() {
                 Some(detail) => format!("{context}: {detail}"),
                 None => context.to_owned(),
             },
         }
+    }
+
+    /// libarchive's last error or warning on this handle.
+    fn error_string(&self) -> Option<String> {
+        // SAFETY: the error string belongs to the handle and is copied.
+        unsafe { c_string(archive_error_string(self.raw)) }
     }
 }
 
