@@ -385,7 +385,7 @@ const CP437_HIGH: &str = concat!(
 /// Decodes CP437 bytes; every byte has a character, and no byte above
 /// ASCII becomes `/`, `\\` or `.`, so decoding cannot change how a path
 /// splits.
-pub fn decode_cp437(bytes: &[u8]) -> String {
+fn decode_cp437(bytes: &[u8]) -> String {
     bytes
         .iter()
         .map(|&b| {
@@ -464,4 +464,25 @@ fn path_cstring(path: &Path) -> Result<CString, ArchiveError> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| ArchiveError {
         message: format!("{} contains a NUL byte", path.display()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cp437_gives_every_byte_its_own_character_and_never_a_separator() {
+        let high: Vec<u8> = (0x80..=0xff).collect();
+        let decoded: Vec<char> = decode_cp437(&high).chars().collect();
+        assert_eq!(decoded.len(), 128);
+        let distinct: std::collections::HashSet<char> = decoded.iter().copied().collect();
+        assert_eq!(distinct.len(), 128);
+        assert!(decoded.iter().all(|c| !c.is_ascii()));
+        assert_eq!(
+            decode_cp437(b"\x9aberspiel/stra\xe1e.cfg"),
+            "Überspiel/straße.cfg"
+        );
+        assert_eq!(decode_cp437(b"\xa5and\xa3 \xab\xff"), "Ñandú ½\u{a0}");
+        assert_eq!(decode_cp437(b"plain/ascii.txt"), "plain/ascii.txt");
+    }
 }
