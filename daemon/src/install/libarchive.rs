@@ -383,7 +383,7 @@ const CP437_HIGH: &str = concat!(
 );
 
 /// Decodes CP437 bytes; every byte has a character, and no byte above
-/// ASCII becomes `/`, `\\` or `.`, so decoding cannot change how a path
+/// ASCII becomes `/`, `\` or `.`, so decoding cannot change how a path
 /// splits.
 fn decode_cp437(bytes: &[u8]) -> String {
     bytes
