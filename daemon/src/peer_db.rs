@@ -277,6 +277,7 @@ mod tests {
                 installed: true,
                 size: 99,
                 files: vec![],
+                unnamed_files: vec![],
             },
         );
         let mut db = PeerGameDb::default();

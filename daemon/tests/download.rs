@@ -64,7 +64,7 @@ async fn a_game_downloads_from_two_seeders_byte_for_byte_with_the_sentinel_last(
     let mut events = leech.client().await;
     events.subscribe().await.unwrap();
 
-    let files: GameFilesResult = client.get_game(&id("openarena")).await.unwrap();
+    let files: GameFilesResult = get_game_from(&mut client, &id("openarena"), 2).await;
     assert_eq!(files.peers, 2);
     assert_eq!(files.version.as_str(), "1.0");
     client.download(&id("openarena"), vec![]).await.unwrap();

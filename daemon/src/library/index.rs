@@ -42,6 +42,10 @@ pub(super) struct IndexedRoot {
     pub fingerprint: RootFingerprint,
     pub version: Option<Version>,
     pub files: Vec<IndexedFile>,
+    /// Entries whose names are not UTF-8 (escaped); see
+    /// [`super::LocalGame::unnamed_files`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unnamed: Vec<String>,
 }
 
 /// Modification times that change whenever the root's file set or sentinel

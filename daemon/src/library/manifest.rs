@@ -16,6 +16,7 @@ use std::time::Duration;
 use lanspread_proto::model::{GameFileDescription, GameId};
 use lanspread_proto::wire::CHUNK_SIZE;
 
+use super::beneath::{OpenBeneathError, open_beneath};
 use super::index::{CachedHashes, mtime_ns};
 use super::{LibraryIndex, LocalFile};
 
@@ -25,6 +26,12 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Why a manifest could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    #[error("cannot open a file of {}", root.display())]
+    Open {
+        root: PathBuf,
+        #[source]
+        source: OpenBeneathError,
+    },
     #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
@@ -81,7 +88,11 @@ pub fn game_manifest(
             stats.push(None);
             continue;
         }
-        let meta = std::fs::symlink_metadata(&path)
+        // Opened beneath the root without following links, and measured
+        // through the descriptor, so the hashes are of the file served.
+        let opened = open_file(root, &file.relative_path)?;
+        let meta = opened
+            .metadata()
             .map_err(|source| ManifestError::Read { path, source })?;
         let (size, mtime) = (meta.len(), mtime_ns(&meta));
         let hit = cached
@@ -118,7 +129,8 @@ pub fn game_manifest(
     // A file that changed while it was hashed is not trusted.
     for &file in touched.keys() {
         let path = root.join(&manifest[file].relative_path);
-        let now = std::fs::symlink_metadata(&path)
+        let now = open_file(root, &manifest[file].relative_path)?
+            .metadata()
             .map_err(|source| ManifestError::Read {
                 path: path.clone(),
                 source,
@@ -196,7 +208,9 @@ fn hash_jobs(
                     let path = root.join(&file.relative_path);
                     let hashed = (|| {
                         if open.as_ref().is_none_or(|(f, _)| *f != job.file) {
-                            open = Some((job.file, std::fs::File::open(&path)?));
+                            let opened = open_beneath(root, &file.relative_path)
+                                .map_err(std::io::Error::other)?;
+                            open = Some((job.file, opened));
                         }
                         let handle = &open.as_ref().expect("opened above").1;
                         let offset = job.chunk as u64 * CHUNK_SIZE;
@@ -239,6 +253,14 @@ fn hash_jobs(
         }
     }
     Ok(hashes)
+}
+
+/// `relative_path` opened beneath `root`, never through a link.
+fn open_file(root: &Path, relative_path: &str) -> Result<std::fs::File, ManifestError> {
+    open_beneath(root, relative_path).map_err(|source| ManifestError::Open {
+        root: root.to_owned(),
+        source,
+    })
 }
 
 /// Puts the calling thread at the lowest CPU priority (nice 19). Best

@@ -301,23 +301,24 @@ async fn send_file(
     Ok(())
 }
 
-/// Resolves, opens and range-checks a file for sending. Blocking.
+/// Opens and range-checks a file for sending. Blocking.
 fn open_range(
     library: &ServedLibrary,
     id: &lanspread_proto::model::GameId,
     relative_path: &str,
     range: Option<(u64, u64)>,
 ) -> Result<(std::fs::File, u64, u64), WireError> {
-    let path = library.resolve_file(id, relative_path)?;
-    let io_refusal = |err: std::io::Error| {
-        tracing::warn!(game = %id, path = %relative_path, cause = %err, "cannot read served file");
-        refusal(
-            WireErrorCode::Internal,
-            format!("cannot read {relative_path}"),
-        )
-    };
-    let file = std::fs::File::open(&path).map_err(io_refusal)?;
-    let size = file.metadata().map_err(io_refusal)?.len();
+    let file = library.open_file(id, relative_path)?;
+    let size = file
+        .metadata()
+        .map_err(|err| {
+            tracing::warn!(game = %id, path = %relative_path, cause = %err, "cannot read served file");
+            refusal(
+                WireErrorCode::Internal,
+                format!("cannot read {relative_path}"),
+            )
+        })?
+        .len();
     let (offset, length) = match range {
         Some((offset, length)) => {
             check_range(size, offset, length)?;

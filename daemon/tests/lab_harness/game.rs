@@ -71,10 +71,13 @@ pub async fn wait_peers(daemon: &LabDaemon, count: u32) {
     crate::common::wait_peer_count(&mut daemon.client().await, count, CONNECT_TIMEOUT).await;
 }
 
-/// Asks for the file list and starts the download; returns the list's
-/// summary.
+/// Asks for the file list from every connected peer that holds the game
+/// (waiting for those still preparing it) and starts the download; returns
+/// the list's summary.
 pub async fn start_download(client: &mut IpcClient) -> GameFilesResult {
-    let summary: GameFilesResult = client.get_game(&id()).await.unwrap();
+    let games = client.list_games().await.unwrap();
+    let holders = games.iter().find(|g| g.id == id()).map_or(1, |g| g.peers);
+    let summary = crate::common::get_game_from(client, &id(), holders).await;
     client.download(&id(), vec![]).await.unwrap();
     summary
 }
