@@ -32,6 +32,9 @@ pub struct ServedGame {
     pub version: Version,
     pub size: u64,
     pub files: Vec<LocalFile>,
+    /// The paths of its regular files, so a chunk request checks its path
+    /// in constant time however many files the game has.
+    pub regular_files: std::collections::HashSet<String>,
 }
 
 impl ServedLibrary {
@@ -49,6 +52,12 @@ impl ServedLibrary {
                     ServedGame {
                         version: game.version.clone()?,
                         size: game.size,
+                        regular_files: game
+                            .files
+                            .iter()
+                            .filter(|f| !f.is_dir)
+                            .map(|f| f.relative_path.clone())
+                            .collect(),
                         files: game.files.clone(),
                     },
                 ))
@@ -99,11 +108,7 @@ impl ServedLibrary {
     pub fn open_file(&self, id: &GameId, relative_path: &str) -> Result<File, WireError> {
         check_relative_path(relative_path)?;
         let (root, game) = self.game(id)?;
-        let listed = game
-            .files
-            .iter()
-            .any(|f| !f.is_dir && f.relative_path == relative_path);
-        if !listed {
+        if !game.regular_files.contains(relative_path) {
             return Err(refusal(
                 WireErrorCode::NotFound,
                 format!("{relative_path} is not a served file of {id}"),
