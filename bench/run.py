@@ -11,7 +11,9 @@ pointed out. Root only. Everything started here is ended by pid (through
 
     bench/run.py [--only NAME[,NAME...]]
 
-Scenario names: single, multi, fanout, discovery, idle, extract.
+Scenario names: single, multi, fanout, discovery, idle, mesh, extract.
+Release binaries are taken from $CARGO_TARGET_DIR/release (default
+target/release).
 """
 
 import argparse
@@ -32,7 +34,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
+BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
 LAB = os.path.join(ROOT, "scripts", "lab.sh")
 RESULTS = os.path.join(ROOT, "bench", "results")
 LAB_ID = "bench"
@@ -544,23 +546,30 @@ def scenario_fanout(work):
     }
 
 
+DISCOVERY_ROUNDS = 20
+DISCOVERY_MISS_S = 10
+
+
 def scenario_discovery(work):
-    """Daemon start on h2 → PeerConnected on h1, 10 times."""
+    """Daemon start on h2 → PeerConnected on h1, 20 back-to-back restarts."""
     games = os.path.join(work, "discovery-games")
     write_game(games, 1024, "discovery")
     observer = Daemon(work, "h1", "observer", games)
     watch = observer.ipc()
     watch.call({"type": "Subscribe"})
     samples = []
+    misses = 0
     try:
-        for run in range(10):
+        for run in range(DISCOVERY_ROUNDS):
             newcomer = Daemon(work, "h2", f"newcomer{run}", games)
             peer_id = newcomer.ipc().hello["peer_id"]
             try:
                 watch.wait_event(lambda e: e["type"] == "PeerConnected"
-                                 and e["peer"]["peer_id"] == peer_id, "PeerConnected", 30)
+                                 and e["peer"]["peer_id"] == peer_id, "PeerConnected",
+                                 DISCOVERY_MISS_S)
                 samples.append(time.monotonic() - newcomer.started)
             except RuntimeError as err:
+                misses += 1
                 DISCOVERY_MISSES.append(f"discovery round {run}: {err}")
                 log(f"  discovery miss in round {run}: {err}")
             newcomer.stop()
@@ -569,8 +578,63 @@ def scenario_discovery(work):
         watch.close()
         observer.stop()
     if len(samples) < 5:
-        raise RuntimeError(f"discovery missed {10 - len(samples)} of 10 newcomers")
-    return {"start_to_peer_connected_s": summary(samples), "misses": 10 - len(samples)}
+        raise RuntimeError(f"discovery missed {misses} of {DISCOVERY_ROUNDS} newcomers")
+    return {"start_to_peer_connected_s": summary(samples),
+            "first_10_median_s": round(statistics.median(samples[:10]), 2),
+            "rounds": DISCOVERY_ROUNDS, "misses": misses}
+
+
+MESH_HOSTS = 12
+MESH_IDLE_S = 30
+
+
+def scenario_mesh(_work):
+    """12 lab hosts start a daemon each at once: time until all see all; idle CPU, RSS."""
+    lab_id = "bench-mesh"
+    work = tempfile.mkdtemp(prefix="mesh.", dir="/var/tmp")
+    subprocess.run([LAB, "down", "--id", lab_id], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    subprocess.run([LAB, "up", str(MESH_HOSTS), "--id", lab_id], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    global LAB_ID
+    main_lab, LAB_ID = LAB_ID, lab_id
+    daemons = []
+    try:
+        started = time.monotonic()
+        daemons = [Daemon(work, f"h{i}", f"mesh{i}", None) for i in range(1, MESH_HOSTS + 1)]
+        conns = [d.ipc() for d in daemons]
+        deadline = started + 60
+        seen_all = [None] * len(daemons)
+        while None in seen_all:
+            if time.monotonic() > deadline:
+                counts = [c.call({"type": "GetPeerCount"})["count"] for c in conns]
+                raise RuntimeError(f"mesh incomplete after 60 s: peer counts {counts}")
+            for i, conn in enumerate(conns):
+                if seen_all[i] is None and \
+                        conn.call({"type": "GetPeerCount"})["count"] == MESH_HOSTS - 1:
+                    seen_all[i] = time.monotonic() - started
+            time.sleep(0.05)
+        for conn in conns:
+            conn.close()
+        time.sleep(2)
+        before = {d.pid: cpu_seconds(d.pid) for d in daemons}
+        time.sleep(MESH_IDLE_S)
+        cpu = [(cpu_seconds(d.pid) - before[d.pid]) / MESH_IDLE_S * 100 for d in daemons]
+        rss = [rss_kib(d.pid) / 1024 for d in daemons]
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        LAB_ID = main_lab
+        subprocess.run([LAB, "down", "--id", lab_id], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "hosts": MESH_HOSTS,
+        "all_see_all_s": round(max(seen_all), 2),
+        "each_sees_all_s": summary(seen_all),
+        "idle_cpu_percent_per_daemon": summary(cpu, 3),
+        "idle_rss_mib_per_daemon": summary(rss, 1),
+    }
 
 
 def scenario_idle(work):
@@ -630,6 +694,7 @@ SCENARIOS = {
     "fanout": scenario_fanout,
     "discovery": scenario_discovery,
     "idle": scenario_idle,
+    "mesh": scenario_mesh,
     "extract": scenario_extract,
 }
 
@@ -649,6 +714,9 @@ ROWS = [
     ("fanout", "four_together_s", "fan-out: four together, all done", "s", False),
     ("fanout", "four_over_one", "fan-out: four ÷ one (4.0 = seeder link bound)", "", False),
     ("discovery", "start_to_peer_connected_s", "daemon start → PeerConnected on another host", "s", False),
+    ("mesh", "each_sees_all_s", "mesh of 12 started together: start → sees all 11 others", "s", False),
+    ("mesh", "idle_cpu_percent_per_daemon", "mesh of 12: idle CPU per daemon (11 peers)", "%", False),
+    ("mesh", "idle_rss_mib_per_daemon", "mesh of 12: RSS per daemon", "MiB", False),
     ("idle", "idle_cpu_percent_10s_windows", "idle CPU, 2 peers (10 s windows over 60 s)", "%", False),
     ("idle", "ipc_p50_us", "IPC round trip p50", "µs", False),
     ("idle", "ipc_p99_us", "IPC round trip p99", "µs", False),
@@ -706,6 +774,12 @@ def markdown(report, notes):
     if "idle" in s:
         extra.append(f"- idle RSS with 2 peers: **{s['idle']['idle_rss_mib']} MiB** "
                      f"({s['idle']['rss_after_30000_ipc_requests_mib']} MiB after 30 000 IPC requests)")
+    if "discovery" in s:
+        extra.append(f"- discovery misses (not connected within {DISCOVERY_MISS_S} s) over "
+                     f"{s['discovery'].get('rounds', 10)} restarts: **{s['discovery']['misses']}**")
+    if "mesh" in s:
+        extra.append(f"- mesh of {s['mesh']['hosts']}: every daemon sees all others after "
+                     f"**{s['mesh']['all_see_all_s']} s**")
     if "extract" in s:
         extra.append(f"- extraction, lanspread ÷ bsdtar: **{s['extract']['lanspread_over_bsdtar']}** "
                      f"({s['extract']['extracted_mib']} MiB extracted)")

@@ -17,7 +17,7 @@ use crate::ipc::{
     ClientRequest, EventMessage, Hello, IpcError, MAX_LINE_BYTES, Outcome, PROTOCOL_VERSION,
     PeerCommand, PeerCountResult, ServerMessage, SetGameDirResult, SubscribeResult,
 };
-use crate::model::{DaemonStatus, GameSummary, PeerInfo};
+use crate::model::{DaemonStatus, GameSummary, KnownPeer};
 
 /// Socket file name inside the runtime directory.
 pub const SOCKET_FILE_NAME: &str = "lanspreadd.sock";
@@ -205,7 +205,7 @@ impl IpcClient {
         self.call(PeerCommand::Status).await
     }
 
-    pub async fn list_peers(&mut self) -> Result<Vec<PeerInfo>, ClientError> {
+    pub async fn list_peers(&mut self) -> Result<Vec<KnownPeer>, ClientError> {
         self.call(PeerCommand::ListPeers).await
     }
 

@@ -62,7 +62,7 @@ impl Daemon {
             .peers
             .connected()
             .filter(|p| p.games.iter().any(|g| g.id == id && g.version == version))
-            .map(|p| (p.info.peer_id.clone(), p.addr))
+            .map(|p| (p.info.peer_id.clone(), p.dial_addr()))
             .collect();
         let inbox = self.inbox.clone();
         tokio::spawn(async move {

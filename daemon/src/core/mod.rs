@@ -17,7 +17,7 @@ use lanspread_proto::ipc::{
     ErrorCode, EventMessage, IpcError, PROTOCOL_VERSION, PeerCommand, PeerCountResult, PeerEvent,
     SetGameDirResult, SubscribeResult,
 };
-use lanspread_proto::model::{DaemonStatus, GameSummary, PeerInfo, UnavailableComponent};
+use lanspread_proto::model::{DaemonStatus, GameSummary, UnavailableComponent};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -361,13 +361,7 @@ impl Daemon {
             PeerCommand::GetPeerCount => to_reply(&PeerCountResult {
                 count: self.peer_count(),
             }),
-            PeerCommand::ListPeers => to_reply(
-                &self
-                    .peers
-                    .connected()
-                    .map(|p| &p.info)
-                    .collect::<Vec<&PeerInfo>>(),
-            ),
+            PeerCommand::ListPeers => to_reply(&self.peers.known(std::time::Instant::now())),
             PeerCommand::Subscribe => self.on_subscribe(),
             PeerCommand::SetGameDir { path } => return self.on_set_game_dir(path, reply),
             PeerCommand::GetGame { id } | PeerCommand::FetchLatestFromPeers { id } => {
@@ -566,10 +560,10 @@ impl Daemon {
             DiscoveryEvent::Found {
                 peer_id,
                 name,
-                addr,
-            } => match self.peers.discovered(&peer_id, &name, addr) {
+                addrs,
+            } => match self.peers.discovered(&peer_id, &name, &addrs) {
                 Discovered::New => {
-                    tracing::info!(peer = %peer_id, name = %name, %addr, "peer discovered");
+                    tracing::info!(peer = %peer_id, name = %name, ?addrs, "peer discovered");
                     let peer = self.peers.get(&peer_id).map(|p| p.info.clone());
                     if let Some(peer) = peer {
                         self.publish(PeerEvent::PeerDiscovered { peer });
@@ -577,7 +571,7 @@ impl Daemon {
                     self.update_ping_targets();
                 }
                 Discovered::Moved => {
-                    tracing::info!(peer = %peer_id, %addr, "peer moved");
+                    tracing::info!(peer = %peer_id, ?addrs, "peer addresses changed");
                     self.update_ping_targets();
                 }
                 Discovered::Unchanged => {}
@@ -595,6 +589,10 @@ impl Daemon {
 
     fn on_ping(&mut self, event: PingEvent) {
         match event {
+            PingEvent::Answered { peer_id, addr, rtt } => {
+                self.peers
+                    .answered(&peer_id, addr, rtt, std::time::Instant::now());
+            }
             PingEvent::Library {
                 peer_id,
                 revision,
@@ -641,7 +639,7 @@ impl Daemon {
             .all()
             .map(|p| PingTarget {
                 peer_id: p.info.peer_id.clone(),
-                addr: p.addr,
+                addrs: p.addrs.clone(),
             })
             .collect();
         self.ping_targets.send_replace(targets);

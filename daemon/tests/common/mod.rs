@@ -182,7 +182,7 @@ impl DiscoveryBackend for MemoryLan {
                             emit(DiscoveryEvent::Found {
                                 peer_id: other.peer_id,
                                 name: other.name,
-                                addr: ([127, 0, 0, 1], other.port).into(),
+                                addrs: vec![([127, 0, 0, 1], other.listen.port()).into()],
                             });
                         }
                     }
