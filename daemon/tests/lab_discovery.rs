@@ -8,6 +8,8 @@
 mod common;
 mod lab_harness;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::wait_for_event;
@@ -24,6 +26,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const RESTART_BOUND: Duration = Duration::from_secs(3);
 
 const RESTART_CYCLES: usize = 20;
+
+/// The game h4 downloads from h3 over and over while h2 restarts.
+const LOAD_GAME_SIZE: u64 = 96 << 20;
 
 /// Polls `ListPeers` until `peer_id` is connected; its entry.
 async fn wait_connected(client: &mut IpcClient, peer_id: &str, within: Duration) -> KnownPeer {
@@ -60,6 +65,10 @@ async fn a_peer_whose_mdns_runs_over_ipv6_only_is_found_both_ways() {
     let (id_a, id_b) = (peer_id(&a).await, peer_id(&b).await);
     let seen_by_a = wait_connected(&mut a.client().await, &id_b, CONNECT_TIMEOUT).await;
     let seen_by_b = wait_connected(&mut b.client().await, &id_a, CONNECT_TIMEOUT).await;
+    eprintln!(
+        "measured: both connected {:?} after the second daemon started",
+        b.started.elapsed()
+    );
     for (seen, host) in [(&seen_by_a, "h2"), (&seen_by_b, "h1")] {
         let address = seen.address.as_deref().expect("an address in use");
         assert!(
@@ -182,11 +191,16 @@ async fn back_to_back_restarts_on_a_loaded_lab_are_discovered_both_ways_within_3
         .unwrap_or(RESTART_CYCLES);
     let lab = Lab::up(4);
     // The load: h4 downloads a game from h3 over and over.
-    let source = game::make_game(96 << 20);
+    let source = game::make_game(LOAD_GAME_SIZE);
     let seeder = lab.spawn_daemon("h3", "seeder", game::copy_game(source.path()));
     let leecher = lab.spawn_daemon("h4", "leecher", |_| {});
     game::wait_peers(&leecher, 1).await;
-    let load = tokio::spawn(download_forever(leecher.client().await, leecher.games()));
+    let downloads = Arc::new(AtomicUsize::new(0));
+    let load = tokio::spawn(download_forever(
+        leecher.client().await,
+        leecher.games(),
+        Arc::clone(&downloads),
+    ));
 
     let observer = lab.spawn_daemon("h1", "observer", |_| {});
     let id_observer = peer_id(&observer).await;
@@ -217,24 +231,33 @@ async fn back_to_back_restarts_on_a_loaded_lab_are_discovered_both_ways_within_3
     }
     assert!(!load.is_finished(), "the load stopped: {:?}", load.await);
     load.abort();
-    let downloads = std::fs::read_dir(leecher.games()).map_or(0, |d| d.count());
+    let downloads = downloads.load(Ordering::Relaxed);
+    assert!(downloads > 0, "no transfer ran during the restarts");
     samples.sort();
     eprintln!(
-        "measured: restart -> connected both ways, {} cycles: median {:?}, max {:?} (leecher games dir entries: {downloads})",
+        "measured: restart -> connected both ways, {} cycles: median {:?}, max {:?} ({downloads} downloads of {} MiB meanwhile)",
         samples.len(),
         samples[samples.len() / 2],
-        samples.last().unwrap()
+        samples.last().unwrap(),
+        LOAD_GAME_SIZE >> 20
     );
     drop(seeder);
 }
 
-/// Downloads the game, deletes it, and again, until aborted.
-async fn download_forever(mut client: IpcClient, games: std::path::PathBuf) -> String {
+/// Downloads the game, deletes it, and again, until aborted; counts the
+/// finished downloads.
+async fn download_forever(
+    mut client: IpcClient,
+    games: std::path::PathBuf,
+    finished: Arc<AtomicUsize>,
+) -> String {
     client.subscribe().await.unwrap();
     loop {
         game::start_download(&mut client).await;
         match game::wait_outcome(&mut client).await {
-            PeerEvent::DownloadGameFilesFinished { .. } => {}
+            PeerEvent::DownloadGameFilesFinished { .. } => {
+                finished.fetch_add(1, Ordering::Relaxed);
+            }
             other => return format!("download ended with {other:?}"),
         }
         // Installing starts by itself after a download; let it end, then
