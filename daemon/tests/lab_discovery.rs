@@ -121,6 +121,46 @@ async fn two_daemons_on_one_host_and_one_on_another_all_see_each_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_host_address_is_announced_and_the_peer_stays_connected() {
+    let lab = Lab::up(2);
+    let a = lab.spawn_daemon("h1", "alpha", |_| {});
+    let b = lab.spawn_daemon("h2", "bravo", |_| {});
+    let id_b = peer_id(&b).await;
+    let mut client = a.client().await;
+    let before = wait_connected(&mut client, &id_b, CONNECT_TIMEOUT).await;
+    let port = before
+        .address
+        .as_deref()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_owned();
+    // h2 gets a second address (DHCP on another interface, say).
+    lab.run(
+        "h2",
+        &["ip", "addr", "add", "10.77.0.202/24", "dev", "eth0"],
+    );
+    let wanted = format!("10.77.0.202:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let peers = client.list_peers().await.unwrap();
+        let peer = peers.iter().find(|p| p.peer_id == id_b);
+        if peer.is_some_and(|p| p.addresses.contains(&wanted)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new address never arrived: {peer:?}\n{}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(b.log_text().contains("host addresses changed"));
+    wait_connected(&mut client, &id_b, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_vanishes_right_after_being_browsed_concerns_only_itself() {
     let lab = Lab::up(2);
     let observer = lab.spawn_daemon("h1", "observer", |_| {});
