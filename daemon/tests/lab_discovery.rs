@@ -161,6 +161,42 @@ async fn a_new_host_address_is_announced_and_the_peer_stays_connected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_restarted_with_its_identity_is_found_again_at_its_new_port() {
+    let lab = Lab::up(2);
+    let a = lab.spawn_daemon("h1", "alpha", |_| {});
+    let mut b = lab.spawn_daemon("h2", "bravo", |_| {});
+    let id_b = peer_id(&b).await;
+    let mut client = a.client().await;
+    let mut seen = wait_connected(&mut client, &id_b, CONNECT_TIMEOUT).await;
+    for round in 1..=3 {
+        // The same state dir (peer id) and name, so the same mDNS instance
+        // name, at once; a new QUIC port.
+        let (status, work) = b.terminate();
+        assert!(status.success());
+        b = lab.spawn_in("h2", "bravo", work, &[]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = wait_connected(&mut client, &id_b, CONNECT_TIMEOUT).await;
+            if now.address != seen.address {
+                eprintln!(
+                    "measured: round {round}: found again at {:?} {:?} after the restart",
+                    now.address,
+                    b.started.elapsed()
+                );
+                seen = now;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: never found at its new port; still {seen:?}\n{}",
+                a.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_vanishes_right_after_being_browsed_concerns_only_itself() {
     let lab = Lab::up(2);
     let observer = lab.spawn_daemon("h1", "observer", |_| {});

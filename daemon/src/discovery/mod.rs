@@ -49,6 +49,12 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(250);
 /// change (DHCP, a new interface) announces the service again.
 const ADDRESS_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Pause between withdrawing the service and registering it again with
+/// new addresses. A withdrawn record stays in other hosts' caches for 1 s
+/// (the mDNS goodbye); registered again sooner, it merely refreshes them,
+/// their browsers see no change and never resolve the new TXT record.
+const REANNOUNCE_PAUSE: Duration = Duration::from_secs(2);
+
 /// First wait before retrying after Avahi failed, doubled up to
 /// [`MAX_BACKOFF`].
 const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -332,6 +338,9 @@ impl Announcer {
                 if addrs != self.addrs {
                     tracing::info!(from = ?self.addrs, to = ?addrs, "host addresses changed; announcing again");
                     self.registration = None;
+                    sleep_unless(REANNOUNCE_PAUSE, || {
+                        stop.load(Ordering::Relaxed) || ended.load(Ordering::Relaxed)
+                    });
                     *self = Self::register(announcement, addrs)?;
                 }
             }
@@ -341,9 +350,14 @@ impl Announcer {
 }
 
 fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
+    sleep_unless(total, || stop.load(Ordering::Relaxed));
+}
+
+/// Sleeps `total` in short steps, ending early once `done` says so.
+fn sleep_unless(total: Duration, done: impl Fn() -> bool) {
     let step = Duration::from_millis(50);
     let mut slept = Duration::ZERO;
-    while slept < total && !stop.load(Ordering::Relaxed) {
+    while slept < total && !done() {
         std::thread::sleep(step);
         slept += step;
     }
