@@ -223,6 +223,21 @@ fn session(
     })
 }
 
+/// `<name> (<first 6 hex digits of the peer id>-<port>)`: two daemons with
+/// one host name do not collide, and a daemon restarted on a new port is
+/// a new instance. Under the old name, registered again within the 1 s a
+/// withdrawn record stays cached elsewhere, it would only refresh other
+/// hosts' caches: their browsers would report nothing, never resolve the
+/// new port, and keep pinging the old one.
+fn instance_name(announcement: &Announcement) -> String {
+    let short_id: String = announcement.peer_id.chars().take(6).collect();
+    format!(
+        "{} ({short_id}-{})",
+        announcement.name,
+        announcement.listen.port()
+    )
+}
+
 /// Feeds browse results into [`Peers`] and emits what changed.
 fn browse(
     announcement: &Announcement,
@@ -287,8 +302,7 @@ impl Announcer {
     fn register(announcement: &Announcement, addrs: Vec<IpAddr>) -> Result<Self, String> {
         let (tx, registered) = mpsc::channel();
         let mut service = MdnsService::new(service_type()?, announcement.listen.port());
-        let short_id: String = announcement.peer_id.chars().take(6).collect();
-        service.set_name(&format!("{} ({short_id})", announcement.name));
+        service.set_name(&instance_name(announcement));
         let mut txt = TxtRecord::new();
         txt.insert(TXT_PEER_ID, &announcement.peer_id)
             .and_then(|()| txt.insert(TXT_WIRE, &WIRE_VERSION.to_string()))
@@ -366,6 +380,16 @@ fn sleep_unless(total: Duration, done: impl Fn() -> bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_instance_name_carries_the_name_a_short_id_and_the_port() {
+        let announcement = Announcement {
+            peer_id: "0123456789abcdef".into(),
+            name: "lan (party)".into(),
+            listen: "0.0.0.0:41641".parse().unwrap(),
+        };
+        assert_eq!(instance_name(&announcement), "lan (party) (012345-41641)");
+    }
 
     #[test]
     fn without_avahi_discovery_fails_with_a_reason_and_stops_on_request() {

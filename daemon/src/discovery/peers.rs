@@ -135,7 +135,8 @@ impl Peers {
     }
 
     /// A removal of `instance` on one interface × protocol; `Gone` once
-    /// every resolution of it has been removed.
+    /// every resolution of it has been removed and no other instance of
+    /// the same peer (a restart on a new port) is live.
     pub fn remove(&mut self, instance: &str) -> Option<DiscoveryEvent> {
         let seen = self.by_instance.get_mut(instance)?;
         seen.live = seen.live.saturating_sub(1);
@@ -143,7 +144,11 @@ impl Peers {
             return None;
         }
         let seen = self.by_instance.remove(instance)?;
-        (!seen.reported.is_empty()).then_some(DiscoveryEvent::Gone {
+        let still_announced = self
+            .by_instance
+            .values()
+            .any(|other| other.peer_id == seen.peer_id && !other.reported.is_empty());
+        (!seen.reported.is_empty() && !still_announced).then_some(DiscoveryEvent::Gone {
             peer_id: seen.peer_id,
         })
     }
@@ -246,6 +251,23 @@ mod tests {
         assert_eq!(
             peers.add("b (pb)", &txt("pb", "10.0.0.2"), "10.0.0.2", 9),
             found("pb", "b", &["10.0.0.2:9"])
+        );
+    }
+
+    #[test]
+    fn a_restart_under_a_new_instance_name_is_found_and_the_old_one_leaving_is_no_goodbye() {
+        let mut peers = Peers::new("me");
+        peers.add("b (pb-1000)", &txt("pb", "10.0.0.2"), "10.0.0.2", 1000);
+        assert_eq!(
+            peers.add("b (pb-2000)", &txt("pb", "10.0.0.2"), "10.0.0.2", 2000),
+            found("pb", "b", &["10.0.0.2:2000"])
+        );
+        assert_eq!(peers.remove("b (pb-1000)"), None, "the new one is live");
+        assert_eq!(
+            peers.remove("b (pb-2000)"),
+            Some(DiscoveryEvent::Gone {
+                peer_id: "pb".into()
+            })
         );
     }
 
