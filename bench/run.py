@@ -13,7 +13,8 @@ pointed out. Root only. Everything started here is ended by pid (through
 
 Scenario names: single, multi, fanout, discovery, idle, mesh, extract.
 Release binaries are taken from $CARGO_TARGET_DIR/release (default
-target/release).
+target/release). The lab id is "bench" unless LANSPREAD_BENCH_LAB says
+otherwise (the mesh scenario adds a lab of its own, "<id>mesh").
 """
 
 import argparse
@@ -37,7 +38,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
 LAB = os.path.join(ROOT, "scripts", "lab.sh")
 RESULTS = os.path.join(ROOT, "bench", "results")
-LAB_ID = "bench"
+# LANSPREAD_BENCH_LAB: another lab id, so two benches on one machine do not
+# tear down each other's labs.
+LAB_ID = os.environ.get("LANSPREAD_BENCH_LAB", "bench")
 GAME = "openarena"
 MIB = 1 << 20
 TOTAL_LIMIT_S = 600
@@ -590,13 +593,14 @@ MESH_IDLE_S = 60
 
 def scenario_mesh(_work):
     """12 lab hosts start a daemon each at once: time until all see all; idle CPU, RSS."""
-    lab_id = "bench-mesh"
+    global LAB_ID
+    # Not "<LAB_ID>-…": `lab.sh down --id X` removes every lsl-X-* namespace.
+    lab_id = f"{LAB_ID}mesh"
     work = tempfile.mkdtemp(prefix="mesh.", dir="/var/tmp")
     subprocess.run([LAB, "down", "--id", lab_id], stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     subprocess.run([LAB, "up", str(MESH_HOSTS), "--id", lab_id], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    global LAB_ID
     main_lab, LAB_ID = LAB_ID, lab_id
     daemons = []
     try:
@@ -619,6 +623,11 @@ def scenario_mesh(_work):
         time.sleep(2)
         before = {d.pid: cpu_seconds(d.pid) for d in daemons}
         time.sleep(MESH_IDLE_S)
+        for d in daemons:
+            if d.proc.poll() is not None:
+                with open(d.log) as f:
+                    tail = f.read()[-3000:]
+                raise RuntimeError(f"{d.dir}: lanspreadd exited ({d.proc.returncode}):\n{tail}")
         cpu = [(cpu_seconds(d.pid) - before[d.pid]) / MESH_IDLE_S * 100 for d in daemons]
         rss = [rss_kib(d.pid) / 1024 for d in daemons]
     finally:
