@@ -5,13 +5,17 @@
 # lanspreadd and lanspreadctl work there with their defaults). Root only. Nothing here ever runs avahi-daemon or sends
 # multicast in the machine's own network namespace.
 #
-#   lab.sh up N [--id ID]          build hosts h1..hN (10.77.0.1..N/24)
+#   lab.sh up N [--id ID] [--avahi HOST:SECTION.KEY=VALUE]...
+#                                  build hosts h1..hN (10.77.0.1..N/24); each
+#                                  --avahi sets one avahi-daemon.conf option
+#                                  of one host (e.g. h2:server.use-ipv4=no)
 #   lab.sh run HOST CMD... [--id]  run CMD inside a host (HOST: h1, h2, ...)
 #   lab.sh pid HOST [--id ID]      pid of the host's anchor process (for nsenter)
 #   lab.sh cut HOST | restore HOST cut or restore a host's link (bridge side)
 #   lab.sh shape HOST RATE         limit what HOST sends to RATE (tc tbf, e.g. 100mbit)
 #   lab.sh unshape HOST            remove that limit
 #   lab.sh avahi-restart HOST      kill the host's avahi-daemon and start it again
+#                                  (with the same configuration)
 #   lab.sh down [--id ID]          end every process in the lab (by pid) and remove it
 #
 # Every lab has an id (default "dev"), so tests can run their own labs.
@@ -19,9 +23,11 @@ set -euo pipefail
 
 id=dev
 args=()
+avahi_options=()
 while (($#)); do
     case $1 in
         --id) id=$2; shift 2 ;;
+        --avahi) avahi_options+=("$2"); shift 2 ;;
         *) args+=("$1"); shift ;;
     esac
 done
@@ -49,8 +55,39 @@ anchor_pid() {
 }
 in_host() { local pid; pid=$(anchor_pid "$1"); shift; nsenter -t "$pid" -n -m -u --wd="$PWD" -- "$@"; }
 
+# Each host's avahi-daemon.conf: the system's, with the host's --avahi
+# options replacing (or adding) their keys in their sections.
+write_avahi_conf() {
+    local host=$1 option
+    local -a mine=()
+    for option in "${avahi_options[@]}"; do
+        [[ $option == "$host":* ]] && mine+=("${option#*:}")
+    done
+    awk -v options="${mine[*]}" '
+        BEGIN {
+            n = split(options, o, " ")
+            for (i = 1; i <= n; i++) {
+                eq = index(o[i], "="); dot = index(o[i], ".")
+                section[i] = substr(o[i], 1, dot - 1)
+                key[i] = substr(o[i], dot + 1, eq - dot - 1)
+                value[i] = substr(o[i], eq + 1)
+            }
+        }
+        /^\[/ {
+            current = substr($0, 2, length($0) - 2); print
+            for (i = 1; i <= n; i++) if (section[i] == current) print key[i] "=" value[i]
+            next
+        }
+        {
+            name = $0; sub(/[ \t]*=.*/, "", name)
+            for (i = 1; i <= n; i++) if (section[i] == current && key[i] == name) next
+            print
+        }' /etc/avahi/avahi-daemon.conf > "$state/$host-avahi.conf"
+}
+
 # What each host's anchor runs: private /run/dbus and /run/avahi-daemon,
-# its own host name, then D-Bus and Avahi, then it waits to be killed.
+# its own host name, then D-Bus and Avahi (with the host's configuration
+# file), then it waits to be killed.
 host_init='
 set -euo pipefail
 if [[ $(readlink /proc/self/ns/net) == $(readlink /proc/1/ns/net) ]]; then
@@ -65,14 +102,14 @@ for dir in /run/dbus /run/avahi-daemon /run/lanspread /var/lib/lanspread; do
     mount -t tmpfs -o size=16m lanspread-lab "$dir"
 done
 dbus-daemon --system --fork
-avahi-daemon -D --no-rlimits
+avahi-daemon -D --no-rlimits -f "$2"
 exec sleep infinity
 '
 
 start_avahi() {
     in_host "$1" bash -c '
         [[ $(readlink /proc/self/ns/net) != $(readlink /proc/1/ns/net) ]] || exit 1
-        avahi-daemon -D --no-rlimits'
+        avahi-daemon -D --no-rlimits -f "$1"' start-avahi "$state/$1-avahi.conf"
 }
 
 avahi_pid() { in_host "$1" cat /run/avahi-daemon/pid 2> /dev/null || true; }
@@ -104,8 +141,10 @@ case $command in
             ip -n "$ns" link set lo up
             ip -n "$ns" addr add "10.77.0.$i/24" dev eth0
             ip -n "$ns" link set eth0 up
+            write_avahi_conf "$host"
             ip netns exec "$ns" unshare --mount --uts --propagation private \
-                bash -c "$host_init" host-init "lab-$id-$host" < /dev/null > "$state/$host.log" 2>&1 &
+                bash -c "$host_init" host-init "lab-$id-$host" "$state/$host-avahi.conf" \
+                < /dev/null > "$state/$host.log" 2>&1 &
             echo $! > "$state/$host.pid"
         done
         for i in $(seq "$n"); do
@@ -162,7 +201,7 @@ case $command in
         echo "lab $id: down"
         ;;
     *)
-        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

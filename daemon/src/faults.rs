@@ -10,6 +10,9 @@
 //! - `LANSPREAD_TEST_CRASH_AT=STEP`: the daemon aborts (as a power cut would
 //!   stop it) when an install transaction reaches `STEP` (see
 //!   `install::transaction`).
+//! - `LANSPREAD_TEST_MDNS_HOST=NAME`: the mDNS service points at host
+//!   `NAME` (which has no address records), so every peer that browses it
+//!   fails to resolve it: a peer that vanishes right after being browsed.
 
 /// Counts calls and says whether this one is the N-th (N from `var`).
 #[cfg(feature = "test-faults")]
@@ -87,3 +90,18 @@ pub fn crash_point(step: &str) {
 #[cfg(not(feature = "test-faults"))]
 #[inline(always)]
 pub fn crash_point(_step: &str) {}
+
+/// The host name the mDNS service must point at instead of this host's.
+#[cfg(feature = "test-faults")]
+pub fn mdns_host() -> Option<String> {
+    let host = std::env::var("LANSPREAD_TEST_MDNS_HOST").ok()?;
+    tracing::warn!(%host, "test fault: announcing an unresolvable host name");
+    Some(host)
+}
+
+/// Without `test-faults`: none.
+#[cfg(not(feature = "test-faults"))]
+#[inline(always)]
+pub fn mdns_host() -> Option<String> {
+    None
+}

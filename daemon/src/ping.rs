@@ -1,5 +1,8 @@
 //! Liveness: pings every known peer over QUIC, fetches a peer's library
 //! when its revision changes, and reports peers that stopped answering.
+//! A peer may be reachable at several addresses (mDNS gives them all):
+//! until one answers, every ping goes to all of them at once and the
+//! first valid answer picks the address in use.
 //!
 //! mDNS never reports a cut link, so this task is the only judge of
 //! whether a peer is alive. Lost peers keep being pinged so that a
@@ -37,12 +40,20 @@ pub const MAX_ANNOUNCED_GAMES: usize = 10_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PingTarget {
     pub peer_id: String,
-    pub addr: SocketAddr,
+    /// Every address it may answer at, best first.
+    pub addrs: Vec<SocketAddr>,
 }
 
 /// What pinging found out.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PingEvent {
+    /// The peer answered a ping at `addr` after `rtt` (sent for every
+    /// answered ping, before any `Library`).
+    Answered {
+        peer_id: String,
+        addr: SocketAddr,
+        rtt: Duration,
+    },
     /// The peer answers; this is its library at `revision` (sent when the
     /// revision changed, or when a peer that was unreachable answers again).
     Library {
@@ -71,13 +82,13 @@ pub async fn run(
     core: EventSender<PingEvent>,
     shutdown: CancellationToken,
 ) {
-    let mut pingers: HashMap<String, (SocketAddr, CancellationToken)> = HashMap::new();
+    let mut pingers: HashMap<String, (Vec<SocketAddr>, CancellationToken)> = HashMap::new();
     loop {
         let current = targets.borrow_and_update().clone();
-        pingers.retain(|peer_id, (addr, stop)| {
+        pingers.retain(|peer_id, (addrs, stop)| {
             let keep = current
                 .iter()
-                .any(|t| &t.peer_id == peer_id && t.addr == *addr);
+                .any(|t| &t.peer_id == peer_id && t.addrs == *addrs);
             if !keep {
                 stop.cancel();
             }
@@ -86,7 +97,7 @@ pub async fn run(
         for target in current {
             if !pingers.contains_key(&target.peer_id) {
                 let stop = shutdown.child_token();
-                pingers.insert(target.peer_id.clone(), (target.addr, stop.clone()));
+                pingers.insert(target.peer_id.clone(), (target.addrs.clone(), stop.clone()));
                 tokio::spawn(ping_peer(Arc::clone(&client), target, core.clone(), stop));
             }
         }
@@ -115,26 +126,41 @@ async fn ping_peer(
     };
     let mut ticker = tokio::time::interval(PING_INTERVAL);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The address that answered last; `None`: try them all.
+    let mut in_use: Option<SocketAddr> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
         let known = state.revision.filter(|_| !state.reported_unreachable);
-        match probe(&client, &target, known).await {
-            Ok(Answer::Unchanged) => state.last_answer = Instant::now(),
-            Ok(Answer::Library { revision, games }) => {
+        let candidates = in_use.map_or_else(|| target.addrs.clone(), |addr| vec![addr]);
+        match probe(&client, &target.peer_id, &candidates, known).await {
+            Ok((addr, rtt, answer)) => {
+                if in_use != Some(addr) {
+                    tracing::debug!(peer = %target.peer_id, %addr, "peer answers at this address");
+                }
+                in_use = Some(addr);
                 state.last_answer = Instant::now();
-                state.revision = Some(revision);
-                state.reported_unreachable = false;
-                emit(PingEvent::Library {
+                emit(PingEvent::Answered {
                     peer_id: target.peer_id.clone(),
-                    revision,
-                    games,
+                    addr,
+                    rtt,
                 })
                 .await;
+                if let Answer::Library { revision, games } = answer {
+                    state.revision = Some(revision);
+                    state.reported_unreachable = false;
+                    emit(PingEvent::Library {
+                        peer_id: target.peer_id.clone(),
+                        revision,
+                        games,
+                    })
+                    .await;
+                }
             }
             Err(reason) => {
+                in_use = None;
                 if !state.reported_unreachable && state.last_answer.elapsed() >= PEER_TIMEOUT {
                     state.reported_unreachable = true;
                     emit(PingEvent::Unreachable {
@@ -159,37 +185,67 @@ enum Answer {
     },
 }
 
-/// Pings one peer and, when its library revision is not `known`, fetches
-/// the library too. A failed fetch counts as no answer (retried next round).
+/// Pings one peer at every address in `addrs` at once; the first valid
+/// answer wins. Then, when its library revision is not `known`, fetches
+/// the library from there too. A failed fetch counts as no answer
+/// (retried next round).
 async fn probe(
     client: &PeerClient,
-    target: &PingTarget,
+    peer_id: &str,
+    addrs: &[SocketAddr],
     known: Option<u64>,
-) -> Result<Answer, String> {
-    let pong = tokio::time::timeout(PING_TIMEOUT, client.request(target.addr, &Request::Ping))
+) -> Result<(SocketAddr, Duration, Answer), String> {
+    if addrs.is_empty() {
+        return Err("no address to dial".into());
+    }
+    let pings = addrs.iter().map(|&addr| {
+        Box::pin(async move {
+            let sent = Instant::now();
+            ping(client, peer_id, addr)
+                .await
+                .map(|revision| (addr, sent.elapsed(), revision))
+                .map_err(|reason| format!("{addr}: {reason}"))
+        })
+    });
+    let ((addr, rtt, revision), _) = futures::future::select_ok(pings).await?;
+    if known == Some(revision) {
+        return Ok((addr, rtt, Answer::Unchanged));
+    }
+    let games = fetch_library(client, peer_id, addr).await?;
+    Ok((addr, rtt, Answer::Library { revision, games }))
+}
+
+/// One ping; the peer's library revision.
+async fn ping(client: &PeerClient, peer_id: &str, addr: SocketAddr) -> Result<u64, String> {
+    let pong = tokio::time::timeout(PING_TIMEOUT, client.request(addr, &Request::Ping))
         .await
         .map_err(|_| format!("no answer within {PING_TIMEOUT:?}"))?
         .map_err(|err| err.to_string())?;
-    let revision = match pong {
+    match pong {
         Response::Pong {
-            peer_id,
+            peer_id: answered,
             wire_version,
             library_revision,
         } => {
-            if peer_id != target.peer_id {
-                return Err(format!("{} answers as peer {peer_id}", target.addr));
+            if answered != peer_id {
+                return Err(format!("{addr} answers as peer {answered}"));
             }
             if wire_version != WIRE_VERSION {
                 return Err(format!("speaks wire version {wire_version}"));
             }
-            library_revision
+            Ok(library_revision)
         }
-        other => return Err(format!("answered a ping with {other:?}")),
-    };
-    if known == Some(revision) {
-        return Ok(Answer::Unchanged);
+        other => Err(format!("answered a ping with {other:?}")),
     }
-    match client.request(target.addr, &Request::ListGames).await {
+}
+
+/// A peer's announced games (odd entries dropped).
+async fn fetch_library(
+    client: &PeerClient,
+    peer_id: &str,
+    addr: SocketAddr,
+) -> Result<Vec<AnnouncedGame>, String> {
+    match client.request(addr, &Request::ListGames).await {
         Ok(Response::Games { games }) => {
             if games.len() > MAX_ANNOUNCED_GAMES {
                 return Err(format!(
@@ -205,12 +261,12 @@ async fn probe(
                         && !g.version.as_str().chars().any(char::is_control)
                         && !g.version.as_str().is_empty();
                     if !ok {
-                        tracing::warn!(peer = %target.peer_id, game = %g.id, "peer announced an invalid version, entry ignored");
+                        tracing::warn!(peer = %peer_id, game = %g.id, "peer announced an invalid version, entry ignored");
                     }
                     ok
                 })
                 .collect();
-            Ok(Answer::Library { revision, games })
+            Ok(games)
         }
         Ok(other) => Err(format!("answered ListGames with {other:?}")),
         Err(err) => Err(format!("cannot fetch its library: {err}")),

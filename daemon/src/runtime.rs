@@ -92,7 +92,7 @@ impl PeerRuntime {
         let announcement = Announcement {
             peer_id: identity.peer_id.clone(),
             name: identity.name.clone(),
-            port: listen.port(),
+            listen,
         };
         let discovery_thread = config
             .discovery

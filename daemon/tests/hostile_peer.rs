@@ -207,7 +207,7 @@ async fn victim(lie: Lie) -> (TestDaemon, IpcClient) {
     lan.announce(Announcement {
         peer_id: LIAR_ID.into(),
         name: "liar".into(),
-        port: addr.port(),
+        listen: addr,
     });
     let daemon = TestDaemon::start_on(&lan, |_| {}).await;
     let mut client = daemon.client().await;
@@ -330,7 +330,7 @@ async fn a_megabyte_version_string_is_ignored_and_clients_stay_readable() {
     lan.announce(Announcement {
         peer_id: LIAR_ID.into(),
         name: "liar".into(),
-        port: addr.port(),
+        listen: addr,
     });
     let daemon = TestDaemon::start_on(&lan, |_| {}).await;
     let mut client = daemon.client().await;

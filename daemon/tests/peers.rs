@@ -173,3 +173,30 @@ async fn a_peer_that_dies_is_lost_within_ten_seconds_and_its_games_leave() {
     assert_eq!(watch_a.peer_count().await.unwrap(), 0);
     a.stop().await.0.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_announced_at_a_dead_address_first_is_reached_at_the_next() {
+    let lan = MemoryLan::default();
+    // Nothing answers there: a peer's address on another network.
+    let dead: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    lan.add_decoy(dead);
+    let a = TestDaemon::start_on(&lan, library_with("openarena", "1")).await;
+    let b = TestDaemon::start_on(&lan, library_with("quake3", "1")).await;
+    let mut client = a.client().await;
+    wait_peer_count(&mut client, 1, Duration::from_secs(10)).await;
+    let b_listen = b.client().await.status().await.unwrap().listen.unwrap();
+    let port = b_listen.rsplit_once(':').unwrap().1;
+    let peers = client.list_peers().await.unwrap();
+    assert_eq!(peers.len(), 1);
+    let peer = &peers[0];
+    assert_eq!(
+        peer.address.as_deref(),
+        Some(&*format!("127.0.0.1:{port}")),
+        "{peer:?}"
+    );
+    assert_eq!(peer.addresses[0], dead.to_string(), "{peer:?}");
+    assert_eq!(peer.games, 1);
+    assert!(peer.rtt_us.is_some(), "{peer:?}");
+    b.stop().await.0.unwrap();
+    a.stop().await.0.unwrap();
+}

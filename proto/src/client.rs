@@ -18,7 +18,7 @@ use crate::ipc::{
     Hello, IpcError, MAX_LINE_BYTES, OperationStarted, Outcome, PROTOCOL_VERSION, PeerCommand,
     PeerCountResult, ServerMessage, SetGameDirResult, SubscribeResult,
 };
-use crate::model::{DaemonStatus, GameFile, GameId, GameSummary, PeerInfo};
+use crate::model::{DaemonStatus, GameFile, GameId, GameSummary, KnownPeer};
 
 /// Socket file name inside the runtime directory.
 pub const SOCKET_FILE_NAME: &str = "lanspreadd.sock";
@@ -207,8 +207,8 @@ impl IpcClient {
         self.call(PeerCommand::Status).await
     }
 
-    /// `ListPeers`.
-    pub async fn list_peers(&mut self) -> Result<Vec<PeerInfo>, ClientError> {
+    /// `ListPeers`: every peer this daemon knows, whatever its state.
+    pub async fn list_peers(&mut self) -> Result<Vec<KnownPeer>, ClientError> {
         self.call(PeerCommand::ListPeers).await
     }
 

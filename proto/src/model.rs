@@ -251,13 +251,46 @@ pub struct GameFileDescription {
     pub chunk_hashes: Vec<String>,
 }
 
-/// A peer as `ListPeers` and `lanspreadctl peers` report it.
+/// A peer as the peer events name it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub peer_id: String,
     pub name: String,
     /// The address the daemon dials (`ip:port`).
     pub address: String,
+}
+
+/// Where a known peer stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerState {
+    /// Seen in mDNS, not yet answered.
+    Discovered,
+    /// Answers pings and its library is known.
+    Connected,
+    /// Stopped answering; kept (and still pinged) so it can come back.
+    Lost,
+}
+
+/// A peer as `ListPeers` and `lanspreadctl peers` report it: every peer
+/// the daemon knows, whatever its state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownPeer {
+    pub peer_id: String,
+    pub name: String,
+    pub state: PeerState,
+    /// The address its pings are answered at (`ip:port`), `None` until one
+    /// answered.
+    pub address: Option<String>,
+    /// Every address mDNS gave for it, best first; all are tried at once
+    /// until one answers.
+    pub addresses: Vec<String>,
+    /// Round-trip time of its last answered ping, in microseconds.
+    pub rtt_us: Option<u64>,
+    /// Seconds since it last answered a ping, `None` if it never did.
+    pub last_seen_secs: Option<u64>,
+    /// Games it announces (0 unless connected).
+    pub games: u32,
 }
 
 /// What the daemon reports for `Status`.

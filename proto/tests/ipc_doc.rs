@@ -10,7 +10,7 @@ use lanspread_proto::ipc::{
     OperationStarted, Outcome, PeerCommand, PeerCountResult, ServerMessage, SetGameDirResult,
     SubscribeResult,
 };
-use lanspread_proto::model::{DaemonStatus, GameSummary, PeerInfo};
+use lanspread_proto::model::{DaemonStatus, GameSummary, KnownPeer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -94,7 +94,7 @@ fn the_example_sessions_parse_and_round_trip() {
                                 round_trip_as::<Vec<GameSummary>>(result, "ListGames")
                             }
                             PeerCommand::ListPeers => {
-                                round_trip_as::<Vec<PeerInfo>>(result, "ListPeers")
+                                round_trip_as::<Vec<KnownPeer>>(result, "ListPeers")
                             }
                             PeerCommand::GetPeerCount => {
                                 round_trip_as::<PeerCountResult>(result, "GetPeerCount")

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use lanspread_proto::client::IpcClient;
 use lanspread_proto::ipc::Access;
+use lanspread_proto::model::PeerState;
 use serde::Serialize;
 
 use crate::format::print_json;
@@ -127,20 +128,33 @@ pub async fn run(socket: &Path, output: Output) -> Result<(), Failure> {
         )
     });
     let peers = client.list_peers().await?;
-    checks.push(if peers.is_empty() {
+    let connected: Vec<_> = peers
+        .iter()
+        .filter(|p| p.state == PeerState::Connected)
+        .collect();
+    let silent: Vec<_> = peers
+        .iter()
+        .filter(|p| p.state != PeerState::Connected)
+        .map(|p| format!("{} ({})", p.name, p.addresses.join(" ")))
+        .collect();
+    checks.push(if connected.is_empty() {
         check(
             "peers answering",
             "warn",
-            "no connected peer".into(),
+            if silent.is_empty() {
+                "no connected peer".into()
+            } else {
+                format!("seen in mDNS but not answering: {}", silent.join(", "))
+            },
             "are other lanspread daemons on this LAN? allow UDP to their QUIC port and UDP 5353 (mDNS) in the firewall",
         )
     } else {
         check(
             "peers answering",
             "ok",
-            peers
+            connected
                 .iter()
-                .map(|p| format!("{} ({})", p.name, p.address))
+                .map(|p| format!("{} ({})", p.name, p.address.as_deref().unwrap_or("?")))
                 .collect::<Vec<_>>()
                 .join(", "),
             "",

@@ -57,7 +57,7 @@ impl Daemon {
             .map(|p| Candidate {
                 peer_id: p.info.peer_id.clone(),
                 name: p.info.name.clone(),
-                addr: p.addr,
+                addr: p.dial_addr(),
             })
             .collect();
         let inbox = self.inbox.clone();

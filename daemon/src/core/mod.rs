@@ -249,7 +249,7 @@ impl Daemon {
                 count: self.peer_count(),
             })),
             PeerCommand::ListPeers => Ok(CommandResult::Peers(
-                self.peers.connected().map(|p| p.info.clone()).collect(),
+                self.peers.known(std::time::Instant::now()),
             )),
             PeerCommand::Subscribe => {
                 let _ = reply.send(self.on_subscribe());

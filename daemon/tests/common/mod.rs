@@ -148,9 +148,17 @@ pub fn test_config(game_dir: Option<PathBuf>, state_dir: &Path, socket: &Path) -
 #[derive(Clone, Debug, Default)]
 pub struct MemoryLan {
     announced: Arc<Mutex<Vec<Announcement>>>,
+    /// Addresses every peer is also announced at, ahead of its real one.
+    decoys: Arc<Mutex<Vec<std::net::SocketAddr>>>,
 }
 
 impl MemoryLan {
+    /// From now on, every peer is also announced at `addr` (first), as a
+    /// host with several interfaces would be.
+    pub fn add_decoy(&self, addr: std::net::SocketAddr) {
+        self.decoys.lock().unwrap().push(addr);
+    }
+
     /// Announces a peer that is not a daemon of ours (a test double).
     pub fn announce(&self, announcement: Announcement) {
         self.announced.lock().unwrap().push(announcement);
@@ -165,6 +173,7 @@ impl DiscoveryBackend for MemoryLan {
         stop: Arc<AtomicBool>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let announced = Arc::clone(&self.announced);
+        let decoys = Arc::clone(&self.decoys);
         announced.lock().unwrap().push(announcement.clone());
         std::thread::Builder::new()
             .name("memory-lan".into())
@@ -184,7 +193,13 @@ impl DiscoveryBackend for MemoryLan {
                             emit(DiscoveryEvent::Found {
                                 peer_id: other.peer_id,
                                 name: other.name,
-                                addr: ([127, 0, 0, 1], other.port).into(),
+                                addrs: decoys
+                                    .lock()
+                                    .unwrap()
+                                    .iter()
+                                    .copied()
+                                    .chain([([127, 0, 0, 1], other.listen.port()).into()])
+                                    .collect(),
                             });
                         }
                     }

@@ -38,6 +38,12 @@ pub struct Lab {
 impl Lab {
     /// Builds `hosts` hosts. Root is required; its absence fails the test.
     pub fn up(hosts: usize) -> Self {
+        Self::up_with(hosts, &[])
+    }
+
+    /// Builds `hosts` hosts, with avahi-daemon.conf options for some of
+    /// them (`"h2:server.use-ipv4=no"`, see `lab.sh up --avahi`).
+    pub fn up_with(hosts: usize, avahi: &[&str]) -> Self {
         assert!(
             nix::unistd::geteuid().is_root(),
             "the network lab needs root (CI runs as root); this test cannot run without it"
@@ -56,7 +62,12 @@ impl Lab {
         };
         // A leftover from a crashed run with the same id goes first.
         lab.script(&["down"]);
-        let output = lab.script(&["up", &hosts.to_string()]);
+        let hosts = hosts.to_string();
+        let mut args = vec!["up", &hosts];
+        for option in avahi {
+            args.extend(["--avahi", option]);
+        }
+        let output = lab.script(&args);
         assert!(
             output.status.success(),
             "lab up failed: {}",
@@ -137,6 +148,14 @@ impl Lab {
         std::fs::create_dir_all(&games).unwrap();
         setup(&games);
         self.spawn_in(host, name, work, &[])
+    }
+
+    /// Starts `lanspreadd` in `host` on an empty game directory, with
+    /// extra environment (test fault switches).
+    pub fn spawn_with_env(&self, host: &str, name: &str, env: &[(&str, &str)]) -> LabDaemon {
+        let work = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(work.path().join("games")).unwrap();
+        self.spawn_in(host, name, work, env)
     }
 
     /// Starts `lanspreadd` in `host` on an existing work dir (its games,
