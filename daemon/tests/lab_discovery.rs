@@ -54,6 +54,7 @@ async fn peer_id(daemon: &LabDaemon) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_peer_whose_mdns_runs_over_ipv6_only_is_found_both_ways() {
     // h2's Avahi speaks mDNS over IPv6 only: every resolution either way is
     // an IPv6 link-local address without a scope id, which cannot be
@@ -96,6 +97,7 @@ async fn a_peer_whose_mdns_runs_over_ipv6_only_is_found_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn two_daemons_on_one_host_and_one_on_another_all_see_each_other() {
     let lab = Lab::up(2);
     let daemons = [
@@ -121,6 +123,7 @@ async fn two_daemons_on_one_host_and_one_on_another_all_see_each_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_new_host_address_is_announced_and_the_peer_stays_connected() {
     let lab = Lab::up(2);
     let a = lab.spawn_daemon("h1", "alpha", |_| {});
@@ -161,6 +164,7 @@ async fn a_new_host_address_is_announced_and_the_peer_stays_connected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_daemon_restarted_with_its_identity_is_found_again_at_its_new_port() {
     let lab = Lab::up(2);
     let a = lab.spawn_daemon("h1", "alpha", |_| {});
@@ -197,6 +201,7 @@ async fn a_daemon_restarted_with_its_identity_is_found_again_at_its_new_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn a_peer_that_vanishes_right_after_being_browsed_concerns_only_itself() {
     let lab = Lab::up(2);
     let observer = lab.spawn_daemon("h1", "observer", |_| {});
@@ -260,6 +265,7 @@ async fn a_peer_that_vanishes_right_after_being_browsed_concerns_only_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
 async fn back_to_back_restarts_on_a_loaded_lab_are_discovered_both_ways_within_3_s() {
     let cycles = std::env::var("LANSPREAD_LAB_RESTARTS")
         .ok()

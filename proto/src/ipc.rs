@@ -457,7 +457,7 @@ pub enum CommandResult {
     /// `Status`.
     Status(crate::model::DaemonStatus),
     /// `ListPeers`.
-    Peers(Vec<PeerInfo>),
+    Peers(Vec<crate::model::KnownPeer>),
     /// `GetPeerCount`.
     PeerCount(PeerCountResult),
     /// `Subscribe`.

@@ -28,10 +28,10 @@ impl Daemon {
             DiscoveryEvent::Found {
                 peer_id,
                 name,
-                addr,
-            } => match self.peers.discovered(&peer_id, &name, addr) {
+                addrs,
+            } => match self.peers.discovered(&peer_id, &name, &addrs) {
                 Discovered::New => {
-                    tracing::info!(peer = %peer_id, name = %name, %addr, "peer discovered");
+                    tracing::info!(peer = %peer_id, name = %name, ?addrs, "peer discovered");
                     let peer = self.peers.get(&peer_id).map(|p| p.info.clone());
                     if let Some(peer) = peer {
                         self.publish(PeerEvent::PeerDiscovered { peer });
@@ -39,7 +39,7 @@ impl Daemon {
                     self.update_ping_targets();
                 }
                 Discovered::Moved => {
-                    tracing::info!(peer = %peer_id, %addr, "peer moved");
+                    tracing::info!(peer = %peer_id, ?addrs, "peer addresses changed");
                     self.update_ping_targets();
                 }
                 Discovered::Unchanged => {}
@@ -57,6 +57,10 @@ impl Daemon {
 
     pub(super) fn on_ping(&mut self, event: PingEvent) {
         match event {
+            PingEvent::Answered { peer_id, addr, rtt } => {
+                self.peers
+                    .answered(&peer_id, addr, rtt, std::time::Instant::now());
+            }
             PingEvent::Library {
                 peer_id,
                 revision,
@@ -90,7 +94,7 @@ impl Daemon {
             .all()
             .map(|p| PingTarget {
                 peer_id: p.info.peer_id.clone(),
-                addr: p.addr,
+                addrs: p.addrs.clone(),
             })
             .collect();
         self.ping_targets.send_replace(targets);
