@@ -17,9 +17,10 @@ fmt-check:
 clippy:
     cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
-# Formatting, lints, every test of the workspace, and the package check.
-# Some tests need root (the network lab, mounts, running the client as
-# another user): CI runs as root.
+# Tests that need root (the network lab, mounts, running the client as
+# another user) are #[ignore]d with that reason for a plain `cargo test`;
+# this recipe runs them all (CI runs it as root).
+# Formatting, lints, every test (root and lab tiers included), the .deb check.
 test: fmt-check clippy
     cargo test --workspace --all-features --locked -- --include-ignored
     scripts/check-deb.sh
