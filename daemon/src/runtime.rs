@@ -15,7 +15,9 @@ use crate::identity::Identity;
 use crate::library::LibraryIndex;
 use crate::ping::{self, PingEvent, PingTarget};
 use crate::serve::ServedLibrary;
-use crate::transport::{PeerClient, QuicServer, ServeContext, TlsIdentity, TransportError};
+use crate::transport::{
+    PeerClient, QuicServer, RateLimiters, ServeContext, TlsIdentity, TransportError,
+};
 
 /// How the peer runtime is set up.
 #[derive(Clone, Debug)]
@@ -24,6 +26,9 @@ pub struct PeerRuntimeConfig {
     pub listen: SocketAddr,
     pub tls: TlsIdentity,
     pub discovery: Arc<dyn DiscoveryBackend>,
+    /// The daemon's upload and download limits (shared with the core,
+    /// which changes them for `SetLimits`).
+    pub limits: RateLimiters,
 }
 
 /// The channels the runtime reads the core's state from.
@@ -60,7 +65,9 @@ impl PeerRuntime {
         feeds: RuntimeFeeds,
     ) -> Result<Self, TransportError> {
         let server = QuicServer::bind(config.listen, &config.tls)?;
-        let client = Arc::new(PeerClient::new(&config.tls)?);
+        let client = Arc::new(
+            PeerClient::new(&config.tls)?.with_download_limit(Arc::clone(&config.limits.download)),
+        );
         let listen = server.local_addr();
         let tasks = CancellationToken::new();
         let context = Arc::new(ServeContext {
@@ -68,6 +75,7 @@ impl PeerRuntime {
             library: feeds.served,
             index: feeds.index,
             state_dir: Some(feeds.state_dir),
+            upload_limit: Arc::clone(&config.limits.upload),
         });
         tokio::spawn(server.serve(context, tasks.clone()));
         tokio::spawn(ping::run(

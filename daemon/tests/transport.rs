@@ -74,6 +74,7 @@ impl Fixture {
             library: rx,
             index,
             state_dir: None,
+            upload_limit: Default::default(),
         });
         tokio::spawn(server.serve(context, shutdown.clone()));
         Self {

@@ -83,6 +83,9 @@ impl Daemon {
             rescans: self.rescans,
             mdns_visible: self.mdns_visible,
             unavailable: self.unavailable(),
+            limits: self.limits.limits(),
+            catalog: self.catalog.origin().to_owned(),
+            ignored_roots: self.library.ignored.clone(),
         }
     }
 

@@ -7,12 +7,14 @@
 
 mod client;
 mod framing;
+mod rate;
 mod server;
 mod tls;
 
 use std::time::Duration;
 
 pub use client::PeerClient;
+pub use rate::{RateLimiter, RateLimiters};
 pub use server::{QuicServer, ServeContext};
 pub use tls::TlsIdentity;
 
