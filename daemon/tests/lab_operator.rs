@@ -49,16 +49,21 @@ async fn a_seeder_limited_to_100_mbit_sends_at_most_105_on_an_unshaped_link() {
     wait_peers(&leech, 1).await;
     let mut events = leech.client().await;
     events.subscribe().await.unwrap();
+    let sent_at_start = lab.sent_bytes("h1");
     start_download(&mut leech.client().await).await;
     // Past the first chunks (connection set-up, the saved-up burst).
     wait_progress(&mut events, 0.1).await;
+    let done_before = progress_bytes(&mut events).await;
     let (start, sent_before) = (Instant::now(), lab.sent_bytes("h1"));
-    let (_, _, _) = wait_finished(&mut events).await;
+    let done_after = finished_bytes(&mut events).await;
     let (elapsed, sent) = (start.elapsed(), lab.sent_bytes("h1") - sent_before);
+    let overhead = (lab.sent_bytes("h1") - sent_at_start) as f64 / done_after as f64;
+    eprintln!("measured: wire bytes per file byte over the whole download {overhead:.3}");
     assert_identical(game.path(), &leech.games());
     let rate = mbit(sent, elapsed);
+    let payload = mbit(done_after - done_before, elapsed);
     eprintln!(
-        "measured: seeder limited to 100 Mbit/s sent {rate:.1} Mbit/s on the wire ({sent} bytes in {elapsed:.2?})"
+        "measured: seeder limited to 100 Mbit/s sent {rate:.1} Mbit/s on the wire ({sent} bytes in {elapsed:.2?}); the download got {payload:.1} Mbit/s of file data"
     );
     assert!(rate <= 105.0, "{rate:.1} Mbit/s over a 100 Mbit/s limit");
     // The limit is a ceiling, not a brake: the link is far faster.
@@ -142,13 +147,8 @@ async fn a_limited_seeder_and_an_unlimited_one_add_up() {
     let done_before = progress_bytes(&mut events).await;
     let start = Instant::now();
     let (limited_before, other_before) = (lab.sent_bytes("h1"), lab.sent_bytes("h2"));
-    let (bytes_total, done_after) = loop {
-        match wait_outcome_or_progress(&mut events).await {
-            Some(PeerEvent::DownloadGameFilesFinished { bytes, .. }) => break (bytes, bytes),
-            Some(_) => {}
-            None => panic!("download failed"),
-        }
-    };
+    let done_after = finished_bytes(&mut events).await;
+    let bytes_total = done_after;
     let elapsed = start.elapsed();
     let limited = mbit(lab.sent_bytes("h1") - limited_before, elapsed);
     let other = mbit(lab.sent_bytes("h2") - other_before, elapsed);
@@ -313,6 +313,17 @@ async fn progress_bytes(events: &mut lanspread_proto::client::IpcClient) -> u64 
             wait_outcome_or_progress(events).await
         {
             return bytes_done;
+        }
+    }
+}
+
+/// `bytes` of the download's finish event.
+async fn finished_bytes(events: &mut lanspread_proto::client::IpcClient) -> u64 {
+    loop {
+        match wait_outcome_or_progress(events).await {
+            Some(PeerEvent::DownloadGameFilesFinished { bytes, .. }) => return bytes,
+            Some(_) => {}
+            None => panic!("download failed"),
         }
     }
 }

@@ -34,30 +34,29 @@ pub async fn run(
             PeerEvent::VerifyGameBegin {
                 id: event_id,
                 peers,
-            } if *event_id == id => {
-                if !output.json {
-                    if *peers == 0 {
-                        eprintln!(
-                            "{id}: no peer holds this version; checking against this host's own hashes (finds only changes that kept size and mtime)"
-                        );
-                    } else {
-                        eprintln!("{id}: checking against the manifest of {peers} peers");
-                    }
+            } if *event_id == id && !output.json => {
+                if *peers == 0 {
+                    eprintln!(
+                        "{id}: no peer holds this version; checking against this host's own hashes (finds only changes that kept size and mtime)"
+                    );
+                } else {
+                    eprintln!("{id}: checking against the manifest of {peers} peers");
                 }
             }
             PeerEvent::VerifyGameProgress {
                 id: event_id,
                 bytes_done,
                 bytes_total,
-            } if *event_id == id => {
-                if !output.json && last_line.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
-                    last_line = Some(Instant::now());
-                    eprintln!(
-                        "{id}: checked {} of {}",
-                        size(*bytes_done),
-                        size(*bytes_total)
-                    );
-                }
+            } if *event_id == id
+                && !output.json
+                && last_line.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) =>
+            {
+                last_line = Some(Instant::now());
+                eprintln!(
+                    "{id}: checked {} of {}",
+                    size(*bytes_done),
+                    size(*bytes_total)
+                );
             }
             PeerEvent::VerifyGameFailed {
                 id: event_id,
