@@ -16,7 +16,7 @@ use crate::library::LibraryIndex;
 use crate::ping::{self, PingEvent, PingTarget};
 use crate::serve::ServedLibrary;
 use crate::transport::{
-    PeerClient, QuicServer, RateLimiters, ServeContext, TlsIdentity, TransportError,
+    PeerClient, QuicServer, RateLimiters, ServeContext, ServingRuntime, TlsIdentity, TransportError,
 };
 
 /// How the peer runtime is set up.
@@ -55,6 +55,8 @@ pub struct PeerRuntime {
     discovery_thread: Option<std::thread::JoinHandle<()>>,
     /// Cancels the server and ping tasks.
     tasks: CancellationToken,
+    /// The QUIC server's own low-priority runtime.
+    serving: Option<ServingRuntime>,
 }
 
 impl PeerRuntime {
@@ -64,7 +66,15 @@ impl PeerRuntime {
         identity: &Identity,
         feeds: RuntimeFeeds,
     ) -> Result<Self, TransportError> {
-        let server = QuicServer::bind(config.listen, &config.tls)?;
+        let serving = ServingRuntime::start().map_err(|err| TransportError::Start {
+            addr: config.listen.to_string(),
+            reason: format!("cannot start the serving threads: {err}"),
+        })?;
+        // The endpoint's tasks start on the runtime it is bound in.
+        let server = {
+            let _serving = serving.handle().enter();
+            QuicServer::bind(config.listen, &config.tls)?
+        };
         let client = Arc::new(
             PeerClient::new(&config.tls)?.with_download_limit(Arc::clone(&config.limits.download)),
         );
@@ -77,7 +87,7 @@ impl PeerRuntime {
             state_dir: Some(feeds.state_dir),
             upload_limit: Arc::clone(&config.limits.upload),
         });
-        tokio::spawn(server.serve(context, tasks.clone()));
+        serving.handle().spawn(server.serve(context, tasks.clone()));
         tokio::spawn(ping::run(
             Arc::clone(&client),
             feeds.targets,
@@ -111,6 +121,7 @@ impl PeerRuntime {
             stop_discovery,
             discovery_thread: Some(discovery_thread),
             tasks,
+            serving: Some(serving),
         })
     }
 
@@ -124,6 +135,9 @@ impl PeerRuntime {
         self.stop_discovery.store(true, Ordering::Relaxed);
         self.tasks.cancel();
         self.client.close_all().await;
+        if let Some(serving) = self.serving.take() {
+            serving.stop().await;
+        }
         if let Some(thread) = self.discovery_thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }

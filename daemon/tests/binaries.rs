@@ -570,3 +570,59 @@ fn doctor_names_each_problem_and_its_fix() {
     assert_eq!(nowhere.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&nowhere.stdout).contains("[FAIL] daemon reachable"));
 }
+
+/// Serving is polite: the QUIC server's threads run at nice 19 (and so,
+/// with no I/O class of their own, at the lowest best-effort I/O
+/// priority); the rest of the daemon keeps its normal priority.
+#[test]
+fn serving_threads_run_at_the_lowest_priority_and_the_rest_does_not() {
+    let daemon = DaemonProcess::start(sample_library, &[]);
+    let pid = daemon.child.id();
+    // The peer runtime starts with the game directory, just after the socket.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let threads = loop {
+        let mut threads = Vec::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let task = entry.unwrap().path();
+            let (Ok(comm), Ok(stat)) = (
+                std::fs::read_to_string(task.join("comm")),
+                std::fs::read_to_string(task.join("stat")),
+            ) else {
+                continue; // the thread ended meanwhile
+            };
+            // Field 19 is the nice value; the name before it may hold spaces.
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+            let tid = task.file_name().unwrap().to_string_lossy().into_owned();
+            threads.push((tid, comm.trim().to_owned(), nice));
+        }
+        if threads.iter().any(|(_, name, _)| name == "lanspread-serve") {
+            break threads;
+        }
+        assert!(Instant::now() < deadline, "no serving thread: {threads:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The daemon's own nice (tests may run under `nice`): every other
+    // thread keeps it.
+    let base = threads
+        .iter()
+        .find(|(_, name, _)| name == "lanspreadd")
+        .map(|(_, _, nice)| *nice)
+        .unwrap();
+    assert!(base < 19, "run this test below nice 19");
+    for (tid, name, nice) in &threads {
+        let ionice = Command::new("ionice").args(["-p", tid]).output().unwrap();
+        let ionice = String::from_utf8_lossy(&ionice.stdout).trim().to_owned();
+        if name == "lanspread-serve" {
+            assert_eq!(*nice, 19, "{threads:?}");
+            assert_eq!(ionice, "best-effort: prio 7", "serving thread {tid}");
+        } else {
+            assert_eq!(*nice, base, "{name} runs at nice {nice}: {threads:?}");
+            assert!(ionice.starts_with("none"), "{name} {tid}: {ionice}");
+        }
+    }
+    assert!(
+        threads.iter().any(|(_, name, _)| name == "lanspreadd"),
+        "{threads:?}"
+    );
+}
