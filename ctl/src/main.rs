@@ -88,6 +88,9 @@ enum Command {
     SetGameDir { path: PathBuf },
     /// Follow the event stream, one JSON object a line, until interrupted
     Events,
+    /// A live view of peers, downloads, installs and limits, refreshed
+    /// from the event stream; q quits
+    Top,
     /// Show the upload and download limits, or change them (operator only).
     /// A rate is written with its unit: 10MiB (bytes per second), 80Mbit
     /// (bits per second); 0 means no limit
@@ -199,6 +202,7 @@ async fn run(command: Command, socket: &std::path::Path, output: Output) -> Resu
         Command::Peers => cmd::peers::run(&mut client, output).await,
         Command::SetGameDir { path } => cmd::set_game_dir::run(&mut client, output, &path).await,
         Command::Events => cmd::events::run(&mut client).await,
+        Command::Top => cmd::top::run(&mut client, socket, output).await,
         Command::Limits { upload, download } => {
             cmd::limits::run(&mut client, output, upload, download).await
         }

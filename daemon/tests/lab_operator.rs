@@ -306,6 +306,120 @@ async fn verify_finds_a_flipped_byte_and_repair_fetches_just_that_chunk() {
     assert_identical(game.path(), &leech.games());
 }
 
+/// A tmux session, killed (by name) on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("tmux")
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", &self.0]).stdout)
+            .into_owned()
+    }
+
+    fn alive(&self) -> bool {
+        self.run(&["has-session", "-t", &self.0]).status.success()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = self.run(&["kill-session", "-t", &self.0]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network lab (`just test` runs it)"]
+async fn top_in_tmux_shows_the_download_its_rate_and_sources_and_quits_on_q() {
+    let game = make_game(CHUNK_SIZE * 24);
+    let lab = Lab::up(2);
+    let _seed = lab.spawn_daemon("h1", "seed", copy_game(game.path()));
+    lab.shape("h1", "50mbit");
+    let leech = lab.spawn_daemon("h2", "leech", |_| {});
+    wait_peers(&leech, 1).await;
+    let work = tempfile::tempdir().unwrap();
+    let exit_file = work.path().join("exit");
+    let tmux = Tmux(format!("lanspread-top-{}", std::process::id()));
+    let command = format!(
+        "{} --socket {} top; echo $? > {}",
+        common::lanspreadctl().display(),
+        leech.socket.display(),
+        exit_file.display()
+    );
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        &tmux.0,
+        "-x",
+        "150",
+        "-y",
+        "40",
+        &command,
+    ]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+    start_download(&mut leech.client().await).await;
+    wait_progress(&mut events, 0.2).await;
+    // The screen follows the events; give it a few of them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let screen = loop {
+        let screen = tmux.screen();
+        if screen.contains("/s") && screen.contains("1 peers") {
+            break screen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "top never showed the rate:\n{screen}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("{screen}");
+    for expected in [
+        GAME,
+        "download",
+        "running",
+        "MiB/s",
+        "1 peers",
+        "seed",
+        "connected",
+    ] {
+        assert!(
+            screen.contains(expected),
+            "{expected} not on screen:\n{screen}"
+        );
+    }
+    assert!(
+        tmux.run(&["send-keys", "-t", &tmux.0, "q"])
+            .status
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tmux.alive() {
+        assert!(
+            Instant::now() < deadline,
+            "top did not quit on q:\n{}",
+            tmux.screen()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let code = std::fs::read_to_string(&exit_file).expect("top exited");
+    assert_eq!(code.trim(), "0", "top's exit status");
+    wait_finished(&mut events).await;
+}
+
 /// `bytes_done` of the next progress event.
 async fn progress_bytes(events: &mut lanspread_proto::client::IpcClient) -> u64 {
     loop {

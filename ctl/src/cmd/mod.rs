@@ -8,4 +8,5 @@ pub mod operation;
 pub mod peers;
 pub mod set_game_dir;
 pub mod status;
+pub mod top;
 pub mod verify;
