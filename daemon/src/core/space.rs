@@ -82,6 +82,16 @@ impl Daemon {
                 self.operation_ended(&id);
                 Err(err)
             }
+            None if cancel.is_cancelled() => {
+                // `CancelDownload` came during the check: nothing was
+                // written, so nothing starts.
+                let started = prepared.started.clone();
+                self.publish(
+                    lanspread_proto::ipc::PeerEvent::DownloadGameFilesCancelled { id: id.clone() },
+                );
+                self.operation_ended(&id);
+                Ok(CommandResult::DownloadStarted(started))
+            }
             None => {
                 let started = prepared.started.clone();
                 self.start_download(prepared, cancel);
