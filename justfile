@@ -54,7 +54,8 @@ deb:
     cargo build --locked --release --bins
     target/release/lanspreadctl generate-assets target/release/assets
     target/release/lanspreadd --generate-man target/release/assets
-    cargo deb --locked --no-build -p lanspreadd
+    gzip -9nf target/release/assets/lanspreadctl.1 target/release/assets/lanspreadd.8
+    cargo deb --locked --no-build --strip -p lanspreadd
 
 # Fuzz every decoder of outside bytes for SECONDS each, after replaying
 # fuzz/regressions/ (needs cargo-fuzz: `cargo install --locked cargo-fuzz`).

@@ -21,7 +21,7 @@ for file in usr/bin/lanspreadd usr/bin/lanspreadctl \
     usr/share/bash-completion/completions/lanspreadctl \
     usr/share/zsh/vendor-completions/_lanspreadctl \
     usr/share/fish/vendor_completions.d/lanspreadctl.fish \
-    usr/share/man/man1/lanspreadctl.1 usr/share/man/man8/lanspreadd.8 \
+    usr/share/man/man1/lanspreadctl.1.gz usr/share/man/man8/lanspreadd.8.gz \
     usr/share/doc/lanspread/README.md; do
     if [[ -s $root/$file ]]; then ok; else fail "missing $file"; fi
 done
@@ -32,8 +32,8 @@ done
 # Every subcommand of `lanspreadctl --help` is in the man page and the completions.
 commands=$("$root/usr/bin/lanspreadctl" --help | awk '/^Commands:/ {on=1; next} /^$/ {on=0} on && /^  [a-z]/ {print $1}' | grep -v '^help$')
 # roff escapes hyphens; compare plain text.
-man1=$(sed 's/\\-/-/g' "$root/usr/share/man/man1/lanspreadctl.1")
-man8=$(sed 's/\\-/-/g' "$root/usr/share/man/man8/lanspreadd.8")
+man1=$(zcat "$root/usr/share/man/man1/lanspreadctl.1.gz" | sed 's/\\-/-/g')
+man8=$(zcat "$root/usr/share/man/man8/lanspreadd.8.gz" | sed 's/\\-/-/g')
 [[ -n $commands ]] || fail "no subcommands found in lanspreadctl --help"
 for command in $commands; do
     grep -q -- "$command" <<< "$man1" && ok || fail "man page lacks $command"
@@ -59,5 +59,9 @@ score=$(systemd-analyze security --offline=true --root="$root" lanspreadd.servic
     | sed -n 's/.*Overall exposure level for lanspreadd.service: \([0-9.]*\).*/\1/p')
 rm -rf "$unit_dir"
 if [[ -n $score ]] && awk -v s="$score" 'BEGIN {exit !(s <= 2.0)}'; then ok; else fail "exposure score ${score:-unknown} above 2.0"; fi
+# lintian: no errors and no warnings (it names each problem).
+command -v lintian > /dev/null || fail "lintian missing (scripts/apt-install.sh lintian)"
+if lintian_out=$(lintian --allow-root --fail-on error,warning "$deb" 2>&1); then ok; else fail "lintian: $lintian_out"; fi
+[[ -z $lintian_out ]] || echo "$lintian_out" >&2
 echo "deb check ($deb, exposure $score): $passed passed, $failures failed"
 [[ $failures == 0 ]]

@@ -44,7 +44,12 @@ enum Command {
     /// Show the daemon's identity, game directory and peer count
     Status,
     /// List the library: local games and games peers hold
-    Games,
+    Games {
+        /// Also list the folders of the game directory that are ignored,
+        /// with the reason (not in the catalog, not a valid game id, …)
+        #[arg(long)]
+        all: bool,
+    },
     /// List the peers this daemon knows
     Peers,
     /// Ask peers for a game's file list
@@ -70,16 +75,43 @@ enum Command {
     Uninstall { id: String },
     /// Cancel a running download
     Cancel { id: String },
+    /// Rehash a downloaded game against the manifest its peers offer (or
+    /// this host's own) and list every file that differs; exit 0 only when
+    /// it is clean
+    Verify {
+        id: String,
+        /// Fetch the bad chunks again from the peers (exit 0 when all were)
+        #[arg(long)]
+        repair: bool,
+    },
     /// Set the game directory (relative paths are taken from here)
     SetGameDir { path: PathBuf },
     /// Follow the event stream, one JSON object a line, until interrupted
     Events,
+    /// A live view of peers, downloads, installs and limits, refreshed
+    /// from the event stream; q quits
+    Top,
+    /// Show the upload and download limits, or change them (operator only).
+    /// A rate is written with its unit: 10MiB (bytes per second), 80Mbit
+    /// (bits per second); 0 means no limit
+    Limits {
+        /// Most the daemon sends to all peers together
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        upload: Option<u64>,
+        /// Most the daemon reads from all peers together
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        download: Option<u64>,
+    },
     /// Check what usually goes wrong (daemon, permissions, game directory,
     /// Avahi, mDNS, peers) and say how to fix it
     Doctor,
     /// Write shell completions and the man page into DIR (for packaging)
     #[command(hide = true)]
     GenerateAssets { dir: PathBuf },
+}
+
+fn parse_rate(text: &str) -> Result<u64, String> {
+    lanspread_proto::model::parse_rate(text)
 }
 
 /// Output options every subcommand honours.
@@ -166,10 +198,14 @@ async fn run(command: Command, socket: &std::path::Path, output: Output) -> Resu
     let mut client = IpcClient::connect(socket).await?;
     match command {
         Command::Status => cmd::status::run(&mut client, output).await,
-        Command::Games => cmd::games::run(&mut client, output).await,
+        Command::Games { all } => cmd::games::run(&mut client, output, all).await,
         Command::Peers => cmd::peers::run(&mut client, output).await,
         Command::SetGameDir { path } => cmd::set_game_dir::run(&mut client, output, &path).await,
         Command::Events => cmd::events::run(&mut client).await,
+        Command::Top => cmd::top::run(&mut client, socket, output).await,
+        Command::Limits { upload, download } => {
+            cmd::limits::run(&mut client, output, upload, download).await
+        }
         Command::Get { id } => operation(&mut client, socket, output, Kind::Get, &id, true).await,
         Command::Download { id, no_wait } => {
             operation(&mut client, socket, output, Kind::Download, &id, !no_wait).await
@@ -182,6 +218,9 @@ async fn run(command: Command, socket: &std::path::Path, output: Output) -> Resu
         }
         Command::Uninstall { id } => {
             operation(&mut client, socket, output, Kind::Uninstall, &id, true).await
+        }
+        Command::Verify { id, repair } => {
+            cmd::verify::run(&mut client, socket, output, &id, repair).await
         }
         Command::Cancel { id } => {
             operation(&mut client, socket, output, Kind::Cancel, &id, true).await

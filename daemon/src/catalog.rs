@@ -31,6 +31,8 @@ pub struct CatalogEntry {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Catalog {
     entries: BTreeMap<GameId, CatalogEntry>,
+    /// Where it came from: its file, or `(bundled)` (shown by `status`).
+    origin: String,
 }
 
 /// Why a catalog could not be loaded.
@@ -93,7 +95,15 @@ impl Catalog {
                 });
             }
         }
-        Ok(Self { entries })
+        Ok(Self {
+            entries,
+            origin: origin.to_owned(),
+        })
+    }
+
+    /// Where the catalog came from: its file, or `(bundled)`.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// Every entry, ordered by id.

@@ -26,6 +26,7 @@ pub mod serve;
 pub mod service;
 pub mod state_dir;
 pub mod transport;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use lanspread_proto::model::RateLimits;
 use lanspreadd::Config;
 use lanspreadd::catalog::Catalog;
 use lanspreadd::discovery::Zeroconf;
 use lanspreadd::install::LibarchiveUnpacker;
 use lanspreadd::runtime::PeerRuntimeConfig;
-use lanspreadd::transport::TlsIdentity;
+use lanspreadd::transport::{RateLimiters, TlsIdentity};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +97,21 @@ struct Args {
     /// Log line format.
     #[arg(long, env = "LANSPREAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// Most the daemon sends to all peers together: 10MiB (bytes per
+    /// second), 80Mbit (bits per second), 0 for no limit. Changeable at run
+    /// time with `lanspreadctl limits`.
+    #[arg(long, env = "LANSPREAD_UPLOAD_LIMIT", value_name = "RATE", value_parser = parse_rate, default_value = "0")]
+    upload_limit: u64,
+
+    /// Most the daemon reads from all peers together, written like
+    /// --upload-limit.
+    #[arg(long, env = "LANSPREAD_DOWNLOAD_LIMIT", value_name = "RATE", value_parser = parse_rate, default_value = "0")]
+    download_limit: u64,
+}
+
+fn parse_rate(text: &str) -> Result<u64, String> {
+    lanspread_proto::model::parse_rate(text)
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
@@ -132,6 +148,8 @@ struct FileConfig {
     operator_group: Option<String>,
     socket_mode: Option<String>,
     log_format: Option<LogFormat>,
+    upload_limit: Option<String>,
+    download_limit: Option<String>,
 }
 
 /// Flags and environment, then the settings file for whatever neither set.
@@ -189,6 +207,22 @@ fn parse_args() -> anyhow::Result<Args> {
                 path.display()
             )
         })?;
+    }
+    for (key, file_value, value) in [
+        ("upload-limit", &file.upload_limit, &mut args.upload_limit),
+        (
+            "download-limit",
+            &file.download_limit,
+            &mut args.download_limit,
+        ),
+    ] {
+        if unset(&key.replace('-', "_"))
+            && let Some(text) = file_value
+        {
+            *value = parse_rate(text).map_err(|err| {
+                anyhow::anyhow!("invalid settings file {}: {key}: {err}", path.display())
+            })?;
+        }
     }
     if args.cert.is_some() != args.key.is_some() {
         anyhow::bail!(
@@ -274,6 +308,10 @@ fn resolve(args: Args) -> anyhow::Result<Config> {
             listen: args.listen,
             tls,
             discovery: Arc::new(Zeroconf),
+            limits: RateLimiters::new(RateLimits {
+                upload: args.upload_limit,
+                download: args.download_limit,
+            }),
         },
         unpacker: Arc::new(LibarchiveUnpacker),
         change_source: Arc::new(lanspreadd::monitor::NotifyWatcher),

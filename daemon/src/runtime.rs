@@ -16,7 +16,9 @@ use crate::library::LibraryIndex;
 use crate::ping::{self, PingEvent, PingTarget};
 use crate::prepare::{Manifests, PrepareEvent, Preparer};
 use crate::serve::ServedLibrary;
-use crate::transport::{PeerClient, QuicServer, ServeContext, TlsIdentity, TransportError};
+use crate::transport::{
+    PeerClient, QuicServer, RateLimiters, ServeContext, ServingRuntime, TlsIdentity, TransportError,
+};
 
 /// How the peer runtime is set up.
 #[derive(Clone, Debug)]
@@ -25,6 +27,9 @@ pub struct PeerRuntimeConfig {
     pub listen: SocketAddr,
     pub tls: TlsIdentity,
     pub discovery: Arc<dyn DiscoveryBackend>,
+    /// The daemon's upload and download limits (shared with the core,
+    /// which changes them for `SetLimits`).
+    pub limits: RateLimiters,
 }
 
 /// The channels the runtime reads the core's state from.
@@ -53,6 +58,8 @@ pub struct PeerRuntime {
     discovery_thread: Option<std::thread::JoinHandle<()>>,
     /// Cancels the server and ping tasks.
     tasks: CancellationToken,
+    /// The QUIC server's own low-priority runtime.
+    serving: Option<ServingRuntime>,
 }
 
 impl PeerRuntime {
@@ -62,8 +69,18 @@ impl PeerRuntime {
         identity: &Identity,
         feeds: RuntimeFeeds,
     ) -> Result<Self, TransportError> {
-        let server = QuicServer::bind(config.listen, &config.tls)?;
-        let client = Arc::new(PeerClient::new(&config.tls)?);
+        let serving = ServingRuntime::start().map_err(|err| TransportError::Start {
+            addr: config.listen.to_string(),
+            reason: format!("cannot start the serving threads: {err}"),
+        })?;
+        // The endpoint's tasks start on the runtime it is bound in.
+        let server = {
+            let _serving = serving.handle().enter();
+            QuicServer::bind(config.listen, &config.tls)?
+        };
+        let client = Arc::new(
+            PeerClient::new(&config.tls)?.with_download_limit(Arc::clone(&config.limits.download)),
+        );
         let listen = server.local_addr();
         let tasks = CancellationToken::new();
         let manifests = Arc::new(Manifests::default());
@@ -79,8 +96,9 @@ impl PeerRuntime {
             peer_id: identity.peer_id.clone(),
             library: feeds.served,
             manifests,
+            upload_limit: Arc::clone(&config.limits.upload),
         });
-        tokio::spawn(server.serve(context, tasks.clone()));
+        serving.handle().spawn(server.serve(context, tasks.clone()));
         tokio::spawn(ping::run(
             Arc::clone(&client),
             feeds.targets,
@@ -114,6 +132,7 @@ impl PeerRuntime {
             stop_discovery,
             discovery_thread: Some(discovery_thread),
             tasks,
+            serving: Some(serving),
         })
     }
 
@@ -127,6 +146,9 @@ impl PeerRuntime {
         self.stop_discovery.store(true, Ordering::Relaxed);
         self.tasks.cancel();
         self.client.close_all().await;
+        if let Some(serving) = self.serving.take() {
+            serving.stop().await;
+        }
         if let Some(thread) = self.discovery_thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }

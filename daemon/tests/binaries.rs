@@ -301,6 +301,17 @@ fn other_users_get_read_only_access() {
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("permission_denied"), "{stderr}");
+    // Limits may be read, not changed.
+    let limits = ctl_with(&daemon.socket, &["limits"], Some(nobody));
+    assert!(String::from_utf8_lossy(&limits.stdout).contains("upload      none"));
+    let refused = ctl_with(
+        &daemon.socket,
+        &["limits", "--upload", "1MiB"],
+        Some(nobody),
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("permission_denied"), "{stderr}");
     // Root still has every right.
     let status = daemon.ctl(&["status"]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("your access operator"));
@@ -401,13 +412,13 @@ fn settings_file_flag_and_environment_take_precedence_in_that_order() {
     std::fs::write(
         &config,
         format!(
-            "game-dir = {:?}\nstate-dir = {:?}\nname = \"from-file\"\nsocket-mode = \"0660\"\n",
+            "game-dir = {:?}\nstate-dir = {:?}\nname = \"from-file\"\nsocket-mode = \"0660\"\nupload-limit = \"80Mbit\"\n",
             games,
             work.path().join("state")
         ),
     )
     .unwrap();
-    let status_name = |extra: &[&str], env: Option<&str>| -> (String, u32) {
+    let status_name = |extra: &[&str], env: Option<&str>| -> (String, u32, u64) {
         let socket = work
             .path()
             .join(format!("s{}.sock", extra.len() + env.map_or(0, |_| 10)));
@@ -434,13 +445,35 @@ fn settings_file_flag_and_environment_take_precedence_in_that_order() {
         );
         let _ = child.kill();
         let _ = child.wait();
-        (status["name"].as_str().unwrap().to_owned(), mode & 0o777)
+        (
+            status["name"].as_str().unwrap().to_owned(),
+            mode & 0o777,
+            status["limits"]["upload"].as_u64().unwrap(),
+        )
     };
-    assert_eq!(status_name(&[], None), ("from-file".into(), 0o660));
+    assert_eq!(
+        status_name(&[], None),
+        ("from-file".into(), 0o660, 10_000_000)
+    );
+    assert_eq!(status_name(&["--upload-limit", "1MiB"], None).2, 1 << 20);
     assert_eq!(status_name(&[], Some("from-env")).0, "from-env");
     assert_eq!(
         status_name(&["--name", "from-flag"], Some("from-env")).0,
         "from-flag"
+    );
+
+    // A rate without a unit stops the start with the file and key named.
+    std::fs::write(&config, "upload-limit = \"100\"\n").unwrap();
+    let output = Command::new(lanspreadd())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("upload-limit") && stderr.contains("80Mbit"),
+        "{stderr}"
     );
 
     // A key the daemon does not know stops the start with the file named.
@@ -502,6 +535,27 @@ fn doctor_names_each_problem_and_its_fix() {
             .contains("avahi-daemon")
     );
     assert_eq!(verdict("peers answering")["verdict"], "warn");
+    // The uncataloged folder of the sample library is named, with the fix.
+    let ignored = verdict("ignored game folders");
+    assert_eq!(ignored["verdict"], "warn");
+    assert!(
+        ignored["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not-in-catalog (not in the catalog)"),
+        "{ignored}"
+    );
+    let fix = ignored["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("(bundled)") && fix.contains(r#"{"id": "not-in-catalog""#),
+        "{fix}"
+    );
+    let all = daemon.ctl(&["games", "--all"]);
+    let text = String::from_utf8_lossy(&all.stdout);
+    assert!(
+        text.contains("not-in-catalog  ignored  not in the catalog"),
+        "{text}"
+    );
     let human = daemon.ctl(&["doctor"]);
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(
@@ -550,4 +604,60 @@ fn non_ascii_archive_names_install_whatever_the_daemons_locale() {
         let (status, _) = daemon.terminate();
         assert!(status.success(), "{label}: {status}");
     }
+}
+
+/// Serving is polite: the QUIC server's threads run at nice 19 (and so,
+/// with no I/O class of their own, at the lowest best-effort I/O
+/// priority); the rest of the daemon keeps its normal priority.
+#[test]
+fn serving_threads_run_at_the_lowest_priority_and_the_rest_does_not() {
+    let daemon = DaemonProcess::start(sample_library, &[]);
+    let pid = daemon.child.id();
+    // The peer runtime starts with the game directory, just after the socket.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let threads = loop {
+        let mut threads = Vec::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let task = entry.unwrap().path();
+            let (Ok(comm), Ok(stat)) = (
+                std::fs::read_to_string(task.join("comm")),
+                std::fs::read_to_string(task.join("stat")),
+            ) else {
+                continue; // the thread ended meanwhile
+            };
+            // Field 19 is the nice value; the name before it may hold spaces.
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+            let tid = task.file_name().unwrap().to_string_lossy().into_owned();
+            threads.push((tid, comm.trim().to_owned(), nice));
+        }
+        if threads.iter().any(|(_, name, _)| name == "lanspread-serve") {
+            break threads;
+        }
+        assert!(Instant::now() < deadline, "no serving thread: {threads:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The daemon's own nice (tests may run under `nice`): every other
+    // thread keeps it.
+    let base = threads
+        .iter()
+        .find(|(_, name, _)| name == "lanspreadd")
+        .map(|(_, _, nice)| *nice)
+        .unwrap();
+    assert!(base < 19, "run this test below nice 19");
+    for (tid, name, nice) in &threads {
+        let ionice = Command::new("ionice").args(["-p", tid]).output().unwrap();
+        let ionice = String::from_utf8_lossy(&ionice.stdout).trim().to_owned();
+        if name == "lanspread-serve" {
+            assert_eq!(*nice, 19, "{threads:?}");
+            assert_eq!(ionice, "best-effort: prio 7", "serving thread {tid}");
+        } else {
+            assert_eq!(*nice, base, "{name} runs at nice {nice}: {threads:?}");
+            assert!(ionice.starts_with("none"), "{name} {tid}: {ionice}");
+        }
+    }
+    assert!(
+        threads.iter().any(|(_, name, _)| name == "lanspreadd"),
+        "{threads:?}"
+    );
 }

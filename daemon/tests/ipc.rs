@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use lanspread_proto::client::ClientError;
 use lanspread_proto::ipc::{Access, ErrorCode, PeerCommand, PeerEvent};
-use lanspread_proto::model::GameId;
+use lanspread_proto::model::{GameId, RateLimits};
 
 fn id(s: &str) -> GameId {
     GameId::new(s).unwrap()
@@ -47,6 +47,15 @@ async fn list_games_reports_each_cataloged_root_and_leaves_the_rest_out() {
     assert_eq!(status.peer_count, 0);
     assert_eq!(status.peer_id.len(), 32);
     assert_eq!(status.peer_id, client.hello().peer_id);
+    // The root the catalog does not know is named, with the reason.
+    assert_eq!(status.catalog, "test");
+    assert_eq!(
+        status.ignored_roots,
+        [lanspread_proto::model::IgnoredRoot {
+            name: "not-in-catalog".into(),
+            reason: "not in the catalog".into()
+        }]
+    );
     assert_eq!(client.peer_count().await.unwrap(), 0);
     assert!(client.list_peers().await.unwrap().is_empty());
     daemon.stop().await.0.unwrap();
@@ -92,6 +101,13 @@ async fn operations_that_cannot_run_get_clear_error_codes() {
             PeerCommand::UninstallGame { id: id("quake3") },
             ErrorCode::InvalidRequest,
         ),
+        (
+            PeerCommand::VerifyGame {
+                id: id("teeworlds"),
+                repair: false,
+            },
+            ErrorCode::InvalidRequest,
+        ),
     ] {
         let name = command.name();
         let err = client.request(command).await.unwrap_err();
@@ -106,6 +122,39 @@ async fn operations_that_cannot_run_get_clear_error_codes() {
             .join("openarena/version.ini")
             .is_file()
     );
+    daemon.stop().await.0.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_limits_changes_what_status_reports_and_refuses_bad_values() {
+    let daemon = TestDaemon::start(sample_library).await;
+    let mut client = daemon.client().await;
+    assert_eq!(client.status().await.unwrap().limits, RateLimits::default());
+    let set = client.set_limits(Some(12_500_000), None).await.unwrap();
+    assert_eq!(
+        set,
+        RateLimits {
+            upload: 12_500_000,
+            download: 0
+        }
+    );
+    // An omitted limit stays; 0 lifts one.
+    let set = client.set_limits(Some(0), Some(1 << 20)).await.unwrap();
+    assert_eq!(
+        set,
+        RateLimits {
+            upload: 0,
+            download: 1 << 20
+        }
+    );
+    assert_eq!(client.status().await.unwrap().limits, set);
+    // A rate that is not a number changes nothing.
+    let mut raw = RawClient::connect(&daemon.socket).await;
+    raw.send(b"{\"id\":3,\"command\":{\"type\":\"SetLimits\",\"upload\":\"fast\"}}\n")
+        .await;
+    let reply = raw.read_json().await.unwrap();
+    assert_eq!(reply["error"]["code"], "invalid_request", "{reply}");
+    assert_eq!(client.status().await.unwrap().limits, set);
     daemon.stop().await.0.unwrap();
 }
 

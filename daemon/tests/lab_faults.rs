@@ -1,6 +1,6 @@
 //! Faults in the lab (`docs/lab.md#how-the-tests-use-it`, the hardening
 //! issue): a flapping link,
-//! packet loss, a seeder whose disk fails, a full disk on the downloader,
+//! packet loss, a seeder whose disk fails, a disk filled mid-download on the downloader,
 //! Avahi restarting mid-download, and SIGTERM during a download and during
 //! an install. After each, the downloader holds the complete, verified game
 //! or a state that startup recovery and a second attempt repair, and
@@ -153,8 +153,11 @@ async fn a_full_disk_fails_the_download_clearly_and_a_retry_with_room_finishes()
     let game = make_game(CHUNK_SIZE * 16); // 64 MiB
     let lab = Lab::up(2);
     let _seed = lab.spawn_daemon("h1", "seed", copy_game(game.path()));
-    // The downloader's game directory is a 40 MiB tmpfs, mounted only in
-    // its host (gone with the lab).
+    lab.shape("h1", "200mbit");
+    // The downloader's game directory is a 200 MiB tmpfs, mounted only in
+    // its host (gone with the lab): room for the game and its install when
+    // the download starts (the space check passes), filled by someone else
+    // once it runs.
     let work = tempfile::tempdir().unwrap();
     let games = work.path().join("games");
     std::fs::create_dir_all(&games).unwrap();
@@ -162,19 +165,29 @@ async fn a_full_disk_fails_the_download_clearly_and_a_retry_with_room_finishes()
     lab.run(
         "h2",
         &[
-            "mount", "-t", "tmpfs", "-o", "size=40m", "lsl-full", &games_arg,
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=200m",
+            "lsl-full",
+            &games_arg,
         ],
     );
     let leech = lab.spawn_in("h2", "leech", work, &[]);
     wait_peers(&leech, 1).await;
     let mut events = events_of(&leech).await;
     start_download(&mut leech.client().await).await;
+    wait_progress(&mut events, 0.1).await;
+    let filler = format!("{games_arg}/filler");
+    lab.run("h2", &["fallocate", "-l", "170M", &filler]);
     let failed = wait_outcome(&mut events).await;
     let PeerEvent::DownloadGameFilesFailed { reason, .. } = failed else {
-        panic!("a 64 MiB game fit in 40 MiB: {failed:?}");
+        panic!("a 64 MiB game fit in the 30 MiB left: {failed:?}");
     };
     assert!(reason.contains("No space left"), "unclear reason: {reason}");
     assert_healthy(&leech).await;
+    lab.run("h2", &["rm", &filler]);
     // What the daemon sees (its mount namespace): no sentinel, nothing
     // outside the game's folder.
     let seen =
@@ -183,7 +196,6 @@ async fn a_full_disk_fails_the_download_clearly_and_a_retry_with_room_finishes()
     assert_only_the_game(&seen);
 
     // Room again: the same download finishes, reusing verified chunks.
-    lab.run("h2", &["mount", "-o", "remount,size=128m", &games_arg]);
     start_download(&mut leech.client().await).await;
     let (fetched, resumed, _) = wait_finished(&mut events).await;
     eprintln!("measured: after a full disk, {resumed} chunks resumed, {fetched} fetched");

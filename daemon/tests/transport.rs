@@ -105,6 +105,7 @@ impl Fixture {
             peer_id: "server-peer".into(),
             library: rx,
             manifests,
+            upload_limit: Default::default(),
         });
         tokio::spawn(server.serve(context, shutdown.clone()));
         Self {

@@ -18,7 +18,7 @@ use crate::ipc::{
     Hello, IpcError, MAX_LINE_BYTES, OperationStarted, Outcome, PROTOCOL_VERSION, PeerCommand,
     PeerCountResult, ServerMessage, SetGameDirResult, SubscribeResult,
 };
-use crate::model::{DaemonStatus, GameFile, GameId, GameSummary, KnownPeer};
+use crate::model::{DaemonStatus, GameFile, GameId, GameSummary, KnownPeer, RateLimits};
 
 /// Socket file name inside the runtime directory.
 pub const SOCKET_FILE_NAME: &str = "lanspreadd.sock";
@@ -294,6 +294,30 @@ impl IpcClient {
     pub async fn uninstall(&mut self, id: &GameId) -> Result<OperationStarted, ClientError> {
         self.call(PeerCommand::UninstallGame { id: id.clone() })
             .await
+    }
+
+    /// `SetLimits`: changes the upload and/or download limit (bytes per
+    /// second, 0 = none; `None` keeps it); returns the limits in effect.
+    pub async fn set_limits(
+        &mut self,
+        upload: Option<u64>,
+        download: Option<u64>,
+    ) -> Result<RateLimits, ClientError> {
+        self.call(PeerCommand::SetLimits { upload, download }).await
+    }
+
+    /// `VerifyGame`: starts a verify (with `repair`, bad chunks are
+    /// fetched again); the outcome comes as events.
+    pub async fn verify(
+        &mut self,
+        id: &GameId,
+        repair: bool,
+    ) -> Result<OperationStarted, ClientError> {
+        self.call(PeerCommand::VerifyGame {
+            id: id.clone(),
+            repair,
+        })
+        .await
     }
 
     /// Starts the event stream; the first event is the library snapshot.

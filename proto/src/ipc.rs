@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{GameFile, GameId, GameSummary, PeerInfo};
+use crate::model::{GameFile, GameId, GameSummary, PeerInfo, RateLimits};
 
 /// The one IPC protocol version.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -83,6 +83,22 @@ pub enum PeerCommand {
     CancelDownload {
         id: GameId,
     },
+    /// Rehash a downloaded game against the manifest its peers offer (or
+    /// its own); with `repair`, refetch the chunks that differ. Its outcome
+    /// comes as events.
+    VerifyGame {
+        id: GameId,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        repair: bool,
+    },
+    /// Change the rate limits (bytes per second, 0 = none); an omitted
+    /// limit stays as it is.
+    SetLimits {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upload: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        download: Option<u64>,
+    },
 }
 
 impl PeerCommand {
@@ -101,6 +117,8 @@ impl PeerCommand {
         "Status",
         "ListPeers",
         "CancelDownload",
+        "SetLimits",
+        "VerifyGame",
     ];
 
     /// The command's name as it appears in the `type` field.
@@ -119,6 +137,8 @@ impl PeerCommand {
             Self::Status => "Status",
             Self::ListPeers => "ListPeers",
             Self::CancelDownload { .. } => "CancelDownload",
+            Self::SetLimits { .. } => "SetLimits",
+            Self::VerifyGame { .. } => "VerifyGame",
         }
     }
 
@@ -273,6 +293,9 @@ pub enum ErrorCode {
     /// There is nothing to act on (no download of that game runs; no file
     /// list was fetched for it).
     NotRunning,
+    /// The game directory's filesystem has too little free space for the
+    /// download and its install; the message has the figures.
+    NoSpace,
     /// The daemon failed internally; the message says what.
     Internal,
 }
@@ -291,6 +314,7 @@ impl ErrorCode {
         Self::NoPeers,
         Self::Busy,
         Self::NotRunning,
+        Self::NoSpace,
         Self::Internal,
     ];
 
@@ -307,6 +331,7 @@ impl ErrorCode {
             Self::NoPeers => "no_peers",
             Self::Busy => "busy",
             Self::NotRunning => "not_running",
+            Self::NoSpace => "no_space",
             Self::Internal => "internal",
         }
     }
@@ -443,6 +468,45 @@ pub enum PeerEvent {
     PeerCountChanged {
         count: u32,
     },
+    /// A verify started; `peers` is how many peers offered the manifest it
+    /// checks against (0: the daemon's own, see docs/ipc.md).
+    VerifyGameBegin {
+        id: GameId,
+        peers: u32,
+    },
+    /// Rehashing progress, at most 4 a second.
+    VerifyGameProgress {
+        id: GameId,
+        bytes_done: u64,
+        bytes_total: u64,
+    },
+    VerifyGameFinished {
+        id: GameId,
+        /// Bytes checked.
+        bytes: u64,
+        /// Every file that differs from the manifest (empty: clean).
+        differing: Vec<DifferingFile>,
+        /// Chunks fetched again and verified (`repair`).
+        repaired_chunks: u64,
+    },
+    VerifyGameFailed {
+        id: GameId,
+        reason: String,
+    },
+}
+
+/// A file of a verified game that differs from the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DifferingFile {
+    pub relative_path: String,
+    /// `missing`, `size` (its length differs) or `content` (some chunks
+    /// hash differently).
+    pub problem: String,
+    /// Indices of the chunks that differ (all of them for `missing` and
+    /// `size`).
+    pub bad_chunks: Vec<u32>,
+    /// Every bad chunk was fetched again and verified.
+    pub repaired: bool,
 }
 
 /// The typed answer to a command: one variant per command, so the daemon
@@ -474,6 +538,8 @@ pub enum CommandResult {
     OperationStarted(OperationStarted),
     /// `ListGameFiles`.
     GameFilesPage(GameFilesPage),
+    /// `SetLimits`: the limits now in effect.
+    Limits(RateLimits),
 }
 
 /// Result of `ListGameFiles`: one page of a game's file list.
@@ -630,6 +696,14 @@ mod tests {
             PeerCommand::Status,
             PeerCommand::ListPeers,
             PeerCommand::CancelDownload { id },
+            PeerCommand::SetLimits {
+                upload: Some(1),
+                download: None,
+            },
+            PeerCommand::VerifyGame {
+                id: GameId::new("y").unwrap(),
+                repair: true,
+            },
         ];
         assert_eq!(commands.len(), PeerCommand::NAMES.len());
         for command in commands {

@@ -321,6 +321,13 @@ pub struct DaemonStatus {
     /// Local games whose file lists (chunk hashes) are still being
     /// computed, with their progress.
     pub preparing: Vec<PreparingGame>,
+    /// The rate limits in effect.
+    pub limits: RateLimits,
+    /// The catalog in use: its file, or `(bundled)`.
+    pub catalog: String,
+    /// Folders of the game directory that are not served, with the reason
+    /// (not in the catalog, not a valid game id, a symlink, unreadable).
+    pub ignored_roots: Vec<IgnoredRoot>,
 }
 
 /// A local game whose file list is being prepared.
@@ -329,6 +336,70 @@ pub struct PreparingGame {
     pub id: GameId,
     #[serde(flatten)]
     pub progress: Preparing,
+}
+
+/// A folder of the game directory the library leaves out, and why.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IgnoredRoot {
+    /// The folder's name (lossy when it is not UTF-8).
+    pub name: String,
+    pub reason: String,
+}
+
+/// The daemon's rate limits, in bytes per second; 0 means none. Upload
+/// covers file data served to every peer together, download the file data
+/// read from every peer together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimits {
+    pub upload: u64,
+    pub download: u64,
+}
+
+/// Parses a rate written with its unit: `10MiB` (bytes per second, binary
+/// prefixes), `10MB` (decimal), `80Mbit` (bits per second), optionally
+/// followed by `/s`; units are case-insensitive, and `0` alone means no
+/// limit. Returns bytes per second.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let body = trimmed
+        .strip_suffix("/s")
+        .or_else(|| trimmed.strip_suffix("/S"))
+        .unwrap_or(trimmed)
+        .trim();
+    let split = body
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(body.len());
+    let (number, unit) = body.split_at(split);
+    let invalid = || {
+        format!(
+            "invalid rate {text:?}: write a number and a unit, like 10MiB (bytes per second) or 80Mbit (bits per second), or 0 for none"
+        )
+    };
+    let value: f64 = number.parse().map_err(|_| invalid())?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let bytes_per_unit = match unit.as_str() {
+        "" if value == 0.0 => 0.0,
+        "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "bit" => 1.0 / 8.0,
+        "kbit" => 1e3 / 8.0,
+        "mbit" => 1e6 / 8.0,
+        "gbit" => 1e9 / 8.0,
+        _ => return Err(invalid()),
+    };
+    let rate = (value * bytes_per_unit).round();
+    if !rate.is_finite() || rate > u64::MAX as f64 / 2.0 {
+        return Err(invalid());
+    }
+    if value > 0.0 && rate < 1.0 {
+        return Err(format!("invalid rate {text:?}: below 1 byte per second"));
+    }
+    Ok(rate as u64)
 }
 
 /// A part of the daemon that is not running, and why.
@@ -361,6 +432,29 @@ mod tests {
             assert!(GameId::new(bad).is_err(), "{bad:?} should be invalid");
         }
         assert!(serde_json::from_str::<GameId>("\"UPPER\"").is_err());
+    }
+
+    #[test]
+    fn rates_are_read_with_their_unit() {
+        assert_eq!(parse_rate("10MiB"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_rate("80Mbit"), Ok(10_000_000));
+        assert_eq!(parse_rate("100mbit/s"), Ok(12_500_000));
+        assert_eq!(parse_rate("1.5 KB"), Ok(1500));
+        assert_eq!(parse_rate("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_rate("0"), Ok(0));
+        assert_eq!(parse_rate("0MiB"), Ok(0));
+        for bad in [
+            "",
+            "10",
+            "MiB",
+            "10 parsecs",
+            "-1MiB",
+            "1e9MiB",
+            "1bit",
+            "1..2MB",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad:?} should be refused");
+        }
     }
 
     #[test]

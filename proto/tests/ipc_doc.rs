@@ -10,7 +10,7 @@ use lanspread_proto::ipc::{
     OperationStarted, Outcome, PeerCommand, PeerCountResult, ServerMessage, SetGameDirResult,
     SubscribeResult,
 };
-use lanspread_proto::model::{DaemonStatus, GameSummary, KnownPeer};
+use lanspread_proto::model::{DaemonStatus, GameSummary, KnownPeer, RateLimits};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -118,8 +118,13 @@ fn the_example_sessions_parse_and_round_trip() {
                             PeerCommand::CancelDownload { .. } => {
                                 round_trip_as::<CancelRequested>(result, "CancelDownload")
                             }
-                            PeerCommand::InstallGame { .. } | PeerCommand::UninstallGame { .. } => {
+                            PeerCommand::InstallGame { .. }
+                            | PeerCommand::UninstallGame { .. }
+                            | PeerCommand::VerifyGame { .. } => {
                                 round_trip_as::<OperationStarted>(result, "InstallGame")
+                            }
+                            PeerCommand::SetLimits { .. } => {
+                                round_trip_as::<RateLimits>(result, "SetLimits")
                             }
                         }
                         results_checked += 1;

@@ -85,6 +85,34 @@ pub async fn run(socket: &Path, output: Output) -> Result<(), Failure> {
             "",
         ),
     });
+    checks.push(match status.ignored_roots.as_slice() {
+        [] => check(
+            "ignored game folders",
+            "ok",
+            "every folder of the game directory is a served game".into(),
+            "",
+        ),
+        ignored => {
+            let example = ignored
+                .iter()
+                .find(|i| i.reason == "not in the catalog")
+                .map(|i| i.name.clone())
+                .unwrap_or_else(|| "my-game".into());
+            check(
+                "ignored game folders",
+                "warn",
+                ignored
+                    .iter()
+                    .map(|i| format!("{} ({})", i.name, i.reason))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                &format!(
+                    "a folder is served when its name is a game id listed in the catalog (in use: {}); add an entry such as {{\"id\": \"{example}\", \"name\": \"My Game\"}} to a catalog file and start lanspreadd with --catalog FILE (or catalog = \"FILE\" in /etc/lanspread/lanspreadd.toml), renaming the folder to a valid id (a-z, 0-9, '-', '_') if needed",
+                    status.catalog
+                ),
+            )
+        }
+    });
     let unavailable = |component: &str| {
         status
             .unavailable

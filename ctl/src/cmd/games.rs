@@ -1,17 +1,27 @@
-//! `lanspreadctl games`
+//! `lanspreadctl games [--all]`: the library; with `--all` also the
+//! folders of the game directory the daemon leaves out, with the reason.
 
 use lanspread_proto::client::IpcClient;
 
 use crate::format::{print_json, size, table};
 use crate::{Failure, Output};
 
-pub async fn run(client: &mut IpcClient, output: Output) -> Result<(), Failure> {
+pub async fn run(client: &mut IpcClient, output: Output, all: bool) -> Result<(), Failure> {
     let games = client.list_games().await?;
+    let ignored = if all {
+        client.status().await?.ignored_roots
+    } else {
+        Vec::new()
+    };
     if output.json {
-        print_json(&games);
+        if all {
+            print_json(&serde_json::json!({"games": games, "ignored": ignored}));
+        } else {
+            print_json(&games);
+        }
         return Ok(());
     }
-    if games.is_empty() {
+    if games.is_empty() && ignored.is_empty() {
         println!("no games (is the game directory set? see `lanspreadctl status`)");
         return Ok(());
     }
@@ -48,5 +58,14 @@ pub async fn run(client: &mut IpcClient, output: Output) -> Result<(), Failure> 
             &rows
         )
     );
+    if !ignored.is_empty() {
+        let rows: Vec<Vec<String>> = ignored
+            .iter()
+            .map(|i| vec![i.name.clone(), "ignored".into(), i.reason.clone()])
+            .collect();
+        println!();
+        print!("{}", table(&["FOLDER", "STATE", "REASON"], &rows));
+        println!("(`lanspreadctl doctor` says how to make them count)");
+    }
     Ok(())
 }

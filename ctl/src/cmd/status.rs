@@ -32,6 +32,7 @@ pub async fn run(client: &mut IpcClient, output: Output) -> Result<(), Failure> 
         lanspread_proto::ipc::Access::ReadOnly => "read-only",
     };
     println!("your access {access}");
+    print!("{}", crate::cmd::limits::describe(status.limits));
     for missing in &status.unavailable {
         println!("unavailable {}: {}", missing.component, missing.reason);
     }

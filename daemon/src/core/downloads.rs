@@ -18,6 +18,14 @@ use crate::event_sender::EventSender;
 use crate::library::SENTINEL;
 use crate::peer_db::PeerState;
 
+/// A download checked against the file list, not started yet.
+#[derive(Debug)]
+pub struct PreparedDownload {
+    pub request: DownloadRequest,
+    pub client: std::sync::Arc<crate::transport::PeerClient>,
+    pub started: DownloadStarted,
+}
+
 /// The outcome of asking peers for a file list.
 #[derive(Debug)]
 pub struct ManifestGathered {
@@ -161,13 +169,14 @@ impl Daemon {
     }
 
     /// `DownloadGameFiles`: checks the request against the gathered file
-    /// list and starts the transfer. An empty `files` means all of them;
-    /// `version.ini` is always included (it commits the download).
-    pub(super) fn start_download(
+    /// list and prepares the transfer (`core::space` checks free space and
+    /// starts it). An empty `files` means all of them; `version.ini` is
+    /// always included (it commits the download).
+    pub(super) fn prepare_download(
         &mut self,
         id: GameId,
         requested: Vec<String>,
-    ) -> Result<DownloadStarted, IpcError> {
+    ) -> Result<PreparedDownload, IpcError> {
         let game_dir = self
             .game_dir
             .clone()
@@ -249,12 +258,22 @@ impl Daemon {
             sources,
             state_dir: self.scanner.state_dir.path().to_owned(),
         };
-        let cancel = CancellationToken::new();
-        self.operations
-            .insert(id, Operation::Download(cancel.clone()));
+        Ok(PreparedDownload {
+            request,
+            client,
+            started,
+        })
+    }
+
+    /// Starts a prepared download whose space check passed.
+    pub(super) fn start_download(&mut self, prepared: PreparedDownload, cancel: CancellationToken) {
         let events = EventSender::new(self.inbox.clone());
-        tokio::spawn(download::run(request, client, events, cancel));
-        Ok(started)
+        tokio::spawn(download::run(
+            prepared.request,
+            prepared.client,
+            events,
+            cancel,
+        ));
     }
 
     /// `CancelDownload`: tells the download to stop; it ends with

@@ -10,12 +10,14 @@ use tokio::sync::{broadcast, oneshot};
 use super::downloads::ManifestGathered;
 use super::install::InstallEvent;
 use super::scan::Scanned;
+use super::space::SpaceChecked;
 use crate::discovery::DiscoveryEvent;
 use crate::download::DownloadEvent;
 use crate::download::gather::GatherEvent;
 use crate::monitor::MonitorEvent;
 use crate::ping::PingEvent;
 use crate::prepare::PrepareEvent;
+use crate::verify::VerifyEvent;
 
 /// Everything that can change the daemon's state.
 #[derive(Debug)]
@@ -33,10 +35,14 @@ pub enum DaemonEvent {
     Ping(PingEvent),
     /// Peers answered (or not) with the file list of a game.
     ManifestGathered(ManifestGathered),
+    /// The free-space check before a download came back.
+    SpaceChecked(SpaceChecked),
     /// A download progressed or ended.
     Download(DownloadEvent),
     /// An install or uninstall progressed or ended.
     Install(InstallEvent),
+    /// A verify progressed or ended.
+    Verify(VerifyEvent),
     /// The local game monitor asks for a rescan.
     Monitor(MonitorEvent),
     /// The manifest preparer progressed or finished a game.
@@ -86,6 +92,12 @@ impl From<PrepareEvent> for DaemonEvent {
 impl From<GatherEvent> for DaemonEvent {
     fn from(event: GatherEvent) -> Self {
         Self::Gather(event)
+    }
+}
+
+impl From<VerifyEvent> for DaemonEvent {
+    fn from(event: VerifyEvent) -> Self {
+        Self::Verify(event)
     }
 }
 

@@ -119,7 +119,7 @@ impl Daemon {
     }
 
     /// The root of `id`, if an operation may start on it now.
-    fn operation_root(&self, id: &GameId) -> Result<std::path::PathBuf, IpcError> {
+    pub(super) fn operation_root(&self, id: &GameId) -> Result<std::path::PathBuf, IpcError> {
         let game_dir = self
             .game_dir
             .as_ref()

@@ -35,9 +35,12 @@ use crate::serve::ServedLibrary;
 mod downloads;
 mod events;
 mod install;
+mod limits;
 mod peers;
 mod scan;
+mod space;
 mod status;
+mod verify;
 
 pub use events::{CommandOutcome, DaemonEvent};
 pub use scan::Scanner;
@@ -129,6 +132,8 @@ pub struct Daemon {
     scan_generation: u64,
     /// Sender side of the inbox, for blocking tasks to report back.
     inbox: mpsc::Sender<DaemonEvent>,
+    /// The upload and download limits the transport obeys (`SetLimits`).
+    limits: crate::transport::RateLimiters,
 }
 
 /// What [`Daemon::new`] needs.
@@ -150,6 +155,8 @@ enum Operation {
     Download(CancellationToken),
     Install,
     Uninstall,
+    /// A verify (and repair) of the game's files.
+    Verify,
 }
 
 impl Daemon {
@@ -158,6 +165,7 @@ impl Daemon {
         let (inbox, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let served = ServedLibrary::new(parts.game_dir.clone(), &parts.library, 1);
+        let limits = parts.peer_runtime.limits.clone();
         let daemon = Self {
             identity: parts.identity,
             catalog: Arc::clone(&parts.scanner.catalog),
@@ -183,6 +191,7 @@ impl Daemon {
             last_seq: 0,
             scan_generation: 0,
             inbox: inbox.clone(),
+            limits,
         };
         (daemon, CoreHandle { inbox }, inbox_rx)
     }
@@ -232,8 +241,10 @@ impl Daemon {
             DaemonEvent::Discovery(event) => self.on_discovery(event),
             DaemonEvent::Ping(event) => self.on_ping(event),
             DaemonEvent::ManifestGathered(gathered) => self.on_manifest_gathered(gathered),
+            DaemonEvent::SpaceChecked(checked) => self.on_space_checked(checked),
             DaemonEvent::Download(event) => self.on_download_event(event),
             DaemonEvent::Install(event) => self.on_install_event(event),
+            DaemonEvent::Verify(event) => self.on_verify_event(event),
             DaemonEvent::Monitor(MonitorEvent::RootChanged(id)) => self.on_root_changed(id),
             DaemonEvent::Monitor(MonitorEvent::FullRescan) => self.rescan(),
             DaemonEvent::Prepare(event) => self.on_prepare_event(event),
@@ -259,9 +270,9 @@ impl Daemon {
             PeerCommand::GetGame { id } | PeerCommand::FetchLatestFromPeers { id } => {
                 return self.on_get_game(id, reply);
             }
-            PeerCommand::DownloadGameFiles { id, files } => self
-                .start_download(id, files)
-                .map(CommandResult::DownloadStarted),
+            PeerCommand::DownloadGameFiles { id, files } => {
+                return self.on_download_request(id, files, reply);
+            }
             PeerCommand::ListGameFiles { id, offset } => self
                 .list_game_files(id, offset)
                 .map(CommandResult::GameFilesPage),
@@ -274,6 +285,12 @@ impl Daemon {
             PeerCommand::UninstallGame { id } => self
                 .start_uninstall(id)
                 .map(CommandResult::OperationStarted),
+            PeerCommand::VerifyGame { id, repair } => self
+                .start_verify(id, repair)
+                .map(CommandResult::OperationStarted),
+            PeerCommand::SetLimits { upload, download } => {
+                Ok(CommandResult::Limits(self.set_limits(upload, download)))
+            }
         };
         // The client may have gone; nothing to do then.
         let _ = reply.send(CommandOutcome::Reply(result));

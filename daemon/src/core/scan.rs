@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lanspread_proto::ipc::{CommandResult, ErrorCode, IpcError, PeerEvent, SetGameDirResult};
-use lanspread_proto::model::GameId;
+use lanspread_proto::model::{GameId, IgnoredRoot};
 use tokio::sync::oneshot;
 
 use super::{CommandOutcome, Daemon, DaemonEvent};
@@ -60,6 +60,8 @@ pub enum Scanned {
         game_dir: PathBuf,
         id: GameId,
         game: Option<LocalGame>,
+        /// Why the folder is not served, when it is a folder that is not.
+        ignored: Option<IgnoredRoot>,
     },
 }
 
@@ -83,7 +85,17 @@ impl Scanner {
                 let mut index = self.lock_index();
                 let game = crate::library::scan_one_root(&game_dir, &id, &self.catalog, &mut index);
                 self.save_index(&index);
-                Scanned::Root { game_dir, id, game }
+                drop(index);
+                let ignored = game
+                    .is_none()
+                    .then(|| crate::library::ignored_root(&game_dir, &id, &self.catalog))
+                    .flatten();
+                Scanned::Root {
+                    game_dir,
+                    id,
+                    game,
+                    ignored,
+                }
             }
         }
     }
@@ -213,7 +225,12 @@ impl Daemon {
                     Err(err) => tracing::warn!(cause = %err_chain(&err), "rescan failed"),
                 }
             }
-            Scanned::Root { game_dir, id, game } => self.on_root_scanned(game_dir, id, game),
+            Scanned::Root {
+                game_dir,
+                id,
+                game,
+                ignored,
+            } => self.on_root_scanned(game_dir, id, game, ignored),
         }
     }
 
@@ -236,11 +253,20 @@ impl Daemon {
         self.start_peer_runtime();
     }
 
-    fn on_root_scanned(&mut self, game_dir: PathBuf, id: GameId, game: Option<LocalGame>) {
+    fn on_root_scanned(
+        &mut self,
+        game_dir: PathBuf,
+        id: GameId,
+        game: Option<LocalGame>,
+        ignored: Option<IgnoredRoot>,
+    ) {
         if self.game_dir.as_ref() != Some(&game_dir) || self.operations.contains_key(&id) {
             return; // stale: the directory moved, or an operation began since
         }
         self.rescans += 1;
+        self.library.ignored.retain(|i| i.name != id.as_str());
+        self.library.ignored.extend(ignored);
+        self.library.ignored.sort();
         let changed = match game {
             Some(game) => self.library.games.insert(id.clone(), game.clone()) != Some(game),
             None => self.library.games.remove(&id).is_some(),

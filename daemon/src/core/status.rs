@@ -93,6 +93,9 @@ impl Daemon {
                     progress: *progress,
                 })
                 .collect(),
+            limits: self.limits.limits(),
+            catalog: self.catalog.origin().to_owned(),
+            ignored_roots: self.library.ignored.clone(),
         }
     }
 

@@ -14,6 +14,7 @@ pub mod gather;
 pub mod journal;
 pub mod plan;
 pub mod sentinel;
+pub mod space;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;

@@ -74,6 +74,13 @@ fn group(names: &[String]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Whether a top-level file of this name is (a volume of) an archive the
+/// install extracts.
+pub fn is_archive_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    old_style_volume(&lower).is_some() || ARCHIVE_SUFFIXES.iter().any(|s| lower.ends_with(s))
+}
+
 /// `base.partN.rar` / `base.partN.eti` → (base, N).
 fn part_volume(lower: &str) -> Option<(&str, u32)> {
     let stem = lower

@@ -6,7 +6,7 @@
 //! `.local.installing/` and `.local.backup/`, and the only one that knows
 //! libarchive. Everything here is blocking filesystem work.
 
-mod archives;
+pub mod archives;
 pub mod intent;
 mod libarchive;
 pub mod transaction;

@@ -12,7 +12,7 @@ pub mod version_ini;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lanspread_proto::model::{GameId, Version};
+use lanspread_proto::model::{GameId, IgnoredRoot, Version};
 
 use crate::catalog::Catalog;
 pub use beneath::{OpenBeneathError, open_beneath};
@@ -92,6 +92,8 @@ pub struct LocalFile {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LocalLibrary {
     pub games: BTreeMap<GameId, LocalGame>,
+    /// Folders of the game directory left out, with the reason, by name.
+    pub ignored: Vec<IgnoredRoot>,
 }
 
 /// What a scan did, for logs and tests.
@@ -145,9 +147,13 @@ pub fn scan_local_library(
     let mut stats = ScanStats::default();
     for entry in std::fs::read_dir(game_dir).map_err(read_error)? {
         let entry = entry.map_err(read_error)?;
-        let Some(id) = root_id(&entry, catalog) else {
-            stats.skipped += 1;
-            continue;
+        let id = match root_id(&entry, catalog) {
+            Ok(id) => id,
+            Err(ignored) => {
+                stats.skipped += 1;
+                library.ignored.extend(ignored);
+                continue;
+            }
         };
         let root = entry.path();
         match scan_root(&root, index.roots.get(&id)) {
@@ -166,9 +172,14 @@ pub fn scan_local_library(
             Err(err) => {
                 stats.skipped += 1;
                 tracing::warn!(game = %id, cause = %err, "game root skipped");
+                library.ignored.push(IgnoredRoot {
+                    name: id.to_string(),
+                    reason: format!("cannot be read: {}", crate::error_chain::err_chain(&err)),
+                });
             }
         }
     }
+    library.ignored.sort();
     index.roots.retain(|id, _| library.games.contains_key(id));
     Ok((library, stats))
 }
@@ -203,41 +214,65 @@ pub fn scan_one_root(
 }
 
 /// The game id of a game-directory entry, if it is a cataloged root; logs
-/// one line for every entry that is not.
-fn root_id(entry: &std::fs::DirEntry, catalog: &Catalog) -> Option<GameId> {
+/// one line for every entry that is not. A folder (or a symlink) that is
+/// not served comes back as the reason; a plain file, a hidden entry and
+/// `lost+found` as nothing.
+fn root_id(entry: &std::fs::DirEntry, catalog: &Catalog) -> Result<GameId, Option<IgnoredRoot>> {
     let path = entry.path();
+    let name = entry.file_name().to_string_lossy().into_owned();
+    let ignored = |reason: &str| {
+        Err(Some(IgnoredRoot {
+            name: name.clone(),
+            reason: reason.to_owned(),
+        }))
+    };
+    if name.starts_with('.') || name == "lost+found" {
+        return Err(None);
+    }
     let file_type = match entry.file_type() {
         Ok(file_type) => file_type,
         Err(err) => {
             tracing::warn!(path = %path.display(), cause = %err, "cannot stat game directory entry, skipped");
-            return None;
+            return ignored(&format!("cannot be read: {err}"));
         }
     };
     if file_type.is_symlink() {
         tracing::warn!(path = %path.display(), "symlinked game root is not served, skipped");
-        return None;
+        return ignored("a symlink: game folders must be real folders to be served");
     }
     if !file_type.is_dir() {
         tracing::debug!(path = %path.display(), "not a directory, skipped");
-        return None;
+        return Err(None);
     }
-    let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+    let Some(text) = entry.file_name().to_str().map(str::to_owned) else {
         let name = escape_bytes(entry.file_name().as_encoded_bytes());
         tracing::warn!(name = %name, "game directory entry is not UTF-8, so it is no game id, skipped");
-        return None;
+        return ignored("the name is not UTF-8; a game folder is named by its game id");
     };
-    let id = match GameId::new(name) {
+    let id = match GameId::new(text) {
         Ok(id) => id,
         Err(err) => {
             tracing::warn!(path = %path.display(), cause = %err, "game root skipped");
-            return None;
+            return ignored(
+                "the name is not a game id (1 to 64 of a-z, 0-9, '-', '_'); a game folder is named by its id",
+            );
         }
     };
     if catalog.get(&id).is_none() {
         tracing::info!(game = %id, "game root is not in the catalog, skipped");
-        return None;
+        return ignored("not in the catalog");
     }
-    Some(id)
+    Ok(id)
+}
+
+/// Why the folder `id` of `game_dir` is not served, if it is a folder that
+/// is not (after a change the monitor saw; see [`scan_one_root`]).
+pub fn ignored_root(game_dir: &Path, id: &GameId, catalog: &Catalog) -> Option<IgnoredRoot> {
+    std::fs::read_dir(game_dir)
+        .ok()?
+        .flatten()
+        .find(|entry| entry.file_name() == id.as_str())
+        .and_then(|entry| root_id(&entry, catalog).err().flatten())
 }
 
 /// Whether the game at `root` is installed: its `local/` is a directory

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
 use super::framing::{read_data_header, read_exact_data, read_to_end_bounded};
+use super::rate::RateLimiter;
 use super::server::limits;
 use super::tls::TlsIdentity;
 use super::{REQUEST_TIMEOUT, TransportError};
@@ -44,6 +46,8 @@ pub struct PeerClient {
     connections: Mutex<HashMap<(SocketAddr, usize), Cached>>,
     /// Picks the lane of the next chunk fetch.
     next_lane: AtomicUsize,
+    /// The daemon's download limit, shared by every chunk read.
+    download_limit: Arc<RateLimiter>,
 }
 
 impl PeerClient {
@@ -77,7 +81,14 @@ impl PeerClient {
             client,
             connections: Mutex::new(HashMap::new()),
             next_lane: AtomicUsize::new(0),
+            download_limit: Arc::default(),
         })
+    }
+
+    /// Paces every chunk read by `limit` (the daemon's download limit).
+    pub fn with_download_limit(mut self, limit: Arc<RateLimiter>) -> Self {
+        self.download_limit = limit;
+        self
     }
 
     /// Sends a metadata request and reads its JSON answer. A refusal is
@@ -131,9 +142,11 @@ impl PeerClient {
                     addr,
                     format!("announced {announced} bytes for a {length} byte chunk"),
                 )),
-                DataHeader::Data { length } => read_exact_data(&mut reader, length)
-                    .await
-                    .map_err(|err| protocol(addr, err)),
+                DataHeader::Data { length } => {
+                    read_exact_data(&mut reader, length, &self.download_limit)
+                        .await
+                        .map_err(|err| protocol(addr, err))
+                }
             }
         })
         .await

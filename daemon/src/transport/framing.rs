@@ -4,6 +4,12 @@
 use lanspread_proto::wire::DataHeader;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt};
 
+use super::rate::RateLimiter;
+
+/// Largest piece of chunk data read before the download limit is asked
+/// for tokens (small enough that a limit paces smoothly).
+const READ_PIECE_BYTES: u64 = 64 * 1024;
+
 /// Longest accepted [`DataHeader`] line, in bytes.
 pub const MAX_HEADER_BYTES: u64 = 16 * 1024;
 
@@ -57,19 +63,24 @@ pub async fn read_data_header(
     Ok(serde_json::from_slice(&line)?)
 }
 
-/// Reads exactly `length` bytes of data into memory, then checks the
-/// stream ends there.
+/// Reads exactly `length` bytes of data into memory, paced by `limiter`
+/// (the download limit), then checks the stream ends there.
 pub async fn read_exact_data(
     reader: &mut (impl AsyncRead + Unpin),
     length: u64,
+    limiter: &RateLimiter,
 ) -> Result<Vec<u8>, FrameError> {
     let mut data = Vec::with_capacity(length as usize);
-    let got = (&mut *reader).take(length).read_to_end(&mut data).await? as u64;
-    if got < length {
-        return Err(FrameError::Truncated {
-            got,
-            expected: length,
-        });
+    while (data.len() as u64) < length {
+        let want = (length - data.len() as u64).min(READ_PIECE_BYTES);
+        let got = (&mut *reader).take(want).read_buf(&mut data).await?;
+        if got == 0 {
+            return Err(FrameError::Truncated {
+                got: data.len() as u64,
+                expected: length,
+            });
+        }
+        limiter.acquire(got).await;
     }
     let mut probe = [0u8; 1];
     if reader.read(&mut probe).await? != 0 {
@@ -102,10 +113,14 @@ mod tests {
         let mut input = &b"{\"type\":\"Data\",\"length\":3}\nabc"[..];
         let header = read_data_header(&mut input).await.unwrap();
         assert_eq!(header, DataHeader::Data { length: 3 });
-        assert_eq!(read_exact_data(&mut input, 3).await.unwrap(), b"abc");
+        let unlimited = RateLimiter::default();
+        assert_eq!(
+            read_exact_data(&mut input, 3, &unlimited).await.unwrap(),
+            b"abc"
+        );
         let mut short = &b"ab"[..];
         assert!(matches!(
-            read_exact_data(&mut short, 3).await,
+            read_exact_data(&mut short, 3, &unlimited).await,
             Err(FrameError::Truncated {
                 got: 2,
                 expected: 3
@@ -113,7 +128,7 @@ mod tests {
         ));
         let mut long = &b"abcd"[..];
         assert!(matches!(
-            read_exact_data(&mut long, 3).await,
+            read_exact_data(&mut long, 3, &unlimited).await,
             Err(FrameError::TrailingData(3))
         ));
         let mut no_newline = &b"{\"type\":\"Data\""[..];

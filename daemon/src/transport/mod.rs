@@ -7,13 +7,17 @@
 
 mod client;
 mod framing;
+mod rate;
 mod server;
+mod serving_runtime;
 mod tls;
 
 use std::time::Duration;
 
 pub use client::PeerClient;
+pub use rate::{RateLimiter, RateLimiters};
 pub use server::{QuicServer, ServeContext};
+pub use serving_runtime::{SERVING_NICE, SERVING_THREAD_NAME, ServingRuntime};
 pub use tls::TlsIdentity;
 
 /// Longest a QUIC handshake may take. Short, because an ALPN mismatch is

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::framing::{encode_header, read_to_end_bounded};
+use super::rate::RateLimiter;
 use super::tls::TlsIdentity;
 use super::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_STREAMS_PER_CONNECTION, REQUEST_READ_TIMEOUT,
@@ -36,6 +37,8 @@ pub struct ServeContext {
     pub library: watch::Receiver<Arc<ServedLibrary>>,
     /// The file lists the preparer computed, for `GetGame`.
     pub manifests: Arc<Manifests>,
+    /// The daemon's upload limit, shared by every stream.
+    pub upload_limit: Arc<RateLimiter>,
 }
 
 /// A bound QUIC endpoint.
@@ -183,7 +186,15 @@ async fn serve_stream(mut stream: BidirectionalStream, context: Arc<ServeContext
             send_json(&mut stream, &answer).await
         }
         Request::GetGameFileData { id, relative_path } => {
-            send_file(&mut stream, &library, &id, &relative_path, None).await
+            send_file(
+                &mut stream,
+                &library,
+                &context.upload_limit,
+                &id,
+                &relative_path,
+                None,
+            )
+            .await
         }
         Request::GetGameFileChunk {
             id,
@@ -194,6 +205,7 @@ async fn serve_stream(mut stream: BidirectionalStream, context: Arc<ServeContext
             send_file(
                 &mut stream,
                 &library,
+                &context.upload_limit,
                 &id,
                 &relative_path,
                 Some((offset, length)),
@@ -244,10 +256,12 @@ fn manifest(
 }
 
 /// Sends a whole file (`range` None) or one chunk, after its header.
-/// Disk reads run on blocking threads, one block ahead of the network.
+/// Disk reads run on blocking threads, one block ahead of the network;
+/// each block waits for the upload limit before it goes out.
 async fn send_file(
     stream: &mut BidirectionalStream,
     library: &Arc<ServedLibrary>,
+    upload_limit: &RateLimiter,
     id: &lanspread_proto::model::GameId,
     relative_path: &str,
     range: Option<(u64, u64)>,
@@ -296,6 +310,7 @@ async fn send_file(
         if std::mem::take(&mut corrupt) {
             block[0] ^= 0xff;
         }
+        upload_limit.acquire(block.len()).await;
         send_bytes(stream, block).await?;
     }
     Ok(())

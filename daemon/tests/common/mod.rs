@@ -136,6 +136,7 @@ pub fn test_config(game_dir: Option<PathBuf>, state_dir: &Path, socket: &Path) -
             listen: "127.0.0.1:0".parse().unwrap(),
             tls: TlsIdentity::compiled_in(),
             discovery: Arc::new(MemoryLan::default()),
+            limits: Default::default(),
         },
         unpacker: Arc::new(lanspreadd::install::LibarchiveUnpacker),
         change_source: Arc::new(lanspreadd::monitor::NotifyWatcher),

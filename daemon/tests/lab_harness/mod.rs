@@ -118,6 +118,29 @@ impl Lab {
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
 
+    /// Bytes `host` has sent so far, read on the bridge side of its veth
+    /// (what its link carried, framing included; independent of the
+    /// daemons' own accounting).
+    pub fn sent_bytes(&self, host: &str) -> u64 {
+        let output = Command::new("ip")
+            .args([
+                "-n",
+                &format!("lsl-{}-br", self.id),
+                "-s",
+                "-j",
+                "link",
+                "show",
+            ])
+            .arg(format!("v{host}"))
+            .output()
+            .expect("ip runs");
+        assert!(output.status.success(), "no veth for {host}");
+        let links: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        links[0]["stats64"]["rx"]["bytes"]
+            .as_u64()
+            .expect("veth counters")
+    }
+
     /// Limits what `host` sends to `rate` (tc syntax, e.g. `100mbit`).
     pub fn shape(&self, host: &str, rate: &str) {
         self.must(&["shape", host, rate]);
