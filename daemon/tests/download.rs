@@ -242,3 +242,98 @@ async fn asking_for_a_game_nobody_holds_is_a_clear_error() {
     leech.stop().await.0.unwrap();
     seeder.stop().await.0.unwrap();
 }
+
+/// A game of 150 000 small files (1–64 KiB) moves from a seeder daemon
+/// through the real download task (plan, QUIC, verification, sentinel,
+/// journal), byte-identical. The task is started directly with the
+/// manifest, past `GetGame`: the IPC file list cannot carry 150 000 entries
+/// yet (the lab test `lab_many_files` does the same through lanspreadctl
+/// once it can).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: 150 000 files, 4.6 GiB (`just test` runs it)"]
+async fn a_game_of_150_000_small_files_downloads_byte_identical() {
+    use common::many_files::{MANY_FILES, MANY_FILES_VERSION, tree_hashes, write_many_files};
+    use lanspread_proto::model::Version;
+    use lanspreadd::download::{self, DownloadEvent, DownloadRequest, Source};
+    use lanspreadd::event_sender::EventSender;
+    use lanspreadd::transport::{PeerClient, TlsIdentity};
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    let lan = MemoryLan::default();
+    let started = std::time::Instant::now();
+    let mut files = Vec::new();
+    let seeder = TestDaemon::start_on(&lan, |d| {
+        files = write_many_files(&d.join("openarena"), MANY_FILES);
+    })
+    .await;
+    let written = started.elapsed();
+    let mut client = seeder.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !client
+        .list_games()
+        .await
+        .unwrap()
+        .iter()
+        .any(|g| g.id == id("openarena") && g.downloaded)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the seeder never listed the game"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = started.elapsed();
+    let (peer_id, addr) = lan.peers().pop().expect("the seeder is on the LAN");
+
+    let leech = tempfile::tempdir().unwrap();
+    let root = leech.path().join("openarena");
+    let request = DownloadRequest {
+        id: id("openarena"),
+        version: Version::new(MANY_FILES_VERSION),
+        root: root.clone(),
+        sources: vec![Source {
+            peer_id,
+            addr,
+            serves: vec![true; files.len()],
+        }],
+        files,
+        state_dir: leech.path().join("state"),
+    };
+    let peer_client = Arc::new(PeerClient::new(&TlsIdentity::compiled_in()).unwrap());
+    let (events, mut inbox) = tokio::sync::mpsc::channel::<DownloadEvent>(64);
+    let began = std::time::Instant::now();
+    tokio::spawn(download::run(
+        request,
+        peer_client,
+        EventSender::new(events),
+        CancellationToken::new(),
+    ));
+    let stats = tokio::time::timeout(Duration::from_secs(900), async {
+        loop {
+            match inbox.recv().await.expect("the download reports its end") {
+                DownloadEvent::Finished { stats, .. } => break stats,
+                DownloadEvent::Failed { error, .. } => panic!("download failed: {error:?}"),
+                DownloadEvent::Cancelled { .. } => panic!("download cancelled"),
+                DownloadEvent::Begin { .. } | DownloadEvent::Progress { .. } => {}
+            }
+        }
+    })
+    .await
+    .expect("the download ends in time");
+    let took = began.elapsed();
+    assert_eq!(stats.chunks_fetched, MANY_FILES as u64 + 1);
+    let compared = std::time::Instant::now();
+    let want = tree_hashes(&seeder.game_dir.path().join("openarena"));
+    let got = tree_hashes(&root);
+    eprintln!(
+        "{MANY_FILES} files: written in {written:?}, seeder ready at {ready:?}, downloaded in {took:?} \
+         ({:.0} files/s, {:.0} MiB/s), trees compared in {:?}",
+        MANY_FILES as f64 / took.as_secs_f64(),
+        stats.bytes as f64 / (1 << 20) as f64 / took.as_secs_f64(),
+        compared.elapsed()
+    );
+    assert_eq!(got.len(), MANY_FILES + 1, "files on disk");
+    assert!(want == got, "the downloaded tree differs from the seeder's");
+    seeder.stop().await.0.unwrap();
+}
