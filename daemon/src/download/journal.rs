@@ -48,7 +48,8 @@ impl ChunkSet {
     }
 
     /// How many chunks are in the set.
-    pub fn count(&self) -> usize {
+    #[cfg(test)]
+    fn count(&self) -> usize {
         self.words.iter().map(|w| w.count_ones() as usize).sum()
     }
 
