@@ -28,8 +28,6 @@ pub struct ServedLibrary {
 pub struct ServedGame {
     pub version: Version,
     pub size: u64,
-    /// Served files and folders, sorted by path (as the library lists
-    /// them), so a path is found by binary search.
     pub files: Vec<LocalFile>,
 }
 
@@ -95,12 +93,10 @@ impl ServedLibrary {
     pub fn resolve_file(&self, id: &GameId, relative_path: &str) -> Result<PathBuf, WireError> {
         check_relative_path(relative_path)?;
         let (root, game) = self.game(id)?;
-        // `files` is sorted by path (`LocalGame::files`): a lookup per
-        // chunk request stays O(log n) for a game of 150 000 files.
         let listed = game
             .files
-            .binary_search_by(|f| f.relative_path.as_str().cmp(relative_path))
-            .is_ok_and(|i| !game.files[i].is_dir);
+            .iter()
+            .any(|f| !f.is_dir && f.relative_path == relative_path);
         if !listed {
             return Err(refusal(
                 WireErrorCode::NotFound,
