@@ -20,6 +20,7 @@ pub mod library;
 pub mod monitor;
 pub mod peer_db;
 pub mod ping;
+pub mod prepare;
 pub mod runtime;
 pub mod serve;
 pub mod service;

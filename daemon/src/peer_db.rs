@@ -192,6 +192,7 @@ impl PeerGameDb {
                     installed: local.is_some_and(|g| g.installed),
                     size: local.map_or(0, |g| g.size),
                     peers,
+                    preparing: None,
                     id,
                 }
             })
@@ -276,6 +277,7 @@ mod tests {
                 installed: true,
                 size: 99,
                 files: vec![],
+                unnamed_files: vec![],
             },
         );
         let mut db = PeerGameDb::default();

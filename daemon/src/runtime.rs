@@ -14,6 +14,7 @@ use crate::event_sender::EventSender;
 use crate::identity::Identity;
 use crate::library::LibraryIndex;
 use crate::ping::{self, PingEvent, PingTarget};
+use crate::prepare::{Manifests, PrepareEvent, Preparer};
 use crate::serve::ServedLibrary;
 use crate::transport::{PeerClient, QuicServer, ServeContext, TlsIdentity, TransportError};
 
@@ -38,6 +39,8 @@ pub struct RuntimeFeeds {
     pub discovery: EventSender<DiscoveryEvent>,
     /// Where pings report.
     pub pings: EventSender<PingEvent>,
+    /// Where the manifest preparer reports.
+    pub prepare: EventSender<PrepareEvent>,
 }
 
 /// The running peer runtime.
@@ -63,11 +66,19 @@ impl PeerRuntime {
         let client = Arc::new(PeerClient::new(&config.tls)?);
         let listen = server.local_addr();
         let tasks = CancellationToken::new();
+        let manifests = Arc::new(Manifests::default());
+        let preparer = Preparer {
+            served: feeds.served.clone(),
+            index: feeds.index,
+            state_dir: feeds.state_dir,
+            manifests: Arc::clone(&manifests),
+            events: feeds.prepare,
+        };
+        tokio::spawn(preparer.run(tasks.clone()));
         let context = Arc::new(ServeContext {
             peer_id: identity.peer_id.clone(),
             library: feeds.served,
-            index: feeds.index,
-            state_dir: Some(feeds.state_dir),
+            manifests,
         });
         tokio::spawn(server.serve(context, tasks.clone()));
         tokio::spawn(ping::run(

@@ -2,16 +2,19 @@
 //! games are announced, and which paths a peer may read
 //! (`docs/peer-protocol.md#serving-rules`).
 //!
-//! Pure policy over a [`ServedLibrary`] snapshot plus the filesystem checks
-//! that must happen at open time. Knows nothing about QUIC.
+//! Pure policy over a [`ServedLibrary`] snapshot plus the open itself,
+//! which must not follow links. Knows nothing about QUIC.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use lanspread_proto::model::{GameId, Version};
 use lanspread_proto::wire::{AnnouncedGame, CHUNK_SIZE, WireError, WireErrorCode};
 
-use crate::library::{LOCAL_DIR, LocalFile, LocalLibrary, is_reserved_root_entry};
+use crate::library::{
+    LOCAL_DIR, LocalFile, LocalLibrary, OpenBeneathError, is_reserved_root_entry, open_beneath,
+};
 
 /// The part of the local library peers may see: downloaded, cataloged
 /// games with a known version. Published by the core on every change.
@@ -29,22 +32,32 @@ pub struct ServedGame {
     pub version: Version,
     pub size: u64,
     pub files: Vec<LocalFile>,
+    /// The paths of its regular files, so a chunk request checks its path
+    /// in constant time however many files the game has.
+    pub regular_files: std::collections::HashSet<String>,
 }
 
 impl ServedLibrary {
-    /// The served view of `library` (games without `version.ini` or with an
-    /// unreadable one are not served).
+    /// The served view of `library` (games without `version.ini`, with an
+    /// unreadable one, or holding a file whose name is not UTF-8 are not
+    /// served).
     pub fn new(game_dir: Option<PathBuf>, library: &LocalLibrary, revision: u64) -> Self {
         let games = library
             .games
             .values()
-            .filter(|game| game.downloaded)
+            .filter(|game| game.downloaded && game.unnamed_files.is_empty())
             .filter_map(|game| {
                 Some((
                     game.id.clone(),
                     ServedGame {
                         version: game.version.clone()?,
                         size: game.size,
+                        regular_files: game
+                            .files
+                            .iter()
+                            .filter(|f| !f.is_dir)
+                            .map(|f| f.relative_path.clone())
+                            .collect(),
                         files: game.files.clone(),
                     },
                 ))
@@ -87,37 +100,39 @@ impl ServedLibrary {
         Ok((game_dir.join(id.as_str()), game))
     }
 
-    /// Resolves a file of a served game for reading: the path must pass
-    /// [`check_relative_path`], name a served regular file, and still be a
-    /// regular file inside the root once symlinks are resolved.
-    pub fn resolve_file(&self, id: &GameId, relative_path: &str) -> Result<PathBuf, WireError> {
+    /// Opens a file of a served game for reading: the path must pass
+    /// [`check_relative_path`] and name a served regular file, and it is
+    /// opened beneath the root without following a symlink at any step
+    /// ([`open_beneath`]), so a symlink swapped in after these checks is
+    /// refused at the open itself.
+    pub fn open_file(&self, id: &GameId, relative_path: &str) -> Result<File, WireError> {
         check_relative_path(relative_path)?;
         let (root, game) = self.game(id)?;
-        let listed = game
-            .files
-            .iter()
-            .any(|f| !f.is_dir && f.relative_path == relative_path);
-        if !listed {
+        if !game.regular_files.contains(relative_path) {
             return Err(refusal(
                 WireErrorCode::NotFound,
                 format!("{relative_path} is not a served file of {id}"),
             ));
         }
-        let path = root.join(relative_path);
-        let inside = std::fs::canonicalize(&root)
-            .and_then(|root| Ok((root, std::fs::canonicalize(&path)?)))
-            .map(|(root, real)| real.starts_with(root))
-            .unwrap_or(false);
-        let is_file = std::fs::symlink_metadata(&path)
-            .map(|m| m.is_file())
-            .unwrap_or(false);
-        if !inside || !is_file {
-            return Err(refusal(
-                WireErrorCode::ForbiddenPath,
-                format!("{relative_path} of {id} is not a regular file inside the game root"),
-            ));
-        }
-        Ok(path)
+        open_beneath(&root, relative_path).map_err(|err| {
+            if err.is_refusal() {
+                refusal(
+                    WireErrorCode::ForbiddenPath,
+                    format!("{relative_path} of {id} refused: {err}"),
+                )
+            } else if matches!(err, OpenBeneathError::NotFound { .. }) {
+                refusal(
+                    WireErrorCode::NotFound,
+                    format!("{relative_path} of {id} is gone"),
+                )
+            } else {
+                tracing::warn!(game = %id, path = %relative_path, cause = %crate::error_chain::err_chain(&err), "cannot read served file");
+                refusal(
+                    WireErrorCode::Internal,
+                    format!("cannot read {relative_path}"),
+                )
+            }
+        })
     }
 }
 

@@ -21,13 +21,23 @@ fn lanspreadd() -> PathBuf {
 struct DaemonProcess {
     child: Child,
     socket: PathBuf,
-    _game_dir: TempDir,
+    game_dir: TempDir,
     _state_dir: TempDir,
     _socket_dir: TempDir,
 }
 
 impl DaemonProcess {
     fn start(setup: impl FnOnce(&Path), extra_args: &[&str]) -> Self {
+        Self::start_with(setup, extra_args, |_| {})
+    }
+
+    /// As [`Self::start`], with the command adjusted by `environment`
+    /// before it is spawned (a cleared or changed environment).
+    fn start_with(
+        setup: impl FnOnce(&Path),
+        extra_args: &[&str],
+        environment: impl FnOnce(&mut Command),
+    ) -> Self {
         let game_dir = tempfile::tempdir().unwrap();
         setup(game_dir.path());
         let state_dir = tempfile::tempdir().unwrap();
@@ -40,18 +50,19 @@ impl DaemonProcess {
         .unwrap();
         let socket = socket_dir.path().join("lanspreadd.sock");
         let args = daemon_args(game_dir.path(), state_dir.path(), &socket);
-        let child = Command::new(&args[0])
+        let mut command = Command::new(&args[0]);
+        command
             .args(&args[1..])
             .args(extra_args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        environment(&mut command);
+        let child = command.spawn().unwrap();
         let mut daemon = Self {
             child,
             socket,
-            _game_dir: game_dir,
+            game_dir,
             _state_dir: state_dir,
             _socket_dir: socket_dir,
         };
@@ -501,4 +512,42 @@ fn doctor_names_each_problem_and_its_fix() {
     let nowhere = ctl_with(Path::new("/nonexistent/lanspread.sock"), &["doctor"], None);
     assert_eq!(nowhere.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&nowhere.stdout).contains("[FAIL] daemon reachable"));
+}
+
+/// Issue 14: archives with non-ASCII names (zip with and without the UTF-8
+/// flag, tar with pax headers, 7z, RAR 5 and RAR 4 Unicode names) install
+/// with their exact names and bytes whatever locale the daemon starts in:
+/// no environment at all (`env -i`, as under a bare service manager) and
+/// `LC_ALL=C`.
+#[test]
+fn non_ascii_archive_names_install_whatever_the_daemons_locale() {
+    // (what the shell would say, LC_ALL and LANG after clearing everything)
+    for (label, locale) in [("env -i", None), ("LC_ALL=C", Some("C"))] {
+        let mut expected = Vec::new();
+        let daemon = DaemonProcess::start_with(
+            |games| {
+                let root = games.join("openarena");
+                write(&root.join("version.ini"), b"version=1.0\n");
+                expected = common::archives::build_all(&root);
+            },
+            &[],
+            |command| {
+                command.env_clear();
+                if let Some(locale) = locale {
+                    command.env("LC_ALL", locale).env("LANG", locale);
+                }
+            },
+        );
+        let output = daemon.ctl(&["install", "openarena"]);
+        assert!(
+            output.status.success(),
+            "{label}: install failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let local = daemon.game_dir.path().join("openarena/local");
+        common::archives::assert_tree(&local, &expected);
+        let (status, _) = daemon.terminate();
+        assert!(status.success(), "{label}: {status}");
+    }
 }

@@ -64,7 +64,7 @@ async fn a_game_downloads_from_two_seeders_byte_for_byte_with_the_sentinel_last(
     let mut events = leech.client().await;
     events.subscribe().await.unwrap();
 
-    let files: GameFilesResult = client.get_game(&id("openarena")).await.unwrap();
+    let files: GameFilesResult = get_game_from(&mut client, &id("openarena"), 2).await;
     assert_eq!(files.peers, 2);
     assert_eq!(files.version.as_str(), "1.0");
     client.download(&id("openarena"), vec![]).await.unwrap();
@@ -338,4 +338,92 @@ async fn a_game_of_150_000_small_files_downloads_byte_identical() {
     assert_eq!(got.len(), MANY_FILES + 1, "files on disk");
     assert!(want == got, "the downloaded tree differs from the seeder's");
     seeder.stop().await.0.unwrap();
+}
+
+/// A game of 10,000 small files (more than one IPC line could list, with
+/// chunk hashes, before file lists were paged): `GetGame` answers with a
+/// summary, `ListGameFiles` pages add up to it, every line the daemon
+/// writes fits the limit (the client refuses longer ones), the download
+/// is byte-identical, and its automatic install ends as "nothing to
+/// install" (the game holds no archive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_of_ten_thousand_files_is_listed_in_pages_and_downloads() {
+    const FILES: usize = 10_000;
+    let file = |i: usize| {
+        (
+            format!("data/dir{:03}/asset-{i:05}.dat", i % 100),
+            content(200 + (i as u64 % 1800), i as u8),
+        )
+    };
+    let lan = MemoryLan::default();
+    let seed = TestDaemon::start_on(&lan, |d| {
+        let root = d.join("openarena");
+        write(&root.join("version.ini"), b"version=2.0\n");
+        for i in 0..FILES {
+            let (path, bytes) = file(i);
+            write(&root.join(path), &bytes);
+        }
+    })
+    .await;
+    let leech = TestDaemon::start_on(&lan, |_| {}).await;
+    let mut client = leech.client().await;
+    connected(&mut client, 1).await;
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+
+    let summary = client.get_game(&id("openarena")).await.unwrap();
+    // 10,000 files, version.ini, 100 folders and `data`.
+    assert_eq!(summary.files as usize, FILES + 1 + 100 + 1);
+    let mut pages = 0;
+    let mut listed = Vec::new();
+    let mut offset = Some(0);
+    while let Some(at) = offset {
+        let page = client.list_game_files(&id("openarena"), at).await.unwrap();
+        assert_eq!(page.offset, at);
+        listed.extend(page.files);
+        offset = page.next;
+        pages += 1;
+    }
+    assert_eq!(listed.len(), summary.files as usize);
+    assert!(pages >= 2, "{pages} page(s) for {} entries", listed.len());
+    assert_eq!(
+        listed.iter().map(|f| f.size).sum::<u64>(),
+        summary.bytes,
+        "the pages add up to the summary"
+    );
+    client.download(&id("openarena"), vec![]).await.unwrap();
+    let finished = wait_for_event(&mut events, TIMEOUT_DL * 3, "the download's end", |e| {
+        matches!(
+            e,
+            PeerEvent::DownloadGameFilesFinished { .. } | PeerEvent::DownloadGameFilesFailed { .. }
+        )
+    })
+    .await;
+    assert!(
+        matches!(finished.event, PeerEvent::DownloadGameFilesFinished { .. }),
+        "{finished:?}"
+    );
+    let skipped = wait_for_event(&mut events, TIMEOUT_DL, "the install step's end", |e| {
+        matches!(
+            e,
+            PeerEvent::InstallGameSkipped { .. }
+                | PeerEvent::InstallGameFinished { .. }
+                | PeerEvent::InstallGameFailed { .. }
+        )
+    })
+    .await;
+    let PeerEvent::InstallGameSkipped { reason, .. } = &skipped.event else {
+        panic!("the install after a download without archives: {skipped:?}");
+    };
+    assert!(reason.contains("nothing to install"), "{reason}");
+    let root = leech.game_dir.path().join("openarena");
+    for i in 0..FILES {
+        let (path, bytes) = file(i);
+        assert!(
+            std::fs::read(root.join(&path)).unwrap() == bytes,
+            "{path} differs"
+        );
+    }
+    assert!(!root.join("local").exists(), "nothing was installed");
+    drop(seed);
 }

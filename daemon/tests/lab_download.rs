@@ -4,6 +4,7 @@
 mod common;
 mod lab_harness;
 
+use common::archives::{assert_tree, build_all};
 use common::{wait_for_event, write};
 use lab_harness::Lab;
 use lab_harness::game::*;
@@ -228,4 +229,88 @@ async fn an_update_fetches_the_newer_version_a_peer_offers() {
     );
     assert!(stdout.contains("0.9.0"), "{stdout}");
     assert_identical(newer.path(), &leech.games());
+}
+
+/// Issue 14: a game whose files and archive entries have non-ASCII names,
+/// served by a daemon started with `LC_ALL=C`, is downloaded by one started
+/// with no environment at all (`env -i`) and installs there: every file
+/// arrives under its exact name with its exact bytes, and `local/` holds
+/// exactly what the archives hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_with_non_ascii_names_downloads_and_installs_on_another_host() {
+    let source = tempfile::tempdir().unwrap();
+    let root = source.path().join(GAME);
+    let mut loose: Vec<(String, Vec<u8>)> = vec![("version.ini".into(), b"version=1.0\n".to_vec())];
+    for (i, name) in [
+        "データ/マップ 1.eti",
+        "Überspiel/straße.cfg",
+        "Ελληνικά/файл Ω.dat",
+        "emoji 🎮.bin",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // The first spans three chunks.
+        let len = if i == 0 {
+            CHUNK_SIZE as usize * 2 + 4321
+        } else {
+            777 * (i + 1)
+        };
+        let mut data = vec![0u8; len];
+        blake3::Hasher::new()
+            .update(name.as_bytes())
+            .finalize_xof()
+            .fill(&mut data);
+        loose.push((name.to_owned(), data));
+    }
+    for (name, data) in &loose {
+        write(&root.join(name), data);
+    }
+    let archived = build_all(&root);
+    let mut served = loose.clone();
+    for (_, file_name) in common::archives::KINDS {
+        served.push((
+            file_name.to_owned(),
+            std::fs::read(root.join(file_name)).unwrap(),
+        ));
+    }
+
+    let lab = Lab::up(2);
+    let _seed =
+        lab.spawn_daemon_env_cleared("h1", "seed", copy_game(source.path()), &[("LC_ALL", "C")]);
+    let leech = lab.spawn_daemon_env_cleared("h2", "leech", |_| {}, &[]);
+    wait_peers(&leech, 1).await;
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+    let output = leech.ctl(&["download", GAME]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let outcome = wait_for_event(&mut events, DOWNLOAD_TIMEOUT, "the install", |e| {
+        matches!(
+            e,
+            PeerEvent::InstallGameFinished { .. } | PeerEvent::InstallGameFailed { .. }
+        )
+    })
+    .await;
+    assert!(
+        matches!(outcome.event, PeerEvent::InstallGameFinished { .. }),
+        "{:?}\n{}",
+        outcome.event,
+        leech.log_text()
+    );
+    let leech_root = leech.games().join(GAME);
+    assert_tree(&leech_root.join("local"), &archived);
+    for (name, data) in &served {
+        let got = std::fs::read(leech_root.join(name))
+            .unwrap_or_else(|err| panic!("{name} did not arrive under its name: {err}"));
+        assert!(&got == data, "{name} differs");
+    }
+    let games = leech.client().await.list_games().await.unwrap();
+    let game = games.iter().find(|g| g.id == id()).unwrap();
+    assert!(game.downloaded && game.installed, "{game:?}");
 }

@@ -101,8 +101,9 @@ async fn cycle(daemon: &LabDaemon) {
     let mut events = daemon.client().await;
     events.subscribe().await.unwrap();
     let mut client = daemon.client().await;
-    let files = start_download(&mut client).await;
+    let files = common::get_game_from(&mut client, &id(), 2).await;
     assert_eq!(files.peers, 2, "both other hosts serve the game");
+    client.download(&id(), vec![]).await.unwrap();
     let installed = wait_for_event(&mut events, STEP_TIMEOUT, "the install's end", |e| {
         matches!(
             e,

@@ -118,6 +118,37 @@ async fn changes_by_hand_reach_the_library_within_two_seconds() {
     daemon.stop().await.0.unwrap();
 }
 
+/// Files with non-ASCII names appear, are renamed and disappear at the
+/// speed of any other change (issue 14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_file_names_are_monitored_like_any_other() {
+    let daemon = TestDaemon::start(|d| write(&d.join("quake3/version.ini"), b"1.32")).await;
+    let root = daemon.game_dir.path().join("quake3");
+    let mut client = daemon.client().await;
+    let size = |games: &[GameSummary]| game(games, "quake3").map(|g| g.size);
+    let base = size(&client.list_games().await.unwrap()).unwrap();
+    let added = root.join("マップ Überspiel 🎮.pk3");
+    write(&added, &[5; 4321]);
+    let took = until(&mut client, "a non-ASCII file added", |g| {
+        size(g) == Some(base + 4321)
+    })
+    .await;
+    assert!(took < VISIBLE_WITHIN, "took {took:?}");
+    std::fs::rename(&added, root.join("地図.pk3")).unwrap();
+    std::fs::write(root.join("地図.pk3"), [6; 100]).unwrap();
+    let took = until(&mut client, "a non-ASCII file renamed and rewritten", |g| {
+        size(g) == Some(base + 100)
+    })
+    .await;
+    assert!(took < VISIBLE_WITHIN, "took {took:?}");
+    std::fs::remove_file(root.join("地図.pk3")).unwrap();
+    until(&mut client, "a non-ASCII file removed", |g| {
+        size(g) == Some(base)
+    })
+    .await;
+    daemon.stop().await.0.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_slow_write_gives_a_bounded_number_of_rescans_and_one_snapshot() {
     let daemon = TestDaemon::start(|d| write(&d.join("openarena/version.ini"), b"1")).await;

@@ -13,7 +13,9 @@ use lanspread_proto::model::GameId;
 use lanspread_proto::wire::{
     CHUNK_SIZE, MAX_REQUEST_BYTES, Request, Response, WIRE_VERSION, WireErrorCode,
 };
+use lanspreadd::event_sender::EventSender;
 use lanspreadd::library::{LibraryIndex, scan_local_library};
+use lanspreadd::prepare::{Manifests, PrepareEvent, Preparer};
 use lanspreadd::serve::ServedLibrary;
 use lanspreadd::transport::{
     HANDSHAKE_TIMEOUT, PeerClient, QuicServer, ServeContext, TlsIdentity, TransportError,
@@ -44,7 +46,14 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// A server whose file lists are prepared (the preparer ran).
     async fn start() -> Self {
+        Self::start_with(true).await
+    }
+
+    /// A server; with `prepare`, the preparer runs and the fixture waits
+    /// until it reported the served game's file list ready.
+    async fn start_with(prepare: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let g = dir.path();
         write(&g.join("openarena/version.ini"), b"version=0.8.8\n");
@@ -65,15 +74,37 @@ impl Fixture {
         let (_tx, rx) = watch::channel(Arc::new(served));
         // Keep the sender alive for the server's lifetime.
         std::mem::forget(_tx);
+        let manifests = Arc::new(Manifests::default());
+        let shutdown = CancellationToken::new();
+        if prepare {
+            let (events_tx, mut events) = tokio::sync::mpsc::channel(64);
+            let preparer = Preparer {
+                served: rx.clone(),
+                index,
+                state_dir: dir.path().to_owned(),
+                manifests: Arc::clone(&manifests),
+                events: EventSender::<PrepareEvent>::new(events_tx),
+            };
+            tokio::spawn(preparer.run(shutdown.clone()));
+            loop {
+                let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                    .await
+                    .expect("the preparer reports within 10 s")
+                    .expect("the preparer runs");
+                if matches!(event, PrepareEvent::Ready { ref id } if id.as_str() == "openarena") {
+                    break;
+                }
+            }
+            // Keep draining, so the preparer never waits on a full channel.
+            tokio::spawn(async move { while events.recv().await.is_some() {} });
+        }
         let server =
             QuicServer::bind("127.0.0.1:0".parse().unwrap(), &TlsIdentity::compiled_in()).unwrap();
         let addr = server.local_addr();
-        let shutdown = CancellationToken::new();
         let context = Arc::new(ServeContext {
             peer_id: "server-peer".into(),
             library: rx,
-            index,
-            state_dir: None,
+            manifests,
         });
         tokio::spawn(server.serve(context, shutdown.clone()));
         Self {
@@ -92,6 +123,39 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A server that has not prepared a game's file list answers `GetGame` at
+/// once with `Preparing` and its progress: a request never waits on hashing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_list_not_yet_prepared_is_answered_at_once_with_progress() {
+    let fixture = Fixture::start_with(false).await;
+    let started = Instant::now();
+    let answer = client()
+        .request(
+            fixture.addr,
+            &Request::GetGame {
+                id: id("openarena"),
+            },
+        )
+        .await
+        .unwrap();
+    let Response::Preparing {
+        version,
+        bytes_done,
+        bytes_total,
+        ..
+    } = answer
+    else {
+        panic!("expected Preparing, got {answer:?}");
+    };
+    assert_eq!(version.as_str(), "0.8.8");
+    assert_eq!(bytes_done, 0);
+    assert_eq!(
+        bytes_total,
+        BIG_FILE + 1000 + "version=0.8.8\n".len() as u64
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 fn client() -> PeerClient {

@@ -3,6 +3,9 @@
 //! expected results), zip/7z-free hand-made archives built here, and
 //! hostile archives that try to write outside their target.
 
+#[path = "common/archives.rs"]
+mod archives;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -226,4 +229,73 @@ fn seven_zip_made_with_bsdtar_extracts() {
         std::fs::read(target.path().join("readme.txt")).unwrap(),
         b"frag"
     );
+}
+
+/// This test process never calls `setlocale`, so it runs in the "C"
+/// locale whatever the environment says: the case that made every
+/// non-ASCII name fail (issue 14).
+#[test]
+fn non_ascii_names_extract_exactly_in_every_format_in_the_c_locale() {
+    let work = tempfile::tempdir().unwrap();
+    for (kind, file_name) in archives::KINDS {
+        let files = archives::files_for(kind, "game");
+        let archive = work.path().join(file_name);
+        archives::build(kind, &archive, &files);
+        let (target, result) = unpack(&[archive]);
+        let entries = result.unwrap_or_else(|err| panic!("{kind}: {err}"));
+        assert!(entries >= files.len() as u64, "{kind}: {entries} entries");
+        archives::assert_tree(target.path(), &files);
+    }
+}
+
+#[test]
+fn a_legacy_zip_name_is_cp437_unless_it_is_valid_utf8() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("legacy.zip");
+    let files = archives::files_for("zip-legacy", "x");
+    archives::build("zip-legacy", &archive, &files);
+    let (target, result) = unpack(&[archive]);
+    result.unwrap();
+    let t = target.path();
+    // 0x9a 0xe1 in CP437 are Ü and ß; the UTF-8 bytes of 日本語 were kept.
+    assert!(t.join("x/Überspiel/straße.cfg").is_file());
+    assert!(t.join("x/Ñandú/Ämter ±.dat").is_file());
+    assert!(t.join("x/mac/日本語.txt").is_file());
+}
+
+#[test]
+fn a_name_that_cannot_be_decoded_fails_naming_the_entry() {
+    let work = tempfile::tempdir().unwrap();
+    // A tar name is raw bytes with no charset: Latin-1 bytes are not text.
+    let tar = python_archive(
+        work.path(),
+        "latin1.tar",
+        &format!(
+            "{TAR_HELPERS}\nt = tarfile.open(path, 'w', format=tarfile.GNU_FORMAT, encoding='latin-1'); add_file(t, 'ok.txt'); add_file(t, 'caf\\xe9.txt'); t.close()"
+        ),
+    );
+    let (target, result) = unpack(&[tar]);
+    let err = result.unwrap_err();
+    assert!(matches!(err, UnpackError::Broken { .. }), "{err}");
+    let message = err.to_string();
+    eprintln!("refused: {message}");
+    assert!(message.contains("latin1.tar"), "{message}");
+    assert!(message.contains("caf\\xe9.txt"), "{message}");
+    assert!(message.contains("is not UTF-8"), "{message}");
+    assert!(target.path().join("ok.txt").is_file());
+    // A zip entry that claims UTF-8 (flag 0x800) but is not.
+    let zip = python_archive(
+        work.path(),
+        "liar.zip",
+        "class Liar(zipfile.ZipInfo):\n    def _encodeFilenameFlags(self): return b'first.txt' if self.filename == 'first.txt' else b'bad\\xff.txt', self.flag_bits | 0x800\nz = zipfile.ZipFile(path, 'w')\nz.writestr(Liar('first.txt'), b'1')\nz.writestr(Liar('bad'), b'2')\nz.close()",
+    );
+    let (_, result) = unpack(&[zip]);
+    let message = result.unwrap_err().to_string();
+    eprintln!("refused: {message}");
+    assert!(message.contains("liar.zip"), "{message}");
+    assert!(
+        message.contains("entry 2 (the one after \"first.txt\")"),
+        "{message}"
+    );
+    assert!(message.contains("cannot be decoded"), "{message}");
 }

@@ -14,11 +14,11 @@ use serde::de::DeserializeOwned;
 use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
 
 use crate::ipc::{
-    CancelRequested, ClientRequest, DownloadStarted, EventMessage, GameFilesResult, Hello,
-    IpcError, MAX_LINE_BYTES, OperationStarted, Outcome, PROTOCOL_VERSION, PeerCommand,
+    CancelRequested, ClientRequest, DownloadStarted, EventMessage, GameFilesPage, GameFilesResult,
+    Hello, IpcError, MAX_LINE_BYTES, OperationStarted, Outcome, PROTOCOL_VERSION, PeerCommand,
     PeerCountResult, ServerMessage, SetGameDirResult, SubscribeResult,
 };
-use crate::model::{DaemonStatus, GameFileDescription, GameId, GameSummary, PeerInfo};
+use crate::model::{DaemonStatus, GameFile, GameId, GameSummary, PeerInfo};
 
 /// Socket file name inside the runtime directory.
 pub const SOCKET_FILE_NAME: &str = "lanspreadd.sock";
@@ -240,12 +240,37 @@ impl IpcClient {
             .await
     }
 
-    /// `DownloadGameFiles`: starts a download of `files` (empty: all) of
-    /// the file list fetched last.
+    /// `ListGameFiles`: one page of the file list fetched last.
+    pub async fn list_game_files(
+        &mut self,
+        id: &GameId,
+        offset: u64,
+    ) -> Result<GameFilesPage, ClientError> {
+        self.call(PeerCommand::ListGameFiles {
+            id: id.clone(),
+            offset,
+        })
+        .await
+    }
+
+    /// Every entry of the file list fetched last, page by page.
+    pub async fn game_files(&mut self, id: &GameId) -> Result<Vec<GameFile>, ClientError> {
+        let mut files = Vec::new();
+        let mut offset = Some(0);
+        while let Some(at) = offset {
+            let page = self.list_game_files(id, at).await?;
+            files.extend(page.files);
+            offset = page.next;
+        }
+        Ok(files)
+    }
+
+    /// `DownloadGameFiles`: starts a download of the files at `paths`
+    /// (empty: all) of the file list fetched last.
     pub async fn download(
         &mut self,
         id: &GameId,
-        files: Vec<GameFileDescription>,
+        files: Vec<String>,
     ) -> Result<DownloadStarted, ClientError> {
         self.call(PeerCommand::DownloadGameFiles {
             id: id.clone(),

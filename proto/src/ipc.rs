@@ -11,13 +11,20 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{GameFileDescription, GameId, GameSummary, PeerInfo};
+use crate::model::{GameFile, GameId, GameSummary, PeerInfo};
 
 /// The one IPC protocol version.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Longest line either side accepts, in bytes (without the newline).
+/// Longest line either side accepts, in bytes (without the newline). The
+/// daemon never writes a longer one: lists that grow with a game (its
+/// files) are paged ([`PeerCommand::ListGameFiles`]).
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// Most bytes of encoded entries one `ListGameFiles` page carries, so a
+/// page with its envelope stays well inside [`MAX_LINE_BYTES`] whatever
+/// the paths are (a path is at most 4096 bytes).
+pub const PAGE_BYTES: usize = 512 * 1024;
 
 /// A line sent by a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,8 +41,10 @@ pub struct ClientRequest {
 pub enum PeerCommand {
     /// The merged library (local + peers).
     ListGames,
-    /// Ask the peers holding the latest version for the game's manifest;
-    /// answered by a `GotGameFiles` event.
+    /// Ask the peers holding the latest version for the game's file list;
+    /// answered (and announced as `GotGameFiles`) with its summary once a
+    /// peer sent it. While the peers are still preparing it,
+    /// `PreparingGameFiles` events report their progress.
     GetGame {
         id: GameId,
     },
@@ -43,10 +52,18 @@ pub enum PeerCommand {
     FetchLatestFromPeers {
         id: GameId,
     },
-    /// Download the listed files of a game.
+    /// Download files of the file list fetched last, named by path (`[]`:
+    /// all of them).
     DownloadGameFiles {
         id: GameId,
-        files: Vec<GameFileDescription>,
+        files: Vec<String>,
+    },
+    /// One page of the file list fetched last: the entries from `offset`
+    /// on, as many as fit in [`PAGE_BYTES`].
+    ListGameFiles {
+        id: GameId,
+        #[serde(default)]
+        offset: u64,
     },
     InstallGame {
         id: GameId,
@@ -75,6 +92,7 @@ impl PeerCommand {
         "GetGame",
         "FetchLatestFromPeers",
         "DownloadGameFiles",
+        "ListGameFiles",
         "InstallGame",
         "UninstallGame",
         "SetGameDir",
@@ -92,6 +110,7 @@ impl PeerCommand {
             Self::GetGame { .. } => "GetGame",
             Self::FetchLatestFromPeers { .. } => "FetchLatestFromPeers",
             Self::DownloadGameFiles { .. } => "DownloadGameFiles",
+            Self::ListGameFiles { .. } => "ListGameFiles",
             Self::InstallGame { .. } => "InstallGame",
             Self::UninstallGame { .. } => "UninstallGame",
             Self::SetGameDir { .. } => "SetGameDir",
@@ -108,8 +127,42 @@ impl PeerCommand {
     pub fn is_read_only(&self) -> bool {
         matches!(
             self,
-            Self::ListGames | Self::GetPeerCount | Self::Subscribe | Self::Status | Self::ListPeers
+            Self::ListGames
+                | Self::GetPeerCount
+                | Self::Subscribe
+                | Self::Status
+                | Self::ListPeers
+                | Self::ListGameFiles { .. }
         )
+    }
+}
+
+/// A message that would not fit on one line ([`MAX_LINE_BYTES`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a {kind} of {bytes} bytes does not fit in one IPC line ({MAX_LINE_BYTES} at most)")]
+pub struct LineTooLong {
+    pub kind: &'static str,
+    pub bytes: usize,
+}
+
+impl ServerMessage {
+    /// The message as one line (without the newline), or why it cannot be
+    /// sent: the daemon never writes a line a client would have to refuse.
+    pub fn encode(&self) -> Result<String, LineTooLong> {
+        let line = serde_json::to_string(self).expect("server messages always serialize");
+        if line.len() > MAX_LINE_BYTES {
+            let kind = match self {
+                Self::Hello(_) => "hello",
+                Self::Reply(_) => "reply",
+                Self::Event(_) => "event",
+                Self::Closing { .. } => "closing",
+            };
+            return Err(LineTooLong {
+                kind,
+                bytes: line.len(),
+            });
+        }
+        Ok(line)
     }
 }
 
@@ -284,10 +337,27 @@ pub enum PeerEvent {
     GameDirChanged {
         path: PathBuf,
     },
-    /// The manifest of a game gathered from peers.
+    /// The file list of a game was gathered from peers (its summary; the
+    /// entries are paged with `ListGameFiles`).
     GotGameFiles {
         id: GameId,
-        files: Vec<GameFileDescription>,
+        version: crate::model::Version,
+        /// Entries (files and folders).
+        files: u32,
+        /// Bytes of its files.
+        bytes: u64,
+        /// Peers that serve it.
+        peers: u32,
+    },
+    /// `GetGame` waits for a peer that is still computing the game's chunk
+    /// hashes (it just started, or the game just appeared or changed).
+    PreparingGameFiles {
+        id: GameId,
+        peer_id: String,
+        /// The peer's name, for people.
+        peer_name: String,
+        bytes_done: u64,
+        bytes_total: u64,
     },
     /// No peer holds the requested game.
     NoPeersHaveGame {
@@ -335,6 +405,12 @@ pub enum PeerEvent {
     },
     InstallGameFinished {
         id: GameId,
+    },
+    /// The install after a download had nothing to do (the game holds no
+    /// archive: its files are the game).
+    InstallGameSkipped {
+        id: GameId,
+        reason: String,
     },
     InstallGameFailed {
         id: GameId,
@@ -396,6 +472,20 @@ pub enum CommandResult {
     CancelRequested(CancelRequested),
     /// `InstallGame`, `UninstallGame`.
     OperationStarted(OperationStarted),
+    /// `ListGameFiles`.
+    GameFilesPage(GameFilesPage),
+}
+
+/// Result of `ListGameFiles`: one page of a game's file list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GameFilesPage {
+    pub id: GameId,
+    pub version: crate::model::Version,
+    /// Index of the first entry of this page.
+    pub offset: u64,
+    pub files: Vec<GameFile>,
+    /// The `offset` of the next page; `None` on the last one.
+    pub next: Option<u64>,
 }
 
 /// Result of `CancelDownload`: the download was told to stop; it ends with
@@ -422,13 +512,17 @@ pub struct SetGameDirResult {
 }
 
 /// Result of `GetGame` and `FetchLatestFromPeers` (also sent as the
-/// `GotGameFiles` event).
+/// `GotGameFiles` event): the file list's summary. Its entries are paged
+/// with `ListGameFiles`; chunk hashes never leave the daemon.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GameFilesResult {
     pub id: GameId,
     /// The latest version, which these files are.
     pub version: crate::model::Version,
-    pub files: Vec<GameFileDescription>,
+    /// Entries (files and folders).
+    pub files: u32,
+    /// Bytes of its files.
+    pub bytes: u64,
     /// Peers that serve it.
     pub peers: u32,
 }
@@ -482,6 +576,25 @@ mod tests {
     }
 
     #[test]
+    fn the_encoder_refuses_a_line_over_the_limit() {
+        let page = |entries: usize| {
+            ServerMessage::Reply(Reply {
+                id: Some(1),
+                outcome: Outcome::Result(serde_json::json!({
+                    "files": (0..entries)
+                        .map(|i| format!("data/textures/level{i:06}/diffuse_albedo.dds"))
+                        .collect::<Vec<_>>()
+                })),
+            })
+        };
+        let small = page(100).encode().unwrap();
+        assert!(small.len() < MAX_LINE_BYTES);
+        let err = page(30_000).encode().unwrap_err();
+        assert_eq!(err.kind, "reply");
+        assert!(err.bytes > MAX_LINE_BYTES, "{err}");
+    }
+
+    #[test]
     fn error_code_names_match_their_serialization() {
         let mut names = std::collections::HashSet::new();
         for &code in ErrorCode::ALL {
@@ -504,6 +617,10 @@ mod tests {
             PeerCommand::DownloadGameFiles {
                 id: id.clone(),
                 files: vec![],
+            },
+            PeerCommand::ListGameFiles {
+                id: id.clone(),
+                offset: 0,
             },
             PeerCommand::InstallGame { id: id.clone() },
             PeerCommand::UninstallGame { id: id.clone() },

@@ -78,9 +78,14 @@ impl fmt::Display for GameId {
 
 /// A game's version (the "ETI version" from `version.ini`).
 ///
-/// Ordering: when both sides parse as dotted numbers (`1.10`, `20240612`)
-/// they compare component by component as integers (`1.10 > 1.9`, a missing
-/// component counts as 0); otherwise they compare by bytes.
+/// Ordering is natural order (docs/ipc.md, "Versions"): each version splits
+/// into runs of ASCII digits and runs of other bytes, compared run by run.
+/// Two digit runs compare as numbers (leading zeros ignored; equal numbers
+/// then by run length, shorter first); any other pair of runs compares by
+/// bytes; a version that runs out of runs first is the smaller. So
+/// `2 < 10`, `1a < 2`, `1.2 < 1.10`, `1 < 1.0`, `1.0 < 1.0a`. It is a total
+/// order consistent with equality, so "the latest" never depends on the
+/// order in which peers answered.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Version(String);
@@ -93,36 +98,62 @@ impl Version {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
 
-    /// The dotted-number components, if every component is a decimal integer.
-    fn numeric_components(&self) -> Option<Vec<u128>> {
-        self.0
-            .split('.')
-            .map(|part| {
-                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                    None
-                } else {
-                    part.parse::<u128>().ok()
-                }
-            })
-            .collect()
+/// The runs of `bytes`: maximal runs of ASCII digits and maximal runs of
+/// anything else, in order. ASCII digits never occur inside a multi-byte
+/// UTF-8 sequence, so splitting on bytes is splitting on characters.
+fn runs(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        let first = *rest.first()?;
+        let digits = first.is_ascii_digit();
+        let len = rest
+            .iter()
+            .position(|b| b.is_ascii_digit() != digits)
+            .unwrap_or(rest.len());
+        let (run, tail) = rest.split_at(len);
+        rest = tail;
+        Some(run)
+    })
+}
+
+/// Orders two runs: digit runs by value (without parsing, so any length
+/// works), then by length; everything else by bytes. A digit run and a
+/// non-digit run always differ in their first byte.
+fn cmp_runs(a: &[u8], b: &[u8]) -> Ordering {
+    let is_number = |run: &[u8]| run.first().is_some_and(u8::is_ascii_digit);
+    if !(is_number(a) && is_number(b)) {
+        return a.cmp(b);
     }
+    let (value_a, value_b) = (significant_digits(a), significant_digits(b));
+    value_a
+        .len()
+        .cmp(&value_b.len())
+        .then_with(|| value_a.cmp(value_b))
+        .then_with(|| a.len().cmp(&b.len()))
+}
+
+/// A digit run without its leading zeros.
+fn significant_digits(run: &[u8]) -> &[u8] {
+    let zeros = run.iter().take_while(|&&b| b == b'0').count();
+    &run[zeros..]
 }
 
 impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
-        match (self.numeric_components(), other.numeric_components()) {
-            (Some(a), Some(b)) => {
-                let len = a.len().max(b.len());
-                let component = |v: &[u128], i: usize| v.get(i).copied().unwrap_or(0);
-                (0..len)
-                    .map(|i| component(&a, i).cmp(&component(&b, i)))
-                    .find(|o| o.is_ne())
-                    // Equal numerically ("1.0" vs "1"): fall back to bytes so
-                    // Ord stays consistent with Eq.
-                    .unwrap_or_else(|| self.0.as_bytes().cmp(other.0.as_bytes()))
+        let mut ours = runs(self.0.as_bytes());
+        let mut theirs = runs(other.0.as_bytes());
+        loop {
+            match (ours.next(), theirs.next()) {
+                (None, None) => return Ordering::Equal,
+                (None, Some(_)) => return Ordering::Less,
+                (Some(_), None) => return Ordering::Greater,
+                (Some(a), Some(b)) => match cmp_runs(a, b) {
+                    Ordering::Equal => {}
+                    decided => return decided,
+                },
             }
-            _ => self.0.as_bytes().cmp(other.0.as_bytes()),
         }
     }
 }
@@ -157,6 +188,52 @@ pub struct GameSummary {
     pub size: u64,
     /// How many peers hold the latest version.
     pub peers: u32,
+    /// While this host is still computing the game's chunk hashes (its
+    /// file list is not ready for peers yet): how far along it is. Absent
+    /// once the file list is ready, and for games this host does not hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preparing: Option<Preparing>,
+}
+
+/// How far a host is in computing a game's chunk hashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preparing {
+    /// Bytes hashed so far (including hashes reused from the index).
+    pub bytes_done: u64,
+    /// Bytes of the game's files.
+    pub bytes_total: u64,
+}
+
+impl Preparing {
+    /// Whole percent done, 0–100.
+    pub fn percent(&self) -> u8 {
+        if self.bytes_total == 0 {
+            return 100;
+        }
+        (u128::from(self.bytes_done.min(self.bytes_total)) * 100 / u128::from(self.bytes_total))
+            as u8
+    }
+}
+
+/// One entry of a game's file list as clients see it: no chunk hashes
+/// (they stay between daemons), so a listing stays small.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GameFile {
+    /// Path relative to the game root, `/`-separated.
+    pub relative_path: String,
+    pub is_dir: bool,
+    /// File length in bytes (0 for directories).
+    pub size: u64,
+}
+
+impl From<&GameFileDescription> for GameFile {
+    fn from(file: &GameFileDescription) -> Self {
+        Self {
+            relative_path: file.relative_path.clone(),
+            is_dir: file.is_dir,
+            size: file.size,
+        }
+    }
 }
 
 /// One entry of a game's file manifest, relative to its game root.
@@ -208,6 +285,17 @@ pub struct DaemonStatus {
     pub mdns_visible: bool,
     /// Subsystems that are not running, each with the reason.
     pub unavailable: Vec<UnavailableComponent>,
+    /// Local games whose file lists (chunk hashes) are still being
+    /// computed, with their progress.
+    pub preparing: Vec<PreparingGame>,
+}
+
+/// A local game whose file list is being prepared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparingGame {
+    pub id: GameId,
+    #[serde(flatten)]
+    pub progress: Preparing,
 }
 
 /// A part of the daemon that is not running, and why.
@@ -243,17 +331,45 @@ mod tests {
     }
 
     #[test]
-    fn versions_compare_as_dotted_numbers_where_both_parse() {
+    fn versions_compare_in_natural_order() {
         let v = Version::new;
-        assert!(v("1.10") > v("1.9"));
-        assert!(v("20240612") > v("20231101"));
-        assert!(v("2") > v("1.99.99"));
-        assert!(v("1.0.1") > v("1.0"));
-        assert!(v("1.0") != v("1"));
-        assert_eq!(v("1.2").cmp(&v("1.2")), Ordering::Equal);
-        // Mixed: byte order.
-        assert!(v("1.10-beta") < v("1.9-beta"));
-        assert!(v("b") > v("a"));
+        // Ascending: every version is smaller than the ones after it.
+        let ascending = [
+            "",
+            "-1",
+            "0",
+            "00",
+            "1",
+            "1.0",
+            "1.0.1",
+            "1.0a",
+            "1.2",
+            "1.9",
+            "1.9-beta",
+            "1.10",
+            "1.10-beta",
+            "1a",
+            "1b",
+            "01",
+            "2",
+            "10",
+            "20231101",
+            "20240612",
+            "99999999999999999999999999999999999999999",
+            "a",
+            "a1",
+            "a2",
+            "a10",
+            "b",
+        ];
+        for (i, a) in ascending.into_iter().enumerate() {
+            for (j, b) in ascending.into_iter().enumerate() {
+                assert_eq!(v(a).cmp(&v(b)), i.cmp(&j), "{a:?} vs {b:?}");
+            }
+        }
+        // The cycle of the old order (2 < 10 numerically, 10 < 1a and
+        // 1a < 2 by bytes) is gone.
+        assert!(v("2") < v("10") && v("1a") < v("2") && v("1a") < v("10"));
         let latest = [v("1.9"), v("1.10"), v("1.2")].into_iter().max().unwrap();
         assert_eq!(latest, v("1.10"));
     }

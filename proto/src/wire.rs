@@ -13,10 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::model::{GameFileDescription, GameId, Version};
 
 /// The one wire version. Peers announcing another one are ignored.
-pub const WIRE_VERSION: u32 = 1;
+/// 2: `GetGame` may be answered with `Preparing`.
+pub const WIRE_VERSION: u32 = 2;
 
-/// ALPN protocol id negotiated on every QUIC connection.
-pub const ALPN: &[u8] = b"lanspread/1";
+/// ALPN protocol id negotiated on every QUIC connection (carries the wire
+/// version, so a peer of another version fails the handshake, never a
+/// request).
+pub const ALPN: &[u8] = b"lanspread/2";
 
 /// TLS server name used by clients (the compiled-in certificate is issued
 /// for it).
@@ -32,8 +35,15 @@ pub const CHUNK_SIZE: u64 = 4 * 1024 * 1024;
 /// Largest encoded [`Request`] a server reads, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
-/// Largest encoded [`Response`] a client reads, in bytes.
-pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest encoded [`Response`] a client reads, in bytes. A manifest of
+/// 150,000 files and 38,000 chunks (a 150 GB game) is about 20 MiB.
+pub const MAX_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
+
+/// Most entries a manifest may list; more is a lying peer.
+pub const MAX_MANIFEST_FILES: usize = 1_000_000;
+
+/// Longest relative path a manifest may list, in bytes (Linux's PATH_MAX).
+pub const MAX_PATH_BYTES: usize = 4096;
 
 /// A request from one peer to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +93,17 @@ pub enum Response {
         id: GameId,
         version: Version,
         files: Vec<GameFileDescription>,
+    },
+    /// The answer to `GetGame` while the server is still computing the
+    /// game's chunk hashes: ask again later. Sent at once; a server never
+    /// hashes inside a request.
+    Preparing {
+        id: GameId,
+        version: Version,
+        /// Bytes hashed so far.
+        bytes_done: u64,
+        /// Bytes of the game's files.
+        bytes_total: u64,
     },
     Error(WireError),
 }

@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 
 use lanspread_proto::ipc::{
-    CancelRequested, ClientRequest, DownloadStarted, GameFilesResult, OperationStarted, Outcome,
-    PeerCommand, PeerCountResult, ServerMessage, SetGameDirResult, SubscribeResult,
+    CancelRequested, ClientRequest, DownloadStarted, GameFilesPage, GameFilesResult,
+    OperationStarted, Outcome, PeerCommand, PeerCountResult, ServerMessage, SetGameDirResult,
+    SubscribeResult,
 };
 use lanspread_proto::model::{DaemonStatus, GameSummary, PeerInfo};
 use serde::Serialize;
@@ -110,6 +111,9 @@ fn the_example_sessions_parse_and_round_trip() {
                             }
                             PeerCommand::DownloadGameFiles { .. } => {
                                 round_trip_as::<DownloadStarted>(result, "DownloadGameFiles")
+                            }
+                            PeerCommand::ListGameFiles { .. } => {
+                                round_trip_as::<GameFilesPage>(result, "ListGameFiles")
                             }
                             PeerCommand::CancelDownload { .. } => {
                                 round_trip_as::<CancelRequested>(result, "CancelDownload")

@@ -39,9 +39,10 @@ pub async fn run(
     let id = GameId::new(id).map_err(|err| Failure::Usage(err.to_string()))?;
     match kind {
         Kind::Get => {
-            let files = client.get_game(&id).await?;
-            print_files(&files, output);
-            Ok(())
+            let mut events = IpcClient::connect(socket).await?;
+            events.subscribe().await?;
+            let files = fetch_files(client, &mut events, kind, &id, output).await?;
+            print_files(client, &files, output).await
         }
         Kind::Download | Kind::Update => download(client, socket, output, kind, id, wait).await,
         Kind::Install | Kind::Uninstall => install(client, socket, output, kind, id).await,
@@ -57,34 +58,70 @@ pub async fn run(
     }
 }
 
-fn print_files(files: &GameFilesResult, output: Output) {
+/// `GetGame` (or `FetchLatestFromPeers` for an update), reporting on
+/// stderr while a peer is still preparing the file list. `events` must be
+/// subscribed already.
+async fn fetch_files(
+    client: &mut IpcClient,
+    events: &mut IpcClient,
+    kind: Kind,
+    id: &GameId,
+    output: Output,
+) -> Result<GameFilesResult, Failure> {
+    let ask = async {
+        match kind {
+            Kind::Update => client.fetch_latest(id).await,
+            _ => client.get_game(id).await,
+        }
+    };
+    tokio::pin!(ask);
+    let mut last_line: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            result = &mut ask => return Ok(result?),
+            event = events.next_event() => {
+                if let PeerEvent::PreparingGameFiles { id: ref event_id, ref peer_name, bytes_done, bytes_total, .. } = event?.event
+                    && event_id == id
+                    && !output.json
+                    && last_line.is_none_or(|at| at.elapsed() >= PLAIN_PROGRESS_EVERY)
+                {
+                    last_line = Some(Instant::now());
+                    let percent = lanspread_proto::model::Preparing { bytes_done, bytes_total }.percent();
+                    eprintln!("waiting for {peer_name} to prepare the file list: {percent} %");
+                }
+            }
+        }
+    }
+}
+
+/// The summary of a file list and, page by page, its entries.
+async fn print_files(
+    client: &mut IpcClient,
+    files: &GameFilesResult,
+    output: Output,
+) -> Result<(), Failure> {
     if output.json {
         print_json(files);
-        return;
+        return Ok(());
     }
-    let total: u64 = files.files.iter().map(|f| f.size).sum();
     println!(
-        "{} {}: {} files, {}, from {} peer{}",
+        "{} {}: {} entries, {}, from {} peer{}",
         files.id,
         files.version,
-        files.files.iter().filter(|f| !f.is_dir).count(),
-        size(total),
+        files.files,
+        size(files.bytes),
         files.peers,
         if files.peers == 1 { "" } else { "s" }
     );
-    let rows: Vec<Vec<String>> = files
-        .files
+    let rows: Vec<Vec<String>> = client
+        .game_files(&files.id)
+        .await?
         .iter()
         .filter(|f| !f.is_dir)
-        .map(|f| {
-            vec![
-                f.relative_path.clone(),
-                size(f.size),
-                f.chunk_hashes.len().to_string(),
-            ]
-        })
+        .map(|f| vec![f.relative_path.clone(), size(f.size)])
         .collect();
-    print!("{}", table(&["FILE", "SIZE", "CHUNKS"], &rows));
+    print!("{}", table(&["FILE", "SIZE"], &rows));
+    Ok(())
 }
 
 async fn download(
@@ -98,10 +135,7 @@ async fn download(
     // Subscribe first on a second connection, so no event is missed.
     let mut events = IpcClient::connect(socket).await?;
     events.subscribe().await?;
-    let files = match kind {
-        Kind::Update => client.fetch_latest(&id).await?,
-        _ => client.get_game(&id).await?,
-    };
+    let files = fetch_files(client, &mut events, kind, &id, output).await?;
     let started = client.download(&id, Vec::new()).await?;
     if !wait {
         if output.json {

@@ -3,15 +3,15 @@
 //! The transfer itself runs in `crate::download`.
 
 use lanspread_proto::ipc::{
-    CancelRequested, CommandResult, DownloadStarted, ErrorCode, GameFilesResult, IpcError,
-    PeerEvent,
+    CancelRequested, CommandResult, DownloadStarted, ErrorCode, GameFilesPage, GameFilesResult,
+    IpcError, PAGE_BYTES, PeerEvent,
 };
-use lanspread_proto::model::{GameFileDescription, GameId, Version};
+use lanspread_proto::model::{GameFile, GameId, Version};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{CommandOutcome, Daemon, DaemonEvent, Operation};
-use crate::download::gather::{GatheredManifest, gather};
+use crate::download::gather::{Candidate, GatherError, GatherEvent, GatheredManifest, gather};
 use crate::download::{self, DownloadEvent, DownloadRequest, Source};
 use crate::error_chain::err_chain;
 use crate::event_sender::EventSender;
@@ -22,7 +22,7 @@ use crate::peer_db::PeerState;
 #[derive(Debug)]
 pub struct ManifestGathered {
     id: GameId,
-    result: Result<GatheredManifest, String>,
+    result: Result<GatheredManifest, GatherError>,
     reply: oneshot::Sender<CommandOutcome>,
 }
 
@@ -50,15 +50,20 @@ impl Daemon {
                 IpcError::new(ErrorCode::NoPeers, format!("no connected peer holds {id}")),
             );
         };
-        let holders: Vec<_> = self
+        let candidates: Vec<_> = self
             .peers
             .connected()
             .filter(|p| p.games.iter().any(|g| g.id == id && g.version == version))
-            .map(|p| (p.info.peer_id.clone(), p.addr))
+            .map(|p| Candidate {
+                peer_id: p.info.peer_id.clone(),
+                name: p.info.name.clone(),
+                addr: p.addr,
+            })
             .collect();
         let inbox = self.inbox.clone();
+        let events = EventSender::<GatherEvent>::new(self.inbox.clone());
         tokio::spawn(async move {
-            let result = gather(&client, &id, &version, holders).await;
+            let result = gather(&client, &id, &version, candidates, &events).await;
             let gathered = ManifestGathered { id, result, reply };
             let _ = inbox.send(DaemonEvent::ManifestGathered(gathered)).await;
         });
@@ -67,20 +72,24 @@ impl Daemon {
     pub(super) fn on_manifest_gathered(&mut self, gathered: ManifestGathered) {
         let ManifestGathered { id, result, reply } = gathered;
         let outcome = match result {
-            Err(reason) => {
+            Err(err) => {
                 self.publish(PeerEvent::NoPeersHaveGame { id: id.clone() });
-                Err(IpcError::new(ErrorCode::NoPeers, reason))
+                Err(IpcError::new(ErrorCode::NoPeers, err_chain(&err)))
             }
             Ok(manifest) => {
                 let result = GameFilesResult {
                     id: id.clone(),
                     version: manifest.version.clone(),
-                    files: manifest.files.clone(),
+                    files: manifest.files.len() as u32,
+                    bytes: manifest.files.iter().map(|f| f.size).sum(),
                     peers: manifest.holders.len() as u32,
                 };
                 self.publish(PeerEvent::GotGameFiles {
                     id: id.clone(),
-                    files: manifest.files.clone(),
+                    version: result.version.clone(),
+                    files: result.files,
+                    bytes: result.bytes,
+                    peers: result.peers,
                 });
                 self.manifests.insert(id, manifest);
                 Ok(CommandResult::GameFiles(result))
@@ -89,13 +98,75 @@ impl Daemon {
         let _ = reply.send(CommandOutcome::Reply(outcome));
     }
 
+    /// A peer is still preparing the file list `GetGame` waits for.
+    pub(super) fn on_gather_event(&mut self, event: GatherEvent) {
+        match event {
+            GatherEvent::Preparing { id, peer, progress } => {
+                self.publish(PeerEvent::PreparingGameFiles {
+                    id,
+                    peer_id: peer.peer_id,
+                    peer_name: peer.name,
+                    bytes_done: progress.bytes_done,
+                    bytes_total: progress.bytes_total,
+                });
+            }
+        }
+    }
+
+    /// `ListGameFiles`: the entries of the gathered file list from
+    /// `offset` on, as many as fit in [`PAGE_BYTES`] (at least one), so a
+    /// reply stays within one IPC line for any game.
+    pub(super) fn list_game_files(
+        &self,
+        id: GameId,
+        offset: u64,
+    ) -> Result<GameFilesPage, IpcError> {
+        let manifest = self.manifests.get(&id).ok_or_else(|| {
+            IpcError::new(
+                ErrorCode::NotRunning,
+                format!("no file list for {id} yet: send GetGame first"),
+            )
+        })?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        if start > manifest.files.len() {
+            return Err(IpcError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "offset {offset} is past the {} entries of {id}",
+                    manifest.files.len()
+                ),
+            ));
+        }
+        let mut files = Vec::new();
+        let mut bytes = 0;
+        for file in &manifest.files[start..] {
+            let entry = GameFile::from(file);
+            // Quotes, separators and field names around the path: a
+            // generous bound on the encoded entry, no encoding needed.
+            let cost = entry.relative_path.len() * 6 + 64;
+            if !files.is_empty() && bytes + cost > PAGE_BYTES {
+                break;
+            }
+            bytes += cost;
+            files.push(entry);
+        }
+        let end = start + files.len();
+        Ok(GameFilesPage {
+            id,
+            version: manifest.version.clone(),
+            offset,
+            files,
+            next: (end < manifest.files.len()).then_some(end as u64),
+        })
+    }
+
     /// `DownloadGameFiles`: checks the request against the gathered file
     /// list and starts the transfer. An empty `files` means all of them;
     /// `version.ini` is always included (it commits the download).
     pub(super) fn start_download(
         &mut self,
         id: GameId,
-        requested: Vec<GameFileDescription>,
+        requested: Vec<String>,
     ) -> Result<DownloadStarted, IpcError> {
         let game_dir = self
             .game_dir
@@ -117,18 +188,28 @@ impl Daemon {
         let mut files = if requested.is_empty() {
             manifest.files.clone()
         } else {
-            for file in &requested {
-                if !manifest.files.contains(file) {
+            let by_path: std::collections::HashMap<
+                &str,
+                &lanspread_proto::model::GameFileDescription,
+            > = manifest
+                .files
+                .iter()
+                .map(|f| (f.relative_path.as_str(), f))
+                .collect();
+            let mut chosen = Vec::with_capacity(requested.len());
+            let mut seen = std::collections::HashSet::new();
+            for path in &requested {
+                let Some(&file) = by_path.get(path.as_str()) else {
                     return Err(IpcError::new(
                         ErrorCode::InvalidRequest,
-                        format!(
-                            "{} is not in the file list of {id} as given",
-                            file.relative_path
-                        ),
+                        format!("{path} is not in the file list of {id}"),
                     ));
+                };
+                if seen.insert(path.as_str()) {
+                    chosen.push(file.clone());
                 }
             }
-            requested
+            chosen
         };
         if !files.iter().any(|f| f.relative_path == SENTINEL)
             && let Some(sentinel) = manifest.files.iter().find(|f| f.relative_path == SENTINEL)
@@ -146,10 +227,7 @@ impl Daemon {
             .map(|h| Source {
                 peer_id: h.peer_id.clone(),
                 addr: h.addr,
-                serves: files
-                    .iter()
-                    .map(|f| h.files.get(&f.relative_path) == Some(f))
-                    .collect(),
+                serves: files.iter().map(|f| h.serves(f)).collect(),
             })
             .collect();
         if sources.is_empty() {

@@ -12,8 +12,10 @@ use super::install::InstallEvent;
 use super::scan::Scanned;
 use crate::discovery::DiscoveryEvent;
 use crate::download::DownloadEvent;
+use crate::download::gather::GatherEvent;
 use crate::monitor::MonitorEvent;
 use crate::ping::PingEvent;
+use crate::prepare::PrepareEvent;
 
 /// Everything that can change the daemon's state.
 #[derive(Debug)]
@@ -37,6 +39,10 @@ pub enum DaemonEvent {
     Install(InstallEvent),
     /// The local game monitor asks for a rescan.
     Monitor(MonitorEvent),
+    /// The manifest preparer progressed or finished a game.
+    Prepare(PrepareEvent),
+    /// `GetGame` is waiting for peers that prepare the file list.
+    Gather(GatherEvent),
 }
 
 /// The answer to a command.
@@ -68,6 +74,18 @@ impl From<PingEvent> for DaemonEvent {
 impl From<DownloadEvent> for DaemonEvent {
     fn from(event: DownloadEvent) -> Self {
         Self::Download(event)
+    }
+}
+
+impl From<PrepareEvent> for DaemonEvent {
+    fn from(event: PrepareEvent) -> Self {
+        Self::Prepare(event)
+    }
+}
+
+impl From<GatherEvent> for DaemonEvent {
+    fn from(event: GatherEvent) -> Self {
+        Self::Gather(event)
     }
 }
 

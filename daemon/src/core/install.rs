@@ -31,6 +31,11 @@ pub enum InstallEvent {
         id: GameId,
         error: InstallError,
     },
+    /// The install after a download had nothing to do.
+    Skipped {
+        id: GameId,
+        reason: String,
+    },
     Uninstalled {
         id: GameId,
     },
@@ -77,6 +82,11 @@ impl Daemon {
                 Ok(progress) => InstallEvent::Installed {
                     id: task_id,
                     progress,
+                },
+                // A game without archives is complete once downloaded.
+                Err(InstallError::NoArchives { .. }) if after_download => InstallEvent::Skipped {
+                    id: task_id,
+                    reason: "nothing to install: the game holds no archive".into(),
                 },
                 Err(error) => InstallEvent::InstallFailed { id: task_id, error },
             };
@@ -142,6 +152,13 @@ impl Daemon {
             InstallEvent::Installed { id, progress } => {
                 tracing::info!(game = %id, entries = progress.entries, bytes = progress.bytes, "installed");
                 (Some(id.clone()), PeerEvent::InstallGameFinished { id })
+            }
+            InstallEvent::Skipped { id, reason } => {
+                tracing::info!(game = %id, %reason, "install skipped");
+                (
+                    Some(id.clone()),
+                    PeerEvent::InstallGameSkipped { id, reason },
+                )
             }
             InstallEvent::InstallFailed { id, error } => {
                 let reason = err_chain(&error);

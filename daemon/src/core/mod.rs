@@ -17,7 +17,7 @@ use lanspread_proto::ipc::{
     CommandResult, ErrorCode, EventMessage, IpcError, PeerCommand, PeerCountResult, PeerEvent,
     SubscribeResult,
 };
-use lanspread_proto::model::{GameId, GameSummary};
+use lanspread_proto::model::{GameId, GameSummary, Preparing};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -117,6 +117,8 @@ pub struct Daemon {
     /// Rescans held back while an operation runs on the game; they run
     /// when it ends.
     held_rescans: std::collections::HashSet<GameId>,
+    /// Local games whose file lists the preparer is still computing.
+    preparing: std::collections::HashMap<GameId, Preparing>,
     /// Roots rescanned after changes (reported in `Status`).
     rescans: u64,
     /// Live event stream to subscribers.
@@ -175,6 +177,7 @@ impl Daemon {
             watched_dir: watch::channel(None).0,
             change_source: parts.change_source,
             held_rescans: Default::default(),
+            preparing: Default::default(),
             rescans: 0,
             events,
             last_seq: 0,
@@ -233,6 +236,8 @@ impl Daemon {
             DaemonEvent::Install(event) => self.on_install_event(event),
             DaemonEvent::Monitor(MonitorEvent::RootChanged(id)) => self.on_root_changed(id),
             DaemonEvent::Monitor(MonitorEvent::FullRescan) => self.rescan(),
+            DaemonEvent::Prepare(event) => self.on_prepare_event(event),
+            DaemonEvent::Gather(event) => self.on_gather_event(event),
         }
     }
 
@@ -257,6 +262,9 @@ impl Daemon {
             PeerCommand::DownloadGameFiles { id, files } => self
                 .start_download(id, files)
                 .map(CommandResult::DownloadStarted),
+            PeerCommand::ListGameFiles { id, offset } => self
+                .list_game_files(id, offset)
+                .map(CommandResult::GameFilesPage),
             PeerCommand::CancelDownload { id } => {
                 self.cancel_download(id).map(CommandResult::CancelRequested)
             }
@@ -298,6 +306,9 @@ impl Daemon {
     /// Tells peers (new revision) and clients (snapshot) that the local
     /// library changed.
     fn local_library_changed(&mut self) {
+        let library = &self.library;
+        self.preparing
+            .retain(|id, _| library.games.contains_key(id));
         let current = Arc::clone(&self.served.borrow());
         let next = ServedLibrary::new(self.game_dir.clone(), &self.library, current.revision);
         if !next.same_announcement(&current) {
@@ -327,6 +338,10 @@ impl Daemon {
 
     /// The library clients see: local games merged with connected peers'.
     fn merged_library(&self) -> Vec<GameSummary> {
-        self.peers.merged(&self.library, &self.catalog)
+        let mut games = self.peers.merged(&self.library, &self.catalog);
+        for game in &mut games {
+            game.preparing = self.preparing.get(&game.id).copied();
+        }
+        games
     }
 }

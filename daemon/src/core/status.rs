@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use lanspread_proto::ipc::{ErrorCode, IpcError, PROTOCOL_VERSION, PeerEvent};
-use lanspread_proto::model::{DaemonStatus, UnavailableComponent};
+use lanspread_proto::model::{DaemonStatus, PreparingGame, UnavailableComponent};
 
 use super::Daemon;
 use crate::error_chain::err_chain;
 use crate::event_sender::EventSender;
+use crate::prepare::PrepareEvent;
 use crate::runtime::{PeerRuntime, PeerRuntimeConfig, RuntimeFeeds};
 use crate::transport::PeerClient;
 
@@ -37,6 +38,7 @@ impl Daemon {
             state_dir: self.scanner.state_dir.path().to_owned(),
             discovery: EventSender::new(self.inbox.clone()),
             pings: EventSender::new(self.inbox.clone()),
+            prepare: EventSender::new(self.inbox.clone()),
         };
         self.runtime = match PeerRuntime::start(config, &self.identity, feeds) {
             Ok(runtime) => {
@@ -83,6 +85,14 @@ impl Daemon {
             rescans: self.rescans,
             mdns_visible: self.mdns_visible,
             unavailable: self.unavailable(),
+            preparing: self
+                .preparing
+                .iter()
+                .map(|(id, progress)| PreparingGame {
+                    id: id.clone(),
+                    progress: *progress,
+                })
+                .collect(),
         }
     }
 
@@ -104,5 +114,24 @@ impl Daemon {
             missing.push(component("discovery", reason.clone()));
         }
         missing
+    }
+
+    /// The preparer progressed, finished or failed a local game's file
+    /// list. Kept for `ListGames` and `Status`; no event is published for
+    /// it (a snapshot reflects it when the library changes for another
+    /// reason), so preparing many games does not flood subscribers.
+    pub(super) fn on_prepare_event(&mut self, event: PrepareEvent) {
+        match event {
+            PrepareEvent::Progress { id, progress } => {
+                self.preparing.insert(id, progress);
+            }
+            PrepareEvent::Ready { id } => {
+                self.preparing.remove(&id);
+            }
+            PrepareEvent::Failed { id, error } => {
+                tracing::warn!(game = %id, cause = %err_chain(&error), "file list cannot be prepared");
+                self.preparing.remove(&id);
+            }
+        }
     }
 }

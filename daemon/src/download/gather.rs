@@ -1,20 +1,57 @@
 //! Step 1 of a download: ask the peers that hold the latest version for
 //! their manifests, check each one (a lying peer costs only its own
-//! answer), and settle on the manifest most of them agree on.
+//! answer), and settle on the manifest most of them agree on. A peer still
+//! preparing its file list answers at once with its progress; gathering
+//! then waits for it (reporting the progress) only while no peer has sent
+//! a valid list, and gives up on a peer whose progress stalls.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use lanspread_proto::model::{GameFileDescription, GameId, Version};
-use lanspread_proto::wire::{CHUNK_SIZE, Request, Response};
+use lanspread_proto::model::{GameFileDescription, GameId, Preparing, Version};
+use lanspread_proto::wire::{CHUNK_SIZE, MAX_MANIFEST_FILES, MAX_PATH_BYTES, Request, Response};
 
+use crate::event_sender::EventSender;
 use crate::library::{SENTINEL, version_ini::MAX_VERSION_INI_BYTES};
 use crate::serve::check_relative_path;
 use crate::transport::PeerClient;
 
-/// Most entries a manifest may have.
-pub const MAX_MANIFEST_FILES: usize = 100_000;
+/// How often a peer that is preparing its file list is asked again.
+const PREPARING_POLL: Duration = Duration::from_secs(1);
+
+/// A peer whose preparation did not advance for this long is given up on.
+const PREPARING_STALL: Duration = Duration::from_secs(60);
+
+/// A peer to ask.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub peer_id: String,
+    /// Its name, for progress shown to people.
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// What gathering reports while it runs.
+#[derive(Debug)]
+pub enum GatherEvent {
+    /// `peer` is still computing the file list of `id`.
+    Preparing {
+        id: GameId,
+        peer: Candidate,
+        progress: Preparing,
+    },
+}
+
+/// Why no file list could be gathered.
+#[derive(Debug, thiserror::Error)]
+#[error("no peer answered with a valid file list for {id}: {}", problems.join("; "))]
+pub struct GatherError {
+    pub id: GameId,
+    /// Per peer, what was wrong with its answer.
+    pub problems: Vec<String>,
+}
 
 /// The agreed manifest and who serves which of its entries.
 #[derive(Clone, Debug)]
@@ -30,74 +67,146 @@ pub struct GatheredManifest {
 pub struct Holder {
     pub peer_id: String,
     pub addr: SocketAddr,
-    pub files: HashMap<String, GameFileDescription>,
+    /// The entries where its manifest differs from the agreed one, by path
+    /// (`None` for an entry it does not list); empty when it sent exactly
+    /// the agreed manifest, as peers of one version almost always do.
+    pub differs: HashMap<String, Option<GameFileDescription>>,
 }
 
-/// Asks every holder for the manifest of `id` at `version`.
+impl Holder {
+    /// Whether this peer serves `file` exactly as the agreed manifest lists it.
+    pub fn serves(&self, file: &GameFileDescription) -> bool {
+        !self.differs.contains_key(&file.relative_path)
+    }
+}
+
+/// Asks every candidate for the manifest of `id` at `version`.
 pub async fn gather(
     client: &PeerClient,
     id: &GameId,
     version: &Version,
-    holders: Vec<(String, SocketAddr)>,
-) -> Result<GatheredManifest, String> {
+    candidates: Vec<Candidate>,
+    events: &EventSender<GatherEvent>,
+) -> Result<GatheredManifest, GatherError> {
     let request = Request::GetGame { id: id.clone() };
-    let answers = join_all(
-        holders
-            .iter()
-            .map(|(_, addr)| client.request(*addr, &request)),
-    )
-    .await;
-    let mut valid: Vec<(String, SocketAddr, Vec<GameFileDescription>)> = Vec::new();
+    let mut pending = candidates;
+    let mut valid: Vec<(Candidate, Vec<GameFileDescription>)> = Vec::new();
     let mut problems = Vec::new();
-    for ((peer_id, addr), answer) in holders.into_iter().zip(answers) {
-        let checked = match answer {
-            Ok(Response::Game {
-                id: answered,
-                version: answered_version,
-                files,
-            }) if &answered == id && &answered_version == version => {
-                validate_manifest(&files).map(|()| files)
-            }
-            Ok(Response::Game { version: v, .. }) => {
-                Err(format!("answered for another game or version ({v})"))
-            }
-            Ok(Response::Error(err)) => Err(format!("refused: {}", err.message)),
-            Ok(other) => Err(format!("answered {other:?}")),
-            Err(err) => Err(err.to_string()),
-        };
-        match checked {
-            Ok(files) => valid.push((peer_id, addr, files)),
-            Err(problem) => {
-                tracing::warn!(peer = %peer_id, game = %id, %problem, "peer's manifest not used");
-                problems.push(format!("{peer_id}: {problem}"));
+    // Per peer: the bytes it had prepared, and since when.
+    let mut advanced: HashMap<String, (u64, Instant)> = HashMap::new();
+    loop {
+        let answers = join_all(pending.iter().map(|c| client.request(c.addr, &request))).await;
+        let mut preparing = Vec::new();
+        for (candidate, answer) in pending.into_iter().zip(answers) {
+            let checked = match answer {
+                Ok(Response::Game {
+                    id: answered,
+                    version: answered_version,
+                    files,
+                }) if &answered == id && &answered_version == version => {
+                    validate_manifest(&files).map(|()| Some(files))
+                }
+                Ok(Response::Preparing {
+                    id: answered,
+                    version: answered_version,
+                    bytes_done,
+                    bytes_total,
+                }) if &answered == id && &answered_version == version => {
+                    let now = Instant::now();
+                    let (before, since) = *advanced
+                        .entry(candidate.peer_id.clone())
+                        .or_insert((bytes_done, now));
+                    if bytes_done > before {
+                        advanced.insert(candidate.peer_id.clone(), (bytes_done, now));
+                    }
+                    if bytes_done <= before && now.duration_since(since) > PREPARING_STALL {
+                        Err(format!(
+                            "its file list stopped advancing at {bytes_done} of {bytes_total} bytes"
+                        ))
+                    } else {
+                        let progress = Preparing {
+                            bytes_done,
+                            bytes_total,
+                        };
+                        let _ = events
+                            .send(GatherEvent::Preparing {
+                                id: id.clone(),
+                                peer: candidate.clone(),
+                                progress,
+                            })
+                            .await;
+                        Ok(None)
+                    }
+                }
+                Ok(Response::Game { version: v, .. } | Response::Preparing { version: v, .. }) => {
+                    Err(format!("answered for another game or version ({v})"))
+                }
+                Ok(Response::Error(err)) => Err(format!("refused: {}", err.message)),
+                Ok(other) => Err(format!("answered {other:?}")),
+                Err(err) => Err(crate::error_chain::err_chain(&err)),
+            };
+            match checked {
+                Ok(Some(files)) => valid.push((candidate, files)),
+                Ok(None) => preparing.push(candidate),
+                Err(problem) => {
+                    tracing::warn!(peer = %candidate.peer_id, game = %id, %problem, "peer's manifest not used");
+                    problems.push(format!("{}: {problem}", candidate.peer_id));
+                }
             }
         }
+        // A valid list is enough: never wait on hashing it does not need.
+        if !valid.is_empty() || preparing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(PREPARING_POLL).await;
+        pending = preparing;
     }
-    // The manifest most peers agree on.
+    agree(id, version, valid).ok_or_else(|| GatherError {
+        id: id.clone(),
+        problems,
+    })
+}
+
+/// The manifest most peers agree on, and who serves which of its entries.
+fn agree(
+    id: &GameId,
+    version: &Version,
+    valid: Vec<(Candidate, Vec<GameFileDescription>)>,
+) -> Option<GatheredManifest> {
     let reference = valid
         .iter()
-        .max_by_key(|(_, _, files)| valid.iter().filter(|(_, _, f)| f == files).count())
-        .map(|(_, _, files)| files.clone())
-        .ok_or_else(|| {
-            format!(
-                "no peer answered with a valid file list for {id}: {}",
-                problems.join("; ")
-            )
-        })?;
-    Ok(GatheredManifest {
-        version: version.clone(),
-        files: reference,
-        holders: valid
-            .into_iter()
-            .map(|(peer_id, addr, files)| Holder {
-                peer_id,
-                addr,
-                files: files
+        .max_by_key(|(_, files)| valid.iter().filter(|(_, f)| f == files).count())
+        .map(|(_, files)| files.clone())?;
+    tracing::debug!(game = %id, peers = valid.len(), files = reference.len(), "file list agreed");
+    let holders = valid
+        .into_iter()
+        .map(|(candidate, files)| {
+            let differs = if files == reference {
+                HashMap::new()
+            } else {
+                let mut theirs: HashMap<String, GameFileDescription> = files
                     .into_iter()
                     .map(|f| (f.relative_path.clone(), f))
-                    .collect(),
-            })
-            .collect(),
+                    .collect();
+                reference
+                    .iter()
+                    .filter_map(|ours| match theirs.remove(&ours.relative_path) {
+                        Some(same) if &same == ours => None,
+                        other => Some((ours.relative_path.clone(), other)),
+                    })
+                    .collect()
+            };
+            Holder {
+                peer_id: candidate.peer_id,
+                addr: candidate.addr,
+                differs,
+            }
+        })
+        .collect();
+    Some(GatheredManifest {
+        version: version.clone(),
+        files: reference,
+        holders,
     })
 }
 
@@ -113,6 +222,12 @@ pub fn validate_manifest(files: &[GameFileDescription]) -> Result<(), String> {
     let mut sentinels = 0;
     for file in files {
         let path = &file.relative_path;
+        if path.len() > MAX_PATH_BYTES {
+            return Err(format!(
+                "a path of {} bytes (at most {MAX_PATH_BYTES})",
+                path.len()
+            ));
+        }
         check_relative_path(path).map_err(|err| err.message)?;
         if !seen.insert(path.as_str()) {
             return Err(format!("{path:?} listed twice"));
@@ -145,11 +260,17 @@ pub fn validate_manifest(files: &[GameFileDescription]) -> Result<(), String> {
             }
         }
     }
-    // Every file's folders must be folders, not files.
+    // Every file's folders must be folders, not files (one set lookup per
+    // ancestor: linear in the manifest, whatever its size).
+    let regular: HashSet<&str> = files
+        .iter()
+        .filter(|f| !f.is_dir)
+        .map(|f| f.relative_path.as_str())
+        .collect();
     for file in files {
         let mut parent = file.relative_path.as_str();
         while let Some((up, _)) = parent.rsplit_once('/') {
-            if files.iter().any(|f| f.relative_path == up && !f.is_dir) {
+            if regular.contains(up) {
                 return Err(format!(
                     "{:?} lies inside the file {up:?}",
                     file.relative_path

@@ -224,7 +224,27 @@ impl Connection {
     }
 
     async fn send(&mut self, message: &ServerMessage) -> Result<(), Ended> {
-        let line = serde_json::to_string(message).expect("server messages always serialize");
+        // Every line fits the limit by construction (lists that grow with
+        // a game are paged); should one not, the client gets an error
+        // instead of a line it would have to refuse.
+        let line = match message.encode() {
+            Ok(line) => line,
+            Err(too_long) => {
+                tracing::error!(cause = %too_long, "a message does not fit in one line");
+                let id = match message {
+                    ServerMessage::Reply(reply) => reply.id,
+                    _ => return Ok(()),
+                };
+                let error = ServerMessage::Reply(Reply {
+                    id,
+                    outcome: Outcome::Error(IpcError::new(
+                        ErrorCode::Internal,
+                        too_long.to_string(),
+                    )),
+                });
+                error.encode().expect("an error reply is short")
+            }
+        };
         match tokio::time::timeout(WRITE_TIMEOUT, self.framed.send(line)).await {
             Err(_) => Err(Ended::WriteTimeout),
             Ok(Err(LinesCodecError::Io(err))) => Err(Ended::Io(err)),

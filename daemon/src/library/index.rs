@@ -5,7 +5,7 @@
 //! The index is a cache. A missing, unreadable or foreign index costs a full
 //! walk and nothing else.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -18,6 +18,14 @@ pub const INDEX_FILE_NAME: &str = "library-index.json";
 
 /// Bumped when the index layout changes; other formats are discarded.
 const INDEX_FORMAT: u32 = 2;
+
+/// Chunk hashes of a file, valid while its size and mtime hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct CachedHashes {
+    pub size: u64,
+    pub mtime: i128,
+    pub hashes: Vec<String>,
+}
 
 /// Everything the daemon remembers about the roots of one game directory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -34,6 +42,10 @@ pub(super) struct IndexedRoot {
     pub fingerprint: RootFingerprint,
     pub version: Option<Version>,
     pub files: Vec<IndexedFile>,
+    /// Entries whose names are not UTF-8 (escaped); see
+    /// [`super::LocalGame::unnamed_files`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unnamed: Vec<String>,
 }
 
 /// Modification times that change whenever the root's file set or sentinel
@@ -121,6 +133,7 @@ impl LibraryIndex {
     }
 
     /// Cached chunk hashes of a file, if still valid for `size` and `mtime`.
+    #[cfg(test)]
     pub(super) fn cached_hashes(
         &self,
         id: &GameId,
@@ -134,29 +147,46 @@ impl LibraryIndex {
             .flatten()
     }
 
-    /// Remembers chunk hashes computed for a file at `size` and `mtime`.
-    pub(super) fn store_hashes(
-        &mut self,
-        id: &GameId,
-        relative_path: &str,
-        size: u64,
-        mtime: Option<i128>,
-        hashes: Vec<String>,
-    ) {
+    /// Every file of the root `id` with cached hashes, by path, with the
+    /// size and mtime they are valid for. One pass, for manifests of any
+    /// number of files.
+    pub(super) fn cached_root(&self, id: &GameId) -> HashMap<String, CachedHashes> {
+        let Some(root) = self.roots.get(id) else {
+            return HashMap::new();
+        };
+        root.files
+            .iter()
+            .filter_map(|f| {
+                let hashes = f.chunk_hashes.clone()?;
+                Some((
+                    f.relative_path.clone(),
+                    CachedHashes {
+                        size: f.size,
+                        mtime: f.mtime?,
+                        hashes,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Remembers many computed hash lists of the root `id` at once (one
+    /// pass over the root's files).
+    pub(super) fn store_root_hashes(&mut self, id: &GameId, computed: Vec<(String, CachedHashes)>) {
         let Some(root) = self.roots.get_mut(id) else {
             return;
         };
-        if let Some(file) = root
-            .files
-            .iter_mut()
-            .find(|f| f.relative_path == relative_path)
-        {
-            file.size = size;
-            file.mtime = mtime;
-            file.chunk_hashes = Some(hashes);
+        let mut by_path: HashMap<String, CachedHashes> = computed.into_iter().collect();
+        for file in &mut root.files {
+            if let Some(cached) = by_path.remove(&file.relative_path) {
+                file.size = cached.size;
+                file.mtime = Some(cached.mtime);
+                file.chunk_hashes = Some(cached.hashes);
+            }
         }
     }
 
+    #[cfg(test)]
     fn file(&self, id: &GameId, relative_path: &str) -> Option<&IndexedFile> {
         self.roots
             .get(id)?

@@ -4,6 +4,7 @@
 //! Scanning is blocking filesystem work; callers run it off the async
 //! threads. This module reads the game directory and never writes to it.
 
+mod beneath;
 mod index;
 mod manifest;
 pub mod version_ini;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use lanspread_proto::model::{GameId, Version};
 
 use crate::catalog::Catalog;
+pub use beneath::{OpenBeneathError, open_beneath};
 pub use index::LibraryIndex;
 use index::{IndexedFile, IndexedRoot, RootFingerprint, mtime_ns};
 pub use manifest::{ManifestError, game_manifest, hash_chunks};
@@ -40,6 +42,20 @@ pub fn is_reserved_root_entry(name: &str) -> bool {
         || name.starts_with(".version.ini.")
 }
 
+/// Bytes as readable text: UTF-8 kept, anything else as `\xNN`.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            text.extend(c.escape_debug());
+        }
+        for b in chunk.invalid() {
+            text.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    text
+}
+
 /// One cataloged game on this host.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LocalGame {
@@ -56,6 +72,11 @@ pub struct LocalGame {
     pub size: u64,
     /// Served files and folders, sorted by path.
     pub files: Vec<LocalFile>,
+    /// Entries whose names are not UTF-8 (escaped, relative to the root).
+    /// The protocol names files by UTF-8 paths, so such a file could not be
+    /// sent, and a peer would get the game without it: while any exist, the
+    /// game is not served (it stays in the local library).
+    pub unnamed_files: Vec<String>,
 }
 
 /// One served file or folder of a root.
@@ -201,7 +222,8 @@ fn root_id(entry: &std::fs::DirEntry, catalog: &Catalog) -> Option<GameId> {
         return None;
     }
     let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-        tracing::warn!(path = %path.display(), "game root name is not UTF-8, skipped");
+        let name = escape_bytes(entry.file_name().as_encoded_bytes());
+        tracing::warn!(name = %name, "game directory entry is not UTF-8, so it is no game id, skipped");
         return None;
     };
     let id = match GameId::new(name) {
@@ -249,6 +271,7 @@ fn local_game(root: &Path, id: GameId, name: String, indexed: &IndexedRoot) -> L
                 size: f.size,
             })
             .collect(),
+        unnamed_files: indexed.unnamed.clone(),
     }
 }
 
@@ -294,6 +317,13 @@ fn scan_root(root: &Path, cached: Option<&IndexedRoot>) -> Result<(IndexedRoot, 
     };
     walk.files
         .sort_by(|a, b| a.relative_path.cmp(&b.relative_path));
+    if !walk.unnamed.is_empty() {
+        tracing::warn!(
+            root = %root.display(),
+            names = %walk.unnamed.join(", "),
+            "file names that are not UTF-8 cannot be sent to peers: this game is not served until they are renamed"
+        );
+    }
     let indexed = IndexedRoot {
         fingerprint: RootFingerprint {
             dirs: walk.dirs,
@@ -301,6 +331,7 @@ fn scan_root(root: &Path, cached: Option<&IndexedRoot>) -> Result<(IndexedRoot, 
         },
         version,
         files: walk.files,
+        unnamed: walk.unnamed,
     };
     Ok((indexed, false))
 }
@@ -331,6 +362,8 @@ fn dir_mtime(root: &Path, rel: &str) -> Option<Option<i128>> {
 struct Walk {
     dirs: Vec<(String, Option<i128>)>,
     files: Vec<IndexedFile>,
+    /// Entries whose names are not UTF-8, escaped.
+    unnamed: Vec<String>,
 }
 
 impl Walk {
@@ -349,7 +382,12 @@ impl Walk {
             let entry = entry.map_err(io_error)?;
             let entry_path = entry.path();
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                tracing::warn!(path = %entry_path.display(), "file name is not UTF-8, not served");
+                let name = escape_bytes(entry.file_name().as_encoded_bytes());
+                self.unnamed.push(if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                });
                 continue;
             };
             if depth == 0 && is_reserved_root_entry(&name) {

@@ -191,7 +191,24 @@ fn chunk_hashes_are_cached_in_the_index_and_survive_a_restart() {
     let (library, _) = scan_local_library(g, &catalog(), &mut index.lock().unwrap()).unwrap();
     let game = &library.games[&id("openarena")];
     let root = g.join("openarena");
-    let manifest = game_manifest(&root, &game.id, &game.files, &index, Some(state.path())).unwrap();
+    let no_cancel = std::sync::atomic::AtomicBool::new(false);
+    let reported = std::sync::Mutex::new(Vec::new());
+    let report = |done: u64| reported.lock().unwrap().push(done);
+    let manifest = game_manifest(
+        &root,
+        &game.id,
+        &game.files,
+        &index,
+        Some(state.path()),
+        &report,
+        &no_cancel,
+    )
+    .unwrap();
+    // The last report covers the whole game.
+    assert_eq!(
+        reported.lock().unwrap().last(),
+        Some(&(b"payload".len() as u64 + 1))
+    );
     let pak = manifest
         .iter()
         .find(|f| f.relative_path == "pak0.eti")
@@ -208,7 +225,16 @@ fn chunk_hashes_are_cached_in_the_index_and_survive_a_restart() {
     assert_eq!(cached.as_deref(), Some(&pak.chunk_hashes[..]));
     // A changed file is hashed again.
     write(&root.join("pak0.eti"), b"other payload");
-    let manifest = game_manifest(&root, &game.id, &game.files, &index, None).unwrap();
+    let manifest = game_manifest(
+        &root,
+        &game.id,
+        &game.files,
+        &index,
+        None,
+        &report,
+        &no_cancel,
+    )
+    .unwrap();
     let pak = manifest
         .iter()
         .find(|f| f.relative_path == "pak0.eti")
@@ -217,4 +243,64 @@ fn chunk_hashes_are_cached_in_the_index_and_survive_a_restart() {
         pak.chunk_hashes,
         [blake3::hash(b"other payload").to_hex().to_string()]
     );
+}
+
+#[test]
+fn non_ascii_names_are_listed_exactly_and_a_name_that_is_not_utf8_stops_serving() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path();
+    write(&g.join("openarena/version.ini"), b"1");
+    write(&g.join("openarena/データ/マップ 1.eti"), &[1; 10]);
+    write(&g.join("openarena/Überspiel/straße.cfg"), &[2; 20]);
+    write(&g.join("openarena/emoji 🎮.bin"), &[3; 30]);
+    let mut index = LibraryIndex::default();
+    let (library, _) = scan_local_library(g, &catalog(), &mut index).unwrap();
+    let oa = &library.games[&id("openarena")];
+    let files: Vec<_> = oa
+        .files
+        .iter()
+        .filter(|f| !f.is_dir)
+        .map(|f| (f.relative_path.as_str(), f.size))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("emoji 🎮.bin", 30),
+            ("version.ini", 1),
+            ("Überspiel/straße.cfg", 20),
+            ("データ/マップ 1.eti", 10),
+        ]
+    );
+    assert!(oa.unnamed_files.is_empty());
+    let served = crate::serve::ServedLibrary::new(Some(g.to_owned()), &library, 1);
+    assert!(served.games.contains_key(&id("openarena")));
+
+    // A Latin-1 name: the game stays in the local library but is not
+    // served, and the name is reported escaped; also from the index.
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    write(&g.join("openarena/Überspiel").join(latin1), b"x");
+    for _ in 0..2 {
+        let (library, _) = scan_local_library(g, &catalog(), &mut index).unwrap();
+        let oa = &library.games[&id("openarena")];
+        assert!(oa.downloaded);
+        assert_eq!(oa.unnamed_files, [r"Überspiel/caf\xe9.txt"]);
+        let served = crate::serve::ServedLibrary::new(Some(g.to_owned()), &library, 2);
+        assert!(!served.games.contains_key(&id("openarena")));
+    }
+    let reloaded = LibraryIndex::parse(&index.to_bytes().unwrap()).unwrap();
+    let (library, stats) = scan_local_library(g, &catalog(), &mut reloaded.clone()).unwrap();
+    assert_eq!(stats.reused, 1);
+    assert_eq!(library.games[&id("openarena")].unnamed_files.len(), 1);
+
+    // Renamed to UTF-8: served again.
+    fs::rename(
+        g.join("openarena/Überspiel").join(latin1),
+        g.join("openarena/Überspiel/café.txt"),
+    )
+    .unwrap();
+    let (library, _) = scan_local_library(g, &catalog(), &mut index).unwrap();
+    assert!(library.games[&id("openarena")].unnamed_files.is_empty());
+    let served = crate::serve::ServedLibrary::new(Some(g.to_owned()), &library, 3);
+    assert!(served.games.contains_key(&id("openarena")));
 }

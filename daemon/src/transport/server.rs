@@ -3,7 +3,7 @@
 //! error answer; the connection and the server live on.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use lanspread_proto::wire::{
@@ -22,7 +22,7 @@ use super::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_STREAMS_PER_CONNECTION, REQUEST_READ_TIMEOUT,
     STREAM_WRITE_TIMEOUT, TransportError,
 };
-use crate::library::{LibraryIndex, game_manifest};
+use crate::prepare::{Lookup, Manifests};
 use crate::serve::{ServedLibrary, check_range, refusal};
 
 /// Size of each read from disk while sending file data.
@@ -34,10 +34,8 @@ pub struct ServeContext {
     pub peer_id: String,
     /// The library as the core last published it.
     pub library: watch::Receiver<Arc<ServedLibrary>>,
-    /// Chunk-hash cache for `GetGame`.
-    pub index: Arc<Mutex<LibraryIndex>>,
-    /// Where the index is saved (`None`: kept in memory only).
-    pub state_dir: Option<std::path::PathBuf>,
+    /// The file lists the preparer computed, for `GetGame`.
+    pub manifests: Arc<Manifests>,
 }
 
 /// A bound QUIC endpoint.
@@ -181,7 +179,7 @@ async fn serve_stream(mut stream: BidirectionalStream, context: Arc<ServeContext
             send_json(&mut stream, &games).await
         }
         Request::GetGame { id } => {
-            let answer = manifest(&library, &context, id).await;
+            let answer = manifest(&library, &context, id);
             send_json(&mut stream, &answer).await
         }
         Request::GetGameFileData { id, relative_path } => {
@@ -211,35 +209,37 @@ async fn serve_stream(mut stream: BidirectionalStream, context: Arc<ServeContext
     }
 }
 
-async fn manifest(
+/// The `GetGame` answer: the prepared manifest, or at once "preparing"
+/// with the progress. Never hashes (the preparer does, in the background).
+fn manifest(
     library: &ServedLibrary,
     context: &ServeContext,
     id: lanspread_proto::model::GameId,
 ) -> Response {
-    let (root, game) = match library.game(&id) {
+    let (_, game) = match library.game(&id) {
         Ok(found) => found,
         Err(err) => return Response::Error(err),
     };
-    let (files, version, index) = (
-        game.files.clone(),
-        game.version.clone(),
-        Arc::clone(&context.index),
-    );
-    let (hashed_id, state_dir) = (id.clone(), context.state_dir.clone());
-    let built = tokio::task::spawn_blocking(move || {
-        game_manifest(&root, &hashed_id, &files, &index, state_dir.as_deref())
-    })
-    .await;
-    match built {
-        Ok(Ok(files)) => Response::Game { id, version, files },
-        Ok(Err(err)) => {
-            tracing::warn!(game = %id, cause = %crate::error_chain::err_chain(&err), "cannot build manifest");
+    let version = game.version.clone();
+    match context.manifests.lookup(&id, game) {
+        Lookup::Ready(files) => Response::Game {
+            id,
+            version,
+            files: files.as_ref().clone(),
+        },
+        Lookup::Preparing(progress) => Response::Preparing {
+            id,
+            version,
+            bytes_done: progress.bytes_done,
+            bytes_total: progress.bytes_total,
+        },
+        Lookup::Failed(reason) => {
+            tracing::warn!(game = %id, cause = %reason, "file list unavailable");
             Response::Error(refusal(
                 WireErrorCode::Internal,
                 format!("cannot read game {id}"),
             ))
         }
-        Err(_) => Response::Error(refusal(WireErrorCode::Internal, "hashing failed".into())),
     }
 }
 
@@ -301,23 +301,24 @@ async fn send_file(
     Ok(())
 }
 
-/// Resolves, opens and range-checks a file for sending. Blocking.
+/// Opens and range-checks a file for sending. Blocking.
 fn open_range(
     library: &ServedLibrary,
     id: &lanspread_proto::model::GameId,
     relative_path: &str,
     range: Option<(u64, u64)>,
 ) -> Result<(std::fs::File, u64, u64), WireError> {
-    let path = library.resolve_file(id, relative_path)?;
-    let io_refusal = |err: std::io::Error| {
-        tracing::warn!(game = %id, path = %relative_path, cause = %err, "cannot read served file");
-        refusal(
-            WireErrorCode::Internal,
-            format!("cannot read {relative_path}"),
-        )
-    };
-    let file = std::fs::File::open(&path).map_err(io_refusal)?;
-    let size = file.metadata().map_err(io_refusal)?.len();
+    let file = library.open_file(id, relative_path)?;
+    let size = file
+        .metadata()
+        .map_err(|err| {
+            tracing::warn!(game = %id, path = %relative_path, cause = %err, "cannot read served file");
+            refusal(
+                WireErrorCode::Internal,
+                format!("cannot read {relative_path}"),
+            )
+        })?
+        .len();
     let (offset, length) = match range {
         Some((offset, length)) => {
             check_range(size, offset, length)?;

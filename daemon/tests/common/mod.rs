@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod archives;
 pub mod many_files;
 
 use std::path::{Path, PathBuf};
@@ -388,5 +389,28 @@ pub fn wait_socket(child: &mut std::process::Child, socket: &Path, log: impl Fn(
             log()
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GetGame` until `peers` peers served the file list (a peer that just
+/// started may still be preparing it, and `GetGame` does not wait for a
+/// second peer once one answered); at most 20 s.
+pub async fn get_game_from(
+    client: &mut IpcClient,
+    id: &lanspread_proto::model::GameId,
+    peers: u32,
+) -> lanspread_proto::ipc::GameFilesResult {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let files = client.get_game(id).await.unwrap();
+        if files.peers >= peers {
+            return files;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {peers} peers served the file list of {id}",
+            files.peers
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

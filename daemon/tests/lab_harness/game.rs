@@ -8,7 +8,7 @@ use crate::common::{wait_for_event, write};
 use crate::lab_harness::LabDaemon;
 use lanspread_proto::client::IpcClient;
 use lanspread_proto::ipc::{GameFilesResult, PeerEvent};
-use lanspread_proto::model::GameId;
+use lanspread_proto::model::{GameFile, GameId};
 
 pub const GAME: &str = "openarena";
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,19 +71,23 @@ pub async fn wait_peers(daemon: &LabDaemon, count: u32) {
     crate::common::wait_peer_count(&mut daemon.client().await, count, CONNECT_TIMEOUT).await;
 }
 
-/// Asks for the file list and starts the download; returns the list.
+/// Asks for the file list from every connected peer that holds the game
+/// (waiting for those still preparing it) and starts the download; returns
+/// the list's summary.
 pub async fn start_download(client: &mut IpcClient) -> GameFilesResult {
-    let files: GameFilesResult = client.get_game(&id()).await.unwrap();
+    let games = client.list_games().await.unwrap();
+    let holders = games.iter().find(|g| g.id == id()).map_or(1, |g| g.peers);
+    let summary = crate::common::get_game_from(client, &id(), holders).await;
     client.download(&id(), vec![]).await.unwrap();
-    files
+    summary
 }
 
-/// Chunks of a file list.
-pub fn chunk_count(files: &GameFilesResult) -> u64 {
+/// Chunks of the file list fetched last, read page by page.
+pub async fn chunk_count(client: &mut IpcClient) -> u64 {
+    let files: Vec<GameFile> = client.game_files(&id()).await.unwrap();
     files
-        .files
         .iter()
-        .map(|f| f.chunk_hashes.len() as u64)
+        .map(|f| f.size.div_ceil(lanspread_proto::wire::CHUNK_SIZE))
         .sum()
 }
 
@@ -152,7 +156,9 @@ pub async fn interrupt_and_resume(how: Interruption) -> Resumed {
     wait_peers(&leech, 1).await;
     let mut events = leech.client().await;
     events.subscribe().await.unwrap();
-    let total = chunk_count(&start_download(&mut leech.client().await).await);
+    let mut client = leech.client().await;
+    start_download(&mut client).await;
+    let total = chunk_count(&mut client).await;
     wait_progress(&mut events, 0.4).await;
     drop(events);
     let work = match how {

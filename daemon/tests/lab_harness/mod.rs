@@ -148,6 +148,34 @@ impl Lab {
         work: TempDir,
         env: &[(&str, &str)],
     ) -> LabDaemon {
+        self.spawn_with(host, name, work, env, false)
+    }
+
+    /// Starts `lanspreadd` in `host` on a game directory prepared by
+    /// `setup`, through `env -i`: no environment at all but `env` (and
+    /// `RUST_LOG`), as a bare service manager would start it.
+    pub fn spawn_daemon_env_cleared(
+        &self,
+        host: &str,
+        name: &str,
+        setup: impl FnOnce(&Path),
+        env: &[(&str, &str)],
+    ) -> LabDaemon {
+        let work = tempfile::tempdir().unwrap();
+        let games = work.path().join("games");
+        std::fs::create_dir_all(&games).unwrap();
+        setup(&games);
+        self.spawn_with(host, name, work, env, true)
+    }
+
+    fn spawn_with(
+        &self,
+        host: &str,
+        name: &str,
+        work: TempDir,
+        env: &[(&str, &str)],
+        clear_env: bool,
+    ) -> LabDaemon {
         let games = work.path().join("games");
         let socket = work.path().join("lanspreadd.sock");
         let log = work.path().join(format!(
@@ -155,15 +183,21 @@ impl Lab {
             NEXT_LOG.fetch_add(1, Ordering::Relaxed)
         ));
         let started = Instant::now();
-        let child = Command::new("nsenter")
-            .args(["-t", &self.anchor_pid(host), "-n", "-m", "-u", "--"])
+        let rust_log = "info,lanspreadd=debug";
+        let mut command = Command::new("nsenter");
+        command.args(["-t", &self.anchor_pid(host), "-n", "-m", "-u", "--"]);
+        if clear_env {
+            command.args(["env", "-i", &format!("RUST_LOG={rust_log}")]);
+            command.args(env.iter().map(|(key, value)| format!("{key}={value}")));
+        }
+        let child = command
             .args(crate::common::daemon_args(
                 &games,
                 &work.path().join("state"),
                 &socket,
             ))
             .args(["--name", name])
-            .env("RUST_LOG", "info,lanspreadd=debug")
+            .env("RUST_LOG", rust_log)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
