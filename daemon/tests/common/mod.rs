@@ -152,16 +152,6 @@ pub struct MemoryLan {
 }
 
 impl MemoryLan {
-    /// Where each daemon on this LAN serves its peers: (peer id, address).
-    pub fn peers(&self) -> Vec<(String, std::net::SocketAddr)> {
-        self.announced
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|a| (a.peer_id.clone(), ([127, 0, 0, 1], a.port).into()))
-            .collect()
-    }
-
     /// Announces a peer that is not a daemon of ours (a test double).
     pub fn announce(&self, announcement: Announcement) {
         self.announced.lock().unwrap().push(announcement);
