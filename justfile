@@ -82,6 +82,6 @@ bench-ipc:
 # writes bench/results/latest.json, latest.md and multi-peer.svg, and
 # compares with the previous latest.json. `just bench single,multi` runs some.
 bench ONLY="":
-    scripts/apt-install.sh nginx-light curl libarchive-tools avahi-daemon dbus iproute2 util-linux python3
+    scripts/apt-install.sh nginx-light curl libarchive-tools rsync avahi-daemon dbus iproute2 util-linux python3
     cargo build --quiet --locked --release --bins --examples
     python3 bench/run.py {{ if ONLY == "" { "" } else { "--only " + ONLY } }}

@@ -11,10 +11,11 @@ pointed out. Root only. Everything started here is ended by pid (through
 
     bench/run.py [--only NAME[,NAME...]]
 
-Scenario names: single, multi, fanout, discovery, idle, mesh, extract.
+Scenario names: single, multi, fanout, discovery, idle, mesh, extract, many.
 Release binaries are taken from $CARGO_TARGET_DIR/release (default
 target/release). The lab id is "bench" unless LANSPREAD_BENCH_LAB says
 otherwise (the mesh scenario adds a lab of its own, "<id>mesh").
+LANSPREAD_BENCH_MANY_FILES sets the number of files of `many` (50 000).
 """
 
 import argparse
@@ -213,7 +214,7 @@ class Daemon:
                 self.proc.wait()
 
 
-PROFILE = None  # --profile DIR: perf records of the first single-seeder run
+PROFILE = None  # --profile DIR: perf records of the first single and many runs
 
 
 def perf_record(pids, name):
@@ -247,13 +248,13 @@ def leech_in(work, host, name, peers):
     return daemon
 
 
-def download(daemon, timeout=300, watch_pids=(), profile=False):
+def download(daemon, timeout=300, watch_pids=(), profile=None):
     """One whole download through lanspreadctl; returns (bytes, seconds, cpu
     per pid). Seconds are the daemon's own (`millis` of the finished event)."""
     daemon.ctl("get", GAME, timeout=120)  # hashing is not timed
     pids = [daemon.pid, *watch_pids]
-    perf = [perf_record([pid], name) for pid, name in zip(pids, ("downloader", "seeder"))] \
-        if profile and PROFILE else []
+    perf = [perf_record([pid], f"{profile}-{name}")
+            for pid, name in zip(pids, ("downloader", "seeder"))] if profile and PROFILE else []
     cpu_before = {pid: cpu_seconds(pid) for pid in pids}
     try:
         end = daemon.ctl("download", GAME, timeout=timeout)["event"]
@@ -322,7 +323,8 @@ def scenario_single(work):
     ours, ours_cpu_seed, ours_cpu_leech = [], [], []
     for run in range(RUNS):
         leech = leech_in(work, "h2", f"leech{run}", 1)
-        got, secs, cpu = download(leech, watch_pids=[seeder.pid], profile=run == 0)
+        got, secs, cpu = download(leech, watch_pids=[seeder.pid],
+                                  profile="single" if run == 0 else None)
         leech.stop()
         if not same_file(source, os.path.join(leech.games, GAME, "pak0.eti")):
             raise RuntimeError("lanspread: downloaded bytes differ")
@@ -683,6 +685,125 @@ def scenario_idle(work):
     }
 
 
+MANY_FILES = int(os.environ.get("LANSPREAD_BENCH_MANY_FILES", "50000"))
+
+
+def write_many_files(games, count):
+    """`count` files of 1 to 64 KiB (distinct content) in folders of 500,
+    plus version.ini, under games/GAME; returns the payload bytes."""
+    game = os.path.join(games, GAME)
+    block = os.urandom(128 * 1024)
+    total = 0
+    for i in range(count):
+        folder = os.path.join(game, "data", f"{i // 500:04}")
+        if i % 500 == 0:
+            os.makedirs(folder)
+        mixed = (i * 0x9E3779B97F4A7C15 % (1 << 64)) >> 32
+        size = 1024 + mixed % (63 * 1024)
+        start = (mixed // 7) % (len(block) - size)
+        with open(os.path.join(folder, f"f{i:06}.dat"), "wb") as f:
+            f.write(i.to_bytes(8, "little") + block[start + 8:start + size])
+        total += size
+    with open(os.path.join(game, "version.ini"), "w") as f:
+        f.write("version=many\n")
+    return total
+
+
+def same_tree(a, b):
+    """Every file of tree a is in tree b with the same bytes, and b has no
+    other files."""
+    def listing(root):
+        out = set()
+        for d, _dirs, files in os.walk(root):
+            out.update(os.path.relpath(os.path.join(d, f), root) for f in files)
+        return out
+    names = listing(a)
+    return names == listing(b) and all(
+        filecmp.cmp(os.path.join(a, n), os.path.join(b, n), shallow=False) for n in names)
+
+
+def scenario_many(work):
+    """Many files (50 000) of 1–64 KiB, h1 → h2: lanspread vs rsync daemon → rsync -a + sync."""
+    seed_games = os.path.join(work, "many-seed")
+    total = write_many_files(seed_games, MANY_FILES)
+    source = os.path.join(seed_games, GAME)
+    mib = total / MIB
+    seeder = Daemon(work, "h1", "many-seed", seed_games)
+    ours = []
+    try:
+        for run in range(RUNS):
+            leech = leech_in(work, "h2", f"many-leech{run}", 1)
+            _, secs, _ = download(leech, timeout=600, watch_pids=[seeder.pid],
+                                  profile="many" if run == 0 else None)
+            leech.stop()
+            if not same_tree(source, os.path.join(leech.games, GAME)):
+                raise RuntimeError("many: downloaded files differ")
+            ours.append(secs)
+            log(f"  lanspread run {run + 1}: {secs:.2f} s, {MANY_FILES / secs:.0f} files/s, "
+                f"{mib / secs:.0f} MiB/s")
+            shutil.rmtree(leech.dir)
+    finally:
+        seeder.stop()
+
+    # The baseline: an rsync daemon on the seeder's host, `rsync -a` and one
+    # `sync` on the downloader's (lanspread's time includes making every
+    # file durable; so does this).
+    rsync_dir = os.path.join(work, "rsyncd")
+    os.makedirs(rsync_dir)
+    conf = os.path.join(rsync_dir, "rsyncd.conf")
+    with open(conf, "w") as f:
+        f.write(f"""pid file = {rsync_dir}/rsyncd.pid
+log file = {rsync_dir}/rsyncd.log
+use chroot = no
+[game]
+    path = {source}
+    read only = yes
+    uid = root
+    gid = root
+""")
+    rsyncd = subprocess.Popen(in_host("h1", ["rsync", "--daemon", "--no-detach",
+                                             f"--config={conf}", "--address=10.77.0.1",
+                                             "--port=8873"]),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = "rsync://10.77.0.1:8873/game/"
+    theirs = []
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(in_host("h2", ["rsync", url]), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL).returncode != 0:
+            if rsyncd.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("rsync daemon did not serve: "
+                                   + open(f"{rsync_dir}/rsyncd.log").read())
+            time.sleep(0.1)
+        for run in range(RUNS):
+            dest = os.path.join(work, f"rsync-dest{run}")
+            started = time.monotonic()
+            subprocess.run(in_host("h2", ["rsync", "-a", url, dest + "/"]), check=True)
+            subprocess.run(["sync"], check=True)
+            secs = time.monotonic() - started
+            if not same_tree(source, dest):
+                raise RuntimeError("rsync: copied files differ")
+            theirs.append(secs)
+            log(f"  rsync run {run + 1}: {secs:.2f} s, {MANY_FILES / secs:.0f} files/s, "
+                f"{mib / secs:.0f} MiB/s")
+            shutil.rmtree(dest)
+    finally:
+        rsyncd.terminate()
+        rsyncd.wait()
+    shutil.rmtree(seed_games)
+    per_s = lambda samples, amount: summary([amount / s for s in samples], 1)
+    return {
+        "files": MANY_FILES,
+        "game_mib": round(mib),
+        "lanspread_mib_per_s": per_s(ours, mib),
+        "lanspread_files_per_s": per_s(ours, MANY_FILES),
+        "rsync_mib_per_s": per_s(theirs, mib),
+        "rsync_files_per_s": per_s(theirs, MANY_FILES),
+        "lanspread_over_rsync": round(statistics.median(theirs) / statistics.median(ours), 2),
+    }
+
+
 def scenario_extract(_work):
     """scripts/bench-extract.sh: the unpacker vs bsdtar on the same zip."""
     out = subprocess.run([os.path.join(ROOT, "scripts", "bench-extract.sh")], check=True,
@@ -707,6 +828,7 @@ SCENARIOS = {
     "idle": scenario_idle,
     "mesh": scenario_mesh,
     "extract": scenario_extract,
+    "many": scenario_many,
 }
 
 # ---------------------------------------------------------------- report
@@ -735,6 +857,10 @@ ROWS = [
     ("idle", "ipc_p99_us", "IPC round trip p99", "µs", False),
     ("extract", "lanspread_mib_per_s", "extraction: lanspread (fsyncs every file)", "MiB/s", True),
     ("extract", "bsdtar_mib_per_s", "extraction: bsdtar -xf", "MiB/s", True),
+    ("many", "lanspread_files_per_s", "many files (1–64 KiB): lanspread", "files/s", True),
+    ("many", "rsync_files_per_s", "many files: rsync daemon → rsync -a + sync", "files/s", True),
+    ("many", "lanspread_mib_per_s", "many files: lanspread", "MiB/s", True),
+    ("many", "rsync_mib_per_s", "many files: rsync", "MiB/s", True),
 ]
 
 
@@ -797,6 +923,9 @@ def markdown(report, notes):
     if "extract" in s:
         extra.append(f"- extraction, lanspread ÷ bsdtar: **{s['extract']['lanspread_over_bsdtar']}** "
                      f"({s['extract']['extracted_mib']} MiB extracted)")
+    if "many" in s:
+        extra.append(f"- many files ({s['many']['files']} files, {s['many']['game_mib']} MiB), "
+                     f"lanspread ÷ rsync: **{s['many']['lanspread_over_rsync']}**")
     misses = report.get("discovery_misses") or []
     extra.append(f"- downloaders restarted because discovery missed a seeder for 30 s: "
                  f"**{len(misses)}**" + "".join(f"\n  - {m}" for m in misses))
@@ -856,7 +985,7 @@ def svg_chart(series, rates, path):
 
 
 # Tools only some scenarios use.
-SCENARIO_TOOLS = {"single": ("nginx", "curl"), "extract": ("bsdtar",)}
+SCENARIO_TOOLS = {"single": ("nginx", "curl"), "extract": ("bsdtar",), "many": ("rsync",)}
 
 
 def preflight(names):
@@ -869,15 +998,15 @@ def preflight(names):
                      "scripts/apt-install.sh)")
     for binary in ("lanspreadd", "examples/ipc_bench", "examples/extract_bench"):
         if not os.path.exists(os.path.join(BIN, binary)):
-            sys.exit(f"bench: target/release/{binary} is missing (`just bench` builds it)")
+            sys.exit(f"bench: {BIN}/{binary} is missing (`just bench` builds it)")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated scenario names")
     parser.add_argument("--profile", metavar="DIR",
-                        help="perf record the downloader and seeder of the first single-seeder "
-                        "run into DIR (perf report -i DIR/downloader.data)")
+                        help="perf record the downloader and seeder of the first run of single "
+                        "and of many into DIR (perf report -i DIR/single-downloader.data)")
     args = parser.parse_args()
     global PROFILE
     PROFILE = args.profile and os.path.abspath(args.profile)

@@ -2,27 +2,76 @@
 //! kept in the state dir so a restarted daemon (even after SIGKILL) fetches
 //! only the rest.
 //!
-//! A chunk enters the journal only after its bytes were fsynced. Losing the
-//! journal costs a full download, nothing else.
+//! A chunk enters the journal only after its bytes were synced. Losing the
+//! journal costs a full download, nothing else. The journal names its
+//! manifest by digest ([`ManifestId`]) and keeps one bit per chunk, so it
+//! stays small whatever the game: 150 000 files or 38 000 chunks make a
+//! file of a few dozen KiB, written at most once a second.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use lanspread_proto::model::{GameFileDescription, GameId, Version};
+use lanspread_proto::model::{GameId, Version};
 use serde::{Deserialize, Serialize};
+
+use super::manifest_id::ManifestId;
 
 /// Folder of journals inside the state dir.
 const DIR: &str = "downloads";
+
+/// A set of chunk indices `0..len`, one bit each. Chunks are numbered in
+/// manifest order: file by file, each file's chunks in offset order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkSet {
+    /// How many chunks the manifest has.
+    len: usize,
+    /// Bit `i % 64` of word `i / 64` is chunk `i`.
+    words: Vec<u64>,
+}
+
+impl ChunkSet {
+    /// An empty set over `len` chunks.
+    pub fn new(len: usize) -> Self {
+        Self {
+            len,
+            words: vec![0; len.div_ceil(64)],
+        }
+    }
+
+    pub fn insert(&mut self, chunk: usize) {
+        assert!(chunk < self.len, "chunk {chunk} of {}", self.len);
+        self.words[chunk / 64] |= 1 << (chunk % 64);
+    }
+
+    pub fn contains(&self, chunk: usize) -> bool {
+        chunk < self.len && self.words[chunk / 64] & (1 << (chunk % 64)) != 0
+    }
+
+    /// How many chunks are in the set.
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Whether the encoding is consistent: one word per 64 chunks and no
+    /// bit past the last chunk.
+    fn is_well_formed(&self) -> bool {
+        let tail = self.len % 64;
+        self.words.len() == self.len.div_ceil(64)
+            && (tail == 0 || self.words.last().is_none_or(|&w| w >> tail == 0))
+    }
+}
 
 /// A download's progress on disk.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Journal {
     pub id: GameId,
     pub version: Version,
-    /// The files being downloaded, exactly as requested.
-    pub files: Vec<GameFileDescription>,
-    /// Per file, the indices of verified chunks.
-    pub done: Vec<Vec<u32>>,
+    /// [`ManifestId`] (hex) of the version and file list being downloaded,
+    /// exactly as requested.
+    pub manifest: String,
+    /// The verified, durable chunks.
+    pub done: ChunkSet,
 }
 
 impl Journal {
@@ -31,28 +80,26 @@ impl Journal {
     }
 
     /// The journal of `id`, if one exists for exactly this version and
-    /// file list (anything else is stale and ignored).
+    /// manifest of `chunks` chunks (anything else is stale and ignored).
     pub fn load_matching(
         state_dir: &Path,
         id: &GameId,
         version: &Version,
-        files: &[GameFileDescription],
+        manifest: &ManifestId,
+        chunks: usize,
     ) -> Option<Self> {
         let bytes = std::fs::read(Self::path(state_dir, id)).ok()?;
         let journal: Self = serde_json::from_slice(&bytes).ok()?;
         let matches = &journal.id == id
             && &journal.version == version
-            && journal.files == files
-            && journal.done.len() == files.len()
-            && journal
-                .done
-                .iter()
-                .zip(files)
-                .all(|(done, f)| done.iter().all(|&c| (c as usize) < f.chunk_hashes.len()));
+            && journal.manifest == manifest.to_hex()
+            && journal.done.len == chunks
+            && journal.done.is_well_formed();
         matches.then_some(journal)
     }
 
-    /// Writes the journal atomically.
+    /// Writes the journal atomically (a temporary file, synced, renamed
+    /// over the old one).
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
         let dir = state_dir.join(DIR);
         std::fs::create_dir_all(&dir)?;
@@ -73,37 +120,127 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lanspread_proto::model::GameFileDescription;
+
+    fn files(n: usize) -> Vec<GameFileDescription> {
+        (0..n)
+            .map(|i| GameFileDescription {
+                relative_path: format!("data/{:03}/{i}.bin", i % 997),
+                is_dir: false,
+                size: 1 + (i as u64 * 7919) % 65_536,
+                chunk_hashes: vec![blake3::hash(&i.to_le_bytes()).to_hex().to_string()],
+            })
+            .collect()
+    }
 
     #[test]
     fn a_journal_is_reused_only_for_the_same_version_and_files() {
         let state = tempfile::tempdir().unwrap();
         let id = GameId::new("g").unwrap();
-        let files = vec![GameFileDescription {
-            relative_path: "a".into(),
-            is_dir: false,
-            size: 10,
-            chunk_hashes: vec!["h0".into(), "h1".into()],
-        }];
+        let v1 = Version::new("1");
+        let files = files(2);
+        let manifest = ManifestId::of(&v1, &files);
+        let mut done = ChunkSet::new(2);
+        done.insert(1);
         let journal = Journal {
             id: id.clone(),
-            version: Version::new("1"),
-            files: files.clone(),
-            done: vec![vec![1]],
+            version: v1.clone(),
+            manifest: manifest.to_hex(),
+            done,
         };
         journal.save(state.path()).unwrap();
-        let v1 = Version::new("1");
         assert_eq!(
-            Journal::load_matching(state.path(), &id, &v1, &files),
+            Journal::load_matching(state.path(), &id, &v1, &manifest, 2),
             Some(journal)
         );
+        let v2 = Version::new("2");
         assert_eq!(
-            Journal::load_matching(state.path(), &id, &Version::new("2"), &files),
+            Journal::load_matching(state.path(), &id, &v2, &ManifestId::of(&v2, &files), 2),
             None
         );
         let mut other = files.clone();
-        other[0].chunk_hashes[1] = "changed".into();
-        assert_eq!(Journal::load_matching(state.path(), &id, &v1, &other), None);
+        other[0].chunk_hashes[0] = "changed".into();
+        let changed = ManifestId::of(&v1, &other);
+        assert_eq!(
+            Journal::load_matching(state.path(), &id, &v1, &changed, 2),
+            None
+        );
         Journal::remove(state.path(), &id);
-        assert_eq!(Journal::load_matching(state.path(), &id, &v1, &files), None);
+        assert_eq!(
+            Journal::load_matching(state.path(), &id, &v1, &manifest, 2),
+            None
+        );
+    }
+
+    /// 150 000 files: the journal is a bitmap and a digest, a few dozen KiB,
+    /// however many chunks are done; it round-trips and matches only its
+    /// own manifest.
+    #[test]
+    fn a_journal_of_150_000_files_is_small_and_matches_by_digest() {
+        const FILES: usize = 150_000;
+        let state = tempfile::tempdir().unwrap();
+        let id = GameId::new("many").unwrap();
+        let version = Version::new("1.0");
+        let files = files(FILES);
+        let started = std::time::Instant::now();
+        let manifest = ManifestId::of(&version, &files);
+        let digest_time = started.elapsed();
+        let mut done = ChunkSet::new(FILES);
+        for chunk in (0..FILES).filter(|c| c % 3 != 1) {
+            done.insert(chunk);
+        }
+        let journal = Journal {
+            id: id.clone(),
+            version: version.clone(),
+            manifest: manifest.to_hex(),
+            done,
+        };
+        let started = std::time::Instant::now();
+        journal.save(state.path()).unwrap();
+        let save_time = started.elapsed();
+        let size = std::fs::metadata(Journal::path(state.path(), &id))
+            .unwrap()
+            .len();
+        assert!(size < 64 * 1024, "journal of {size} bytes");
+        let started = std::time::Instant::now();
+        let loaded = Journal::load_matching(state.path(), &id, &version, &manifest, FILES)
+            .expect("the journal matches its own manifest");
+        let load_time = started.elapsed();
+        assert_eq!(loaded, journal);
+        assert_eq!(loaded.done.count(), FILES - FILES / 3);
+        assert!(loaded.done.contains(0) && !loaded.done.contains(1));
+        eprintln!(
+            "150 000 files: digest {digest_time:?}, journal {size} bytes, save {save_time:?}, load {load_time:?}"
+        );
+
+        // One changed byte anywhere in the list is another manifest.
+        let mut changed = files;
+        changed[FILES - 1].size += 1;
+        let other = ManifestId::of(&version, &changed);
+        assert_eq!(
+            Journal::load_matching(state.path(), &id, &version, &other, FILES),
+            None
+        );
+        // A chunk count that disagrees is refused as well.
+        assert_eq!(
+            Journal::load_matching(state.path(), &id, &version, &manifest, FILES + 1),
+            None
+        );
+    }
+
+    #[test]
+    fn a_chunk_set_with_bits_past_its_end_is_not_well_formed() {
+        let mut set = ChunkSet::new(65);
+        set.insert(64);
+        assert!(set.is_well_formed() && set.contains(64) && !set.contains(65));
+        set.words[1] |= 1 << 1;
+        assert!(!set.is_well_formed());
+        assert!(
+            !ChunkSet {
+                len: 64,
+                words: vec![0, 0]
+            }
+            .is_well_formed()
+        );
     }
 }

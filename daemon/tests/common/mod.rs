@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod archives;
+pub mod many_files;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
