@@ -65,7 +65,33 @@ fn watch_lines(socket: &Path) -> std::thread::JoinHandle<(usize, usize, usize)> 
 async fn a_150_gib_game_is_listed_while_its_seeder_prepares_and_its_download_cancels_cleanly() {
     let lab = Lab::up(2);
     let seed = lab.spawn_daemon("h1", "seed", sparse_game);
-    let leech = lab.spawn_daemon("h2", "leech", |_| {});
+    // The downloader checks free space first (and must: a 150 GiB download
+    // into a smaller disk is refused). This machine has no such room, so
+    // its game directory is a sparse 200 GiB ext4 image, mounted inside h2
+    // (gone with h2's mount namespace when the lab is torn down).
+    let work = tempfile::tempdir().unwrap();
+    let (games, image) = (work.path().join("games"), work.path().join("disk.img"));
+    std::fs::create_dir_all(&games).unwrap();
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(200 << 30)
+        .unwrap();
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1",
+        ])
+        .arg(&image)
+        .status()
+        .expect("mkfs.ext4 runs");
+    assert!(mkfs.success(), "mkfs.ext4 failed");
+    let (games_arg, image_arg) = (games.to_str().unwrap(), image.to_str().unwrap());
+    lab.run("h2", &["mount", "-o", "loop", image_arg, games_arg]);
+    let leech = lab.spawn_in("h2", "leech", work, &[]);
     wait_peers(&leech, 1).await;
     let lines = watch_lines(&leech.socket);
 
