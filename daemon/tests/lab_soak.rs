@@ -5,8 +5,8 @@
 //! because RSS climbs over the first 100-200 cycles and then levels off (most
 //! likely the allocator's per-thread arenas filling, since serving runs on
 //! a runtime of its own; not profiled). Measured: cycle 10 → 100 about
-//! +50 MiB on a seeder, 100 → 200 +4 to +16 MiB, 200 → 300 +0.1 to +3 MiB
-//! (a 300-cycle run); a leak keeps growing.
+//! +50 MiB on a seeder, 100 → 200 +4 to +28 MiB, 200 → 300 +0.1 to +3 MiB
+//! (two runs); a leak keeps growing.
 //! `LANSPREAD_SOAK_CYCLES=N` runs a longer soak (the limit grows with it).
 
 mod common;
