@@ -58,16 +58,7 @@ impl Daemon {
                 IpcError::new(ErrorCode::NoPeers, format!("no connected peer holds {id}")),
             );
         };
-        let candidates: Vec<_> = self
-            .peers
-            .connected()
-            .filter(|p| p.games.iter().any(|g| g.id == id && g.version == version))
-            .map(|p| Candidate {
-                peer_id: p.info.peer_id.clone(),
-                name: p.info.name.clone(),
-                addr: p.dial_addr(),
-            })
-            .collect();
+        let candidates = self.holders_of(&id, &version);
         let inbox = self.inbox.clone();
         let events = EventSender::<GatherEvent>::new(self.inbox.clone());
         tokio::spawn(async move {
@@ -104,6 +95,20 @@ impl Daemon {
             }
         };
         let _ = reply.send(CommandOutcome::Reply(outcome));
+    }
+
+    /// The connected peers that announce `id` at `version`: whom to ask
+    /// for its file list (a download and a verify ask the same peers).
+    pub(super) fn holders_of(&self, id: &GameId, version: &Version) -> Vec<Candidate> {
+        self.peers
+            .connected()
+            .filter(|p| p.games.iter().any(|g| &g.id == id && &g.version == version))
+            .map(|p| Candidate {
+                peer_id: p.info.peer_id.clone(),
+                name: p.info.name.clone(),
+                addr: p.dial_addr(),
+            })
+            .collect()
     }
 
     /// A peer is still preparing the file list `GetGame` waits for.

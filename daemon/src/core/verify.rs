@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Daemon, Operation};
 use crate::download::Source;
-use crate::download::gather::{Candidate, GatherEvent, gather};
+use crate::download::gather::{GatherEvent, gather};
 use crate::error_chain::err_chain;
 use crate::event_sender::EventSender;
 use crate::library::game_manifest;
@@ -40,16 +40,7 @@ impl Daemon {
                 ),
             ));
         };
-        let holders: Vec<_> = self
-            .peers
-            .connected()
-            .filter(|p| p.games.iter().any(|g| g.id == id && g.version == version))
-            .map(|p| Candidate {
-                peer_id: p.info.peer_id.clone(),
-                name: p.info.name.clone(),
-                addr: p.dial_addr(),
-            })
-            .collect();
+        let holders = self.holders_of(&id, &version);
         let client = self.peer_client().ok();
         let (index, state_dir) = (
             Arc::clone(&self.scanner.index),
