@@ -16,8 +16,17 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
-/// Chunks one peer may have in flight at once.
+use lanspread_proto::wire::CHUNK_SIZE;
+
+/// Full-size chunks one peer may have in flight at once: a peer's
+/// in-flight budget is this many [`CHUNK_SIZE`] chunks' worth of bytes.
 pub const SLOTS_PER_PEER: usize = 4;
+
+/// Most chunks one peer may have in flight at once, however small. A game
+/// of small files is one small chunk per file: with 4 in flight the link
+/// would sit idle between round trips, so small chunks share the byte
+/// budget of [`SLOTS_PER_PEER`] full ones, up to this many.
+pub const MAX_CHUNKS_IN_FLIGHT: usize = 64;
 
 /// A peer whose fetches failed this many times in a row is dropped.
 pub const MAX_FAILURES_IN_ROW: u32 = 4;
@@ -68,6 +77,8 @@ pub struct PeerSlot {
     /// Which files this peer can serve (it announced an identical entry).
     serves: Vec<bool>,
     in_flight: usize,
+    /// Bytes of the chunks in flight.
+    in_flight_bytes: u64,
     failures_in_row: u32,
     bad_chunks: u32,
     /// Smoothed bytes per second of its completed chunks (per chunk, so
@@ -105,7 +116,7 @@ pub enum AfterFailure {
 /// own queue of the chunks it can serve, in plan order, and entries that
 /// are no longer pending are skipped when they reach the front (lazy
 /// deletion) instead of being searched for; the endgame looks only at the
-/// chunks in flight (at most [`SLOTS_PER_PEER`] per peer).
+/// chunks in flight (at most [`MAX_CHUNKS_IN_FLIGHT`] per peer).
 #[derive(Debug)]
 pub struct Plan {
     chunks: Vec<Chunk>,
@@ -145,6 +156,7 @@ impl Plan {
                     peer_id,
                     serves,
                     in_flight: 0,
+                    in_flight_bytes: 0,
                     failures_in_row: 0,
                     bad_chunks: 0,
                     rate: None,
@@ -219,7 +231,7 @@ impl Plan {
     /// flight only on slower peers. Marks the chunk in flight on `peer`.
     pub fn next_for(&mut self, peer: PeerIdx) -> Option<ChunkId> {
         let slot = &self.peers[peer];
-        if slot.dropped.is_some() || slot.in_flight >= self.slots_for(peer) {
+        if slot.dropped.is_some() || !self.has_room(peer) {
             return None;
         }
         let chosen = match self.next_pending(peer) {
@@ -235,6 +247,7 @@ impl Plan {
         }
         self.in_flight.insert(chosen);
         self.peers[peer].in_flight += 1;
+        self.peers[peer].in_flight_bytes += self.chunks[chosen].length;
         Some(chosen)
     }
 
@@ -279,13 +292,24 @@ impl Plan {
         }
     }
 
-    /// A peer on probation after failures gets one slot until it delivers.
-    fn slots_for(&self, peer: PeerIdx) -> usize {
-        if self.peers[peer].failures_in_row > 0 {
-            1
+    /// Whether `peer` may start another fetch: within its byte budget
+    /// ([`SLOTS_PER_PEER`] full chunks) and [`MAX_CHUNKS_IN_FLIGHT`]; a
+    /// peer on probation after failures gets one fetch until it delivers.
+    fn has_room(&self, peer: PeerIdx) -> bool {
+        let slot = &self.peers[peer];
+        if slot.failures_in_row > 0 {
+            slot.in_flight == 0
         } else {
-            SLOTS_PER_PEER
+            slot.in_flight < MAX_CHUNKS_IN_FLIGHT
+                && slot.in_flight_bytes < SLOTS_PER_PEER as u64 * CHUNK_SIZE
         }
+    }
+
+    /// Frees the fetch slot `peer` used for a chunk of `length` bytes.
+    fn free_slot(&mut self, peer: PeerIdx, length: u64) {
+        let slot = &mut self.peers[peer];
+        slot.in_flight = slot.in_flight.saturating_sub(1);
+        slot.in_flight_bytes = slot.in_flight_bytes.saturating_sub(length);
     }
 
     /// In the endgame: a chunk in flight whose holders are all slower than
@@ -347,7 +371,7 @@ impl Plan {
         self.done += 1;
         self.done_bytes += length;
         for &other in &others {
-            self.peers[other].in_flight = self.peers[other].in_flight.saturating_sub(1);
+            self.free_slot(other, length);
         }
         Some(others)
     }
@@ -421,7 +445,8 @@ impl Plan {
             && let Some(position) = holders.iter().position(|&h| h == peer)
         {
             holders.remove(position);
-            self.peers[peer].in_flight = self.peers[peer].in_flight.saturating_sub(1);
+            let length = self.chunks[id].length;
+            self.free_slot(peer, length);
         }
     }
 
@@ -473,10 +498,11 @@ impl Plan {
 mod tests {
     use super::*;
 
+    /// A plan of `chunks` full-size chunks of one file.
     fn plan(chunks: usize, peers: usize) -> Plan {
         Plan::new(
             (0..chunks)
-                .map(|i| (0, i as u64 * 10, 10, format!("h{i}"), false))
+                .map(|i| (0, i as u64 * CHUNK_SIZE, CHUNK_SIZE, format!("h{i}"), false))
                 .collect(),
             (0..peers).map(|p| (format!("p{p}"), vec![true])).collect(),
         )
@@ -496,6 +522,7 @@ mod tests {
         mut fails: impl FnMut(PeerIdx, u32) -> bool,
     ) -> Vec<u64> {
         let mut in_flight: Vec<(ChunkId, PeerIdx, u32)> = Vec::new();
+        let mut served = vec![0; cost.len()];
         let mut tick = 0;
         let limit = 10_000 + 100 * plan.chunks.len() as u32;
         while !plan.is_finished() {
@@ -517,12 +544,13 @@ mod tests {
                 }
                 let elapsed = Duration::from_millis(cost[peer] as u64 * 100);
                 if let Some(others) = plan.completed(id, peer, elapsed) {
+                    served[peer] += 1;
                     in_flight.retain(|&(c, p, _)| !(c == id && others.contains(&p)));
                 }
             }
             assert!(tick < limit, "simulation did not finish");
         }
-        plan.peers().iter().map(|p| p.bytes / 10).collect()
+        served
     }
 
     fn examined(plan: &Plan) -> usize {
@@ -546,8 +574,7 @@ mod tests {
         });
         assert!(plan.is_finished());
         assert_eq!(plan.done_bytes(), plan.total_bytes());
-        // Endgame duplicates that finish in the same tick both count.
-        assert!(served.iter().sum::<u64>() >= CHUNKS as u64, "{served:?}");
+        assert_eq!(served.iter().sum::<u64>(), CHUNKS as u64, "{served:?}");
         assert!(plan.peers()[2].dropped.is_some());
         assert!(plan.peers()[3].dropped.is_none());
         let examined = examined(&plan);
@@ -597,6 +624,30 @@ mod tests {
     }
 
     #[test]
+    fn small_chunks_share_the_byte_budget_of_four_full_ones() {
+        // 100 chunks of 64 KiB: up to MAX_CHUNKS_IN_FLIGHT at once.
+        let small = 64 * 1024;
+        let mut small_plan = Plan::new(
+            (0..100)
+                .map(|i| (i, 0, small, format!("h{i}"), false))
+                .collect(),
+            vec![("p".into(), vec![true; 100])],
+        );
+        let mut taken = 0;
+        while small_plan.next_for(0).is_some() {
+            taken += 1;
+        }
+        assert_eq!(taken, MAX_CHUNKS_IN_FLIGHT);
+        // Full-size chunks: four at once, as before.
+        let mut full_plan = plan(10, 1);
+        let mut taken = 0;
+        while full_plan.next_for(0).is_some() {
+            taken += 1;
+        }
+        assert_eq!(taken, SLOTS_PER_PEER);
+    }
+
+    #[test]
     fn a_fast_peer_takes_proportionally_more_chunks() {
         let mut plan = plan(400, 2);
         let served = simulate(&mut plan, &[1, 4]);
@@ -642,7 +693,7 @@ mod tests {
         plan.completed(first, 1, Duration::from_millis(100));
         let served = simulate(&mut plan, &[1, 1]);
         assert!(plan.is_finished());
-        assert_eq!(served[1], 10);
+        assert_eq!(served, [0, 9], "the first chunk and the nine others");
     }
 
     #[test]

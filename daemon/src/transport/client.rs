@@ -246,17 +246,20 @@ impl PeerClient {
                 })?;
         let _ = connection.keep_alive(true);
         let (handle, acceptor) = connection.split();
-        let previous = self.connections.lock().await.insert(
+        let mut connections = self.connections.lock().await;
+        if let Some(cached) = connections.get(&(addr, lane)) {
+            // Two requests raced to connect: keep the one already cached
+            // (streams may be open on it) and close this new, unused one.
+            handle.close(0u32.into());
+            return Ok(cached.handle.clone());
+        }
+        connections.insert(
             (addr, lane),
             Cached {
                 handle: handle.clone(),
                 _acceptor: acceptor,
             },
         );
-        if let Some(previous) = previous {
-            // Two requests raced to connect; the older connection goes.
-            previous.handle.close(0u32.into());
-        }
         Ok(handle)
     }
 }
