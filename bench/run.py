@@ -2,25 +2,46 @@
 """`just bench`: lanspread's figures, measured in the network lab (docs/lab.md#benchmarks).
 
 Runs every scenario against its baseline in the same run, on release
-binaries, in a lab of five hosts (id "bench"), and writes
-bench/results/latest.json, latest.md (the table) and multi-peer.svg (per-peer
-throughput over time). Each figure is the median of several runs, with min
-and max; the previous latest.json is compared and differences over 10 % are
-pointed out. Root only. Everything started here is ended by pid (through
-`lab.sh down`), also on failure; the whole run is bounded (SIGALRM).
+binaries, in a lab of nine hosts (id "bench"), and writes
+bench/results/latest.json, latest.md (the table), multi-peer.svg (per-peer
+throughput over time) and fanout-sources.svg (bytes each fan-out downloader
+received from seeders and from other downloaders). Each figure is the
+median of several runs, with min and max; the previous latest.json is
+compared and differences over 10 % are pointed out. Root only. Everything
+started here is ended by pid (through `lab.sh down`), also on failure; the
+whole run is bounded to 20 minutes (SIGALRM); a full run takes about 9.
 
     bench/run.py [--only NAME[,NAME...]]
 
-Scenario names: single, multi, fanout, discovery, idle, mesh, extract, many.
+Scenario names: single, multi, fanout, fanout-bt, fanout8, fanout8-bt,
+discovery, idle, mesh, extract, many.
+
+The fan-out scenarios shape every link of the swarm in both directions
+(lab.sh shape2) and run SWARM_RUNS (2) rounds of "one downloader alone"
+and "all downloaders together" from one seeder in h1:
+  fanout      1 → 4 (h2..h5), 400 Mbit/s, 128 MiB, lanspread (about 40 s)
+  fanout-bt   the same with BitTorrent: aria2c seeder and leechers, an
+              opentracker in h1 that whitelists only the torrent, 4 MiB
+              pieces (mktorrent -l 22), each round with a fresh tracker and
+              seeder; needs no lanspread binary (about 30 s)
+  fanout8     1 → 8 (h2..h9), 100 Mbit/s, 128 MiB, lanspread (about 90 s)
+  fanout8-bt  the same with BitTorrent (about 70 s)
+Each reports one alone, all done, their ratio, the bytes h1 sent (its veth
+counters, headers included) ÷ the game size, and the Kumar–Ross lower
+bound for the shaping, max(F/u_s, F/d_min, N·F/(u_s + Σu_i)), as a time and
+÷ the measured one-alone time (the best ratio possible).
+
 Release binaries are taken from $CARGO_TARGET_DIR/release (default
 target/release). The lab id is "bench" unless LANSPREAD_BENCH_LAB says
 otherwise (the mesh scenario adds a lab of its own, "<id>mesh").
-LANSPREAD_BENCH_MANY_FILES sets the number of files of `many` (50 000).
+LANSPREAD_BENCH_MANY_FILES sets the number of files of `many` (50 000);
+LANSPREAD_BENCH_RESULTS another folder for the results (a trial run).
 """
 
 import argparse
 import datetime
 import filecmp
+import hashlib
 import json
 import os
 import platform
@@ -38,14 +59,16 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
 LAB = os.path.join(ROOT, "scripts", "lab.sh")
-RESULTS = os.path.join(ROOT, "bench", "results")
+# LANSPREAD_BENCH_RESULTS: write the results elsewhere (a trial run).
+RESULTS = os.environ.get("LANSPREAD_BENCH_RESULTS") or os.path.join(ROOT, "bench", "results")
 # LANSPREAD_BENCH_LAB: another lab id, so two benches on one machine do not
 # tear down each other's labs.
 LAB_ID = os.environ.get("LANSPREAD_BENCH_LAB", "bench")
 GAME = "openarena"
 MIB = 1 << 20
-TOTAL_LIMIT_S = 600
+TOTAL_LIMIT_S = 1200
 RUNS = 3
+LAB_HOSTS = 9  # h1 seeds to h2..h9 in fanout8
 HZ = os.sysconf("SC_CLK_TCK")
 
 # ---------------------------------------------------------------- plumbing
@@ -152,6 +175,22 @@ class Events:
                 raise RuntimeError(f"the event stream ended while waiting for {what}")
             if pred(event):
                 return at, event
+
+    def collect(self, last, timeout):
+        """[(arrived, event)] of every event read so far and on, until one
+        satisfies `last` or `timeout` s pass without it."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                at, event = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                return out
+            if event is None:
+                return out
+            out.append((at, event))
+            if last(event):
+                return out
 
     def close(self):
         self.proc.terminate()
@@ -474,67 +513,422 @@ def scenario_multi(work):
     }
 
 
-FANOUT_RATE = 400  # Mbit/s
+# Fan-out: one seeder (h1), N downloaders, every lab link shaped in both
+# directions (lab.sh shape2). lanspread's figures and BitTorrent's (aria2c
+# with an opentracker tracker) come from separate scenarios, so either can
+# run alone: fanout / fanout-bt (1 → 4) and fanout8 / fanout8-bt (1 → 8).
+SWARMS = {
+    "fanout": {"rate": 400, "hosts": [f"h{i}" for i in range(2, 6)], "mib": 128},
+    "fanout8": {"rate": 100, "hosts": [f"h{i}" for i in range(2, 10)], "mib": 128},
+}
+SWARM_RUNS = 2
+SEEDER = "h1"
+
+
+def link_counters():
+    """Bridge-side byte counters of every lab veth: {"vh1": (rx, tx)}. On the
+    bridge side, rx is what the host sent and tx what it received."""
+    out = subprocess.run(["ip", "-n", f"lsl-{LAB_ID}-br", "-s", "-j", "link", "show"],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    return {link["ifname"]: (link["stats64"]["rx"]["bytes"], link["stats64"]["tx"]["bytes"])
+            for link in json.loads(out)}
+
+
+def sent_by(host):
+    """Bytes `host` has sent on its lab link (headers included)."""
+    return link_counters()[f"v{host}"][0]
+
+
+def kumar_ross(size, seeder_mbit, upload_mbit, download_mbit):
+    """The least time (s) in which every downloader can hold the whole file:
+    max(F/u_s, F/d_min, N·F/(u_s + Σu_i)) (Kumar and Ross, 2006). F in
+    bytes, rates in Mbit/s (of payload: link headers are not counted)."""
+    bits = size * 8
+    return max(bits / (seeder_mbit * 1e6), bits / (min(download_mbit) * 1e6),
+               len(upload_mbit) * bits / ((seeder_mbit + sum(upload_mbit)) * 1e6))
+
+
+class Shaped:
+    """Every host of a swarm scenario shaped to `rate` Mbit/s both ways
+    (lab.sh shape2), unshaped on exit."""
+
+    def __init__(self, hosts, rate):
+        self.hosts, self.rate = hosts, rate
+
+    def __enter__(self):
+        for host in self.hosts:
+            lab("shape2", host, f"{self.rate}mbit")
+        return self
+
+    def __exit__(self, *exc):
+        for host in self.hosts:
+            lab("unshape", host, check=False)
+
+
+def swarm_figures(cfg, alone, together, sent, sent_alone):
+    """The figures common to lanspread's and BitTorrent's fan-out."""
+    n, rate, size = len(cfg["hosts"]), cfg["rate"], cfg["mib"] * MIB
+    bound = kumar_ross(size, rate, [rate] * n, [rate] * n)
+    return {
+        "game_mib": cfg["mib"],
+        "downloaders": n,
+        "link_mbit_both_ways": rate,
+        "one_alone_s": summary(alone),
+        "all_done_s": summary(together),
+        "all_over_one": summary([t / a for t, a in zip(together, alone)]),
+        "seeder_sent_over_size": summary(sent),
+        "seeder_sent_over_size_alone": summary(sent_alone),
+        "kumar_ross_bound_s": round(bound, 2),
+        "bound_over_one_alone": round(bound / statistics.median(alone), 2),
+    }
+
+
+def progress_point(started, at, event):
+    """(t, bytes done, from seeders, from downloaders) of a progress or
+    finished event; the last two are None from a daemon without them."""
+    done = event.get("bytes_done", event.get("bytes"))
+    return (round(at - started, 2), done, event.get("bytes_from_seeders"),
+            event.get("bytes_from_downloaders"))
+
+
+def swarm_lanspread(work, name):
+    """lanspread: one alone vs all downloaders together, seeder bytes from h1's veth."""
+    cfg = SWARMS[name]
+    size, hosts = cfg["mib"] * MIB, cfg["hosts"]
+    seed_games = os.path.join(work, f"{name}-seed")
+    write_game(seed_games, size, name)
+    source = os.path.join(seed_games, GAME, "pak0.eti")
+    alone, together, sent, sent_alone, runs = [], [], [], [], []
+    with Shaped([SEEDER, *hosts], cfg["rate"]):
+        seeder = Daemon(work, SEEDER, f"{name}-seed", seed_games)
+        try:
+            for run in range(SWARM_RUNS):
+                leech = leech_in(work, "h2", f"{name}-alone{run}", 1)
+                before = sent_by(SEEDER)
+                started = time.monotonic()
+                download(leech)
+                alone.append(time.monotonic() - started)
+                sent_alone.append((sent_by(SEEDER) - before) / size)
+                leech.stop()
+                if not same_file(source, os.path.join(leech.games, GAME, "pak0.eti")):
+                    raise RuntimeError(f"{name}: downloaded bytes differ")
+                shutil.rmtree(leech.dir)
+                runs.append(swarm_lanspread_together(work, name, run, source, size))
+                together.append(runs[-1]["all_done_s"])
+                sent.append(runs[-1]["seeder_sent_over_size"])
+                log(f"  lanspread run {run + 1}: alone {alone[-1]:.1f} s, {len(hosts)} together "
+                    f"{together[-1]:.1f} s ({together[-1] / alone[-1]:.2f}); seeder sent "
+                    f"{sent[-1]:.2f} × the game; from downloaders "
+                    f"{runs[-1]['from_downloaders_share']}")
+        finally:
+            seeder.stop()
+    shutil.rmtree(seed_games)
+    out = swarm_figures(cfg, alone, together, sent, sent_alone)
+    median_run = sorted(range(SWARM_RUNS), key=lambda i: together[i])[SWARM_RUNS // 2]
+    shares = [r["from_downloaders_share"] for r in runs if r["from_downloaders_share"] is not None]
+    out["from_downloaders_share"] = summary(shares) if shares else None
+    out["done_s_median_run"] = runs[median_run]["done_s"]
+    out["progress_median_run"] = runs[median_run]["progress"]
+    return out
+
+
+def swarm_lanspread_together(work, name, run, source, size):
+    """One round of every downloader of the scenario starting at once; each
+    daemon's progress events (with bytes by source kind) are recorded."""
+    hosts = SWARMS[name]["hosts"]
+    leeches = {h: leech_in(work, h, f"{name}{run}-{h}", 1) for h in hosts}
+    streams = {h: Events(leech.socket) for h, leech in leeches.items()}
+    time.sleep(0.5)  # the event subscriptions are in place
+    done = {}
+
+    def one(host, leech):
+        try:
+            download(leech)
+            done[host] = time.monotonic() - started
+        except Exception as err:  # reported below
+            done[host] = err
+
+    try:
+        before = sent_by(SEEDER)
+        started = time.monotonic()
+        threads = [threading.Thread(target=one, args=item) for item in leeches.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seeder_sent = sent_by(SEEDER) - before
+        errors = [v for v in done.values() if isinstance(v, Exception)]
+        if errors:
+            raise RuntimeError(f"{name}: a download failed: {errors[0]}")
+        # The finished event may reach the event stream just after
+        # `lanspreadctl download` returned.
+        events = {h: s.collect(lambda e: e["type"] == "DownloadGameFilesFinished"
+                               and e.get("id") == GAME, 3) for h, s in streams.items()}
+    finally:
+        for stream in streams.values():
+            stream.close()
+        for leech in leeches.values():
+            leech.stop()
+    progress, finished = {}, {}
+    for host in hosts:
+        progress[host] = []
+        for at, event in events[host]:
+            if event.get("id") != GAME:
+                continue
+            if event["type"] == "DownloadGameFilesProgress":
+                progress[host].append(progress_point(started, at, event))
+            elif event["type"] == "DownloadGameFilesFinished":
+                progress[host].append(progress_point(started, at, event))
+                finished[host] = event
+    for host, leech in leeches.items():
+        if not same_file(source, os.path.join(leech.games, GAME, "pak0.eti")):
+            raise RuntimeError(f"{name}: downloaded bytes differ in {host}")
+        shutil.rmtree(leech.dir)
+    from_seeders = [e.get("bytes_from_seeders") for e in finished.values()]
+    from_downloaders = [e.get("bytes_from_downloaders") for e in finished.values()]
+    share = None
+    if len(finished) == len(hosts) and None not in from_seeders + from_downloaders:
+        total = sum(from_seeders) + sum(from_downloaders)
+        share = round(sum(from_downloaders) / total, 3) if total else None
+    return {"all_done_s": max(done.values()), "seeder_sent_over_size": seeder_sent / size,
+            "done_s": {h: round(done[h], 2) for h in hosts},
+            "from_downloaders_share": share, "progress": progress}
 
 
 def scenario_fanout(work):
-    """One seeder (h1, shaped), four downloaders together vs one alone."""
-    size = 128 * MIB
-    seed_games = os.path.join(work, "fanout-seed")
-    write_game(seed_games, size, "fanout")
-    lab("shape", "h1", f"{FANOUT_RATE}mbit")
-    seeder = Daemon(work, "h1", "fanout-seed", seed_games)
-    hosts = ["h2", "h3", "h4", "h5"]
-    alone, together, ratios = [], [], []
+    """1 → 4, every link 400 Mbit/s both ways, 128 MiB: lanspread, one alone vs four together."""
+    out = swarm_lanspread(work, "fanout")
+    # The names of the runs before both-way shaping, for the comparison.
+    out["four_together_s"] = out["all_done_s"]
+    out["four_over_one"] = out["all_over_one"]
+    return out
+
+
+def scenario_fanout8(work):
+    """1 → 8, every link 100 Mbit/s both ways, 128 MiB: lanspread, one alone vs eight together."""
+    return swarm_lanspread(work, "fanout8")
+
+
+# ------------------------------------------------- the BitTorrent baseline
+
+BT_TRACKER_PORT = 6969
+BT_ANNOUNCE = f"http://10.77.0.1:{BT_TRACKER_PORT}/announce"
+
+
+def bdecode(data, i=0):
+    """(value, end) of the bencoded value at data[i]; a dict maps each key to
+    (value, start, end), so a slice of the original bytes can be hashed."""
+    c = data[i:i + 1]
+    if c == b"i":
+        end = data.index(b"e", i)
+        return int(data[i + 1:end]), end + 1
+    if c in (b"l", b"d"):
+        i += 1
+        items = [] if c == b"l" else {}
+        while data[i:i + 1] != b"e":
+            if c == b"l":
+                value, i = bdecode(data, i)
+                items.append(value)
+            else:
+                key, i = bdecode(data, i)
+                start = i
+                value, i = bdecode(data, i)
+                items[key] = (value, start, i)
+        return items, i + 1
+    colon = data.index(b":", i)
+    n = int(data[i:colon])
+    return data[colon + 1:colon + 1 + n], colon + 1 + n
+
+
+def info_hash(torrent):
+    with open(torrent, "rb") as f:
+        data = f.read()
+    top, _ = bdecode(data)
+    _, start, end = top[b"info"]
+    return hashlib.sha1(data[start:end]).digest()
+
+
+def stop_process(proc, timeout=10):
+    """SIGTERM, then SIGKILL: a process this bench started, by its pid."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def tracker_get(query, host="h2"):
+    """A tracker request from a lab host (curl in `host`); the raw answer."""
+    out = subprocess.run(in_host(host, ["curl", "-sS", "--max-time", "3",
+                                        f"http://10.77.0.1:{BT_TRACKER_PORT}/{query}"]),
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return out.stdout if out.returncode == 0 else None
+
+
+class BtSwarm:
+    """An opentracker (whitelisting only the torrent's info hash) and an
+    aria2c seeder in h1, fresh for each round so no round sees the peers of
+    the one before; leechers are added with `leech`."""
+
+    def __init__(self, work, torrent, seed_dir, tag):
+        self.work, self.torrent, self.tag = work, torrent, tag
+        self.hash = info_hash(torrent)
+        quoted = "".join(f"%{b:02x}" for b in self.hash)
+        root = os.path.join(work, f"{tag}-tracker")
+        os.makedirs(root, exist_ok=True)
+        os.chmod(root, 0o755)
+        with open(os.path.join(root, "whitelist.txt"), "w") as f:
+            f.write(self.hash.hex() + "\n")
+        os.chmod(os.path.join(root, "whitelist.txt"), 0o644)
+        self.procs = []
+        # opentracker chroots to -d and drops to nobody: the whitelist path
+        # is inside the chroot.
+        self.tracker = self._spawn(SEEDER, "tracker", [
+            "opentracker", "-i", "10.77.0.1", "-p", str(BT_TRACKER_PORT),
+            "-P", str(BT_TRACKER_PORT), "-d", root, "-u", "nobody", "-w", "/whitelist.txt"])
+        # A "stopped" announce registers nobody and is refused until the
+        # whitelist is loaded.
+        probe = (f"announce?info_hash={quoted}&peer_id=lanspread-bench-probe&port=1"
+                 "&uploaded=0&downloaded=0&left=0&event=stopped")
+        self._until(lambda: (tracker_get(probe) or b"failure").find(b"failure") < 0,
+                    "opentracker to accept the torrent", self.tracker)
+        self.seeder = self._spawn(SEEDER, "seeder", self._aria2(seed_dir) + [
+            "--bt-seed-unverified=true", torrent])
+        scrape = f"scrape?info_hash={quoted}"
+        self._until(lambda: b"8:completei1e" in (tracker_get(scrape) or b""),
+                    "the aria2c seeder to announce", self.seeder)
+
+    def _spawn(self, host, name, argv, env=None):
+        log_path = os.path.join(self.work, f"{self.tag}-{name}.log")
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(in_host(host, argv), stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, env=env)
+        proc.log_path = log_path
+        self.procs.append(proc)
+        return proc
+
+    def _until(self, pred, what, proc, timeout=20):
+        deadline = time.monotonic() + timeout
+        while not pred():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with open(proc.log_path) as f:
+                    tail = f.read()[-2000:]
+                raise RuntimeError(f"bt: timed out waiting for {what}:\n{tail}")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _aria2(directory):
+        return ["aria2c", f"--dir={directory}", "--enable-dht=false", "--enable-dht6=false",
+                "--bt-enable-lpd=false", "--disable-ipv6=true", "--seed-ratio=0",
+                "--file-allocation=none", "--summary-interval=0", "--console-log-level=warn",
+                "--listen-port=6881", "--auto-save-interval=0"]
+
+    def leech(self, host, directory, hook, done_file):
+        """An aria2c in `host` downloading into `directory`; it stays on as a
+        seeder, and the hook writes the time it had the whole file (synced)."""
+        os.makedirs(directory)
+        env = dict(os.environ, LANSPREAD_BENCH_DONE=done_file)
+        return self._spawn(host, f"leech-{host}", self._aria2(directory) + [
+            f"--on-bt-download-complete={hook}", self.torrent], env=env)
+
+    def close(self):
+        for proc in reversed(self.procs):
+            stop_process(proc)
+
+
+BT_HOOK = """#!/bin/sh
+# aria2c --on-bt-download-complete: $1 GID, $2 number of files, $3 the first
+# file. lanspread's time includes making the file durable; so does this.
+sync "$3"
+date +%s.%N > "$LANSPREAD_BENCH_DONE.tmp"
+mv "$LANSPREAD_BENCH_DONE.tmp" "$LANSPREAD_BENCH_DONE"
+"""
+
+
+def bt_round(work, name, torrent, seed_dir, source, hosts, size, tag, hook):
+    """One round: fresh tracker and seeder, `hosts` start aria2c together.
+    Returns (seconds until the last one had the file, seeder bytes sent ÷
+    size, {host: seconds})."""
+    swarm = BtSwarm(work, torrent, seed_dir, tag)
     try:
-        for run in range(RUNS):
-            leech = leech_in(work, "h2", f"alone{run}", 1)
-            started = time.monotonic()
-            download(leech)
-            alone.append(time.monotonic() - started)
-            leech.stop()
-            shutil.rmtree(leech.dir)
-
-            leeches = [leech_in(work, h, f"fan{run}-{h}", 1) for h in hosts]
-            done = {}
-
-            def one(leech):
-                started = time.monotonic()
-                try:
-                    download(leech)
-                    done[leech.dir] = time.monotonic() - started
-                except Exception as err:  # reported below
-                    done[leech.dir] = err
-
-            started = time.monotonic()
-            threads = [threading.Thread(target=one, args=(leech,)) for leech in leeches]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            errors = [v for v in done.values() if isinstance(v, Exception)]
-            if errors:
-                raise RuntimeError(f"fan-out download failed: {errors[0]}")
-            together.append(time.monotonic() - started)
-            ratios.append(together[-1] / alone[-1])
-            for leech in leeches:
-                leech.stop()
-                if not same_file(os.path.join(seed_games, GAME, "pak0.eti"),
-                                 os.path.join(leech.games, GAME, "pak0.eti")):
-                    raise RuntimeError("fan-out: downloaded bytes differ")
-                shutil.rmtree(leech.dir)
-            log(f"  run {run + 1}: alone {alone[-1]:.1f} s, four {together[-1]:.1f} s ({ratios[-1]:.2f})")
+        dirs = {h: os.path.join(work, f"{tag}-{h}") for h in hosts}
+        done_files = {h: os.path.join(work, f"{tag}-{h}.done") for h in hosts}
+        before = sent_by(SEEDER)
+        started = time.time()
+        leeches = {h: swarm.leech(h, dirs[h], hook, done_files[h]) for h in hosts}
+        deadline = time.monotonic() + 300
+        while not all(os.path.exists(f) for f in done_files.values()):
+            for host, proc in leeches.items():
+                if proc.poll() is not None:
+                    with open(proc.log_path) as f:
+                        tail = f.read()[-2000:]
+                    raise RuntimeError(f"{name}: aria2c in {host} exited ({proc.returncode}):\n{tail}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: aria2c downloads not done after 300 s")
+            time.sleep(0.05)
+        sent = sent_by(SEEDER) - before
     finally:
-        seeder.stop()
-        lab("unshape", "h1")
+        swarm.close()
+    done = {}
+    for host in hosts:
+        with open(done_files[host]) as f:
+            done[host] = round(float(f.read()) - started, 2)
+        if not same_file(source, os.path.join(dirs[host], "pak0.eti")):
+            raise RuntimeError(f"{name}: aria2c's bytes differ in {host}")
+        shutil.rmtree(dirs[host])
+        os.unlink(done_files[host])
+    return max(done.values()), sent / size, done
+
+
+def swarm_bt(work, name):
+    """The BitTorrent baseline of a swarm scenario: aria2c + opentracker,
+    4 MiB pieces, the same shaping, game size and hosts."""
+    cfg = SWARMS[name]
+    size, hosts = cfg["mib"] * MIB, cfg["hosts"]
+    seed_games = os.path.join(work, f"{name}-bt-seed")
+    write_game(seed_games, size, name)
+    seed_dir = os.path.join(seed_games, GAME)
+    source = os.path.join(seed_dir, "pak0.eti")
+    torrent = os.path.join(work, f"{name}.torrent")
+    subprocess.run(["mktorrent", "-l", "22", "-a", BT_ANNOUNCE, "-o", torrent, source],
+                   check=True, stdout=subprocess.DEVNULL)
+    hook = os.path.join(work, "bt-done-hook.sh")
+    with open(hook, "w") as f:
+        f.write(BT_HOOK)
+    os.chmod(hook, 0o755)
+    alone, together, sent, sent_alone, done_runs = [], [], [], [], []
+    with Shaped([SEEDER, *hosts], cfg["rate"]):
+        for run in range(SWARM_RUNS):
+            secs, ratio, _ = bt_round(work, name, torrent, seed_dir, source, ["h2"], size,
+                                      f"{name}-bt{run}-alone", hook)
+            alone.append(secs)
+            sent_alone.append(ratio)
+            secs, ratio, done = bt_round(work, name, torrent, seed_dir, source, hosts, size,
+                                         f"{name}-bt{run}-all", hook)
+            together.append(secs)
+            sent.append(ratio)
+            done_runs.append(done)
+            log(f"  aria2c run {run + 1}: alone {alone[-1]:.1f} s, {len(hosts)} together "
+                f"{together[-1]:.1f} s ({together[-1] / alone[-1]:.2f}); seeder sent "
+                f"{sent[-1]:.2f} × the game")
     shutil.rmtree(seed_games)
-    return {
-        "game_mib": size // MIB,
-        "seeder_link_mbit": FANOUT_RATE,
-        "one_alone_s": summary(alone),
-        "four_together_s": summary(together),
-        "four_over_one": summary(ratios),
-    }
+    out = swarm_figures(cfg, alone, together, sent, sent_alone)
+    median_run = sorted(range(SWARM_RUNS), key=lambda i: together[i])[SWARM_RUNS // 2]
+    out["done_s_median_run"] = done_runs[median_run]
+    out["piece_kib"] = 4096
+    return out
+
+
+def scenario_fanout_bt(work):
+    """1 → 4 as fanout, with BitTorrent: aria2c leechers, aria2c seeder, opentracker."""
+    return swarm_bt(work, "fanout")
+
+
+def scenario_fanout8_bt(work):
+    """1 → 8 as fanout8, with BitTorrent: aria2c leechers, aria2c seeder, opentracker."""
+    return swarm_bt(work, "fanout8")
 
 
 DISCOVERY_ROUNDS = 20
@@ -824,6 +1218,9 @@ SCENARIOS = {
     "single": scenario_single,
     "multi": scenario_multi,
     "fanout": scenario_fanout,
+    "fanout-bt": scenario_fanout_bt,
+    "fanout8": scenario_fanout8,
+    "fanout8-bt": scenario_fanout8_bt,
     "discovery": scenario_discovery,
     "idle": scenario_idle,
     "mesh": scenario_mesh,
@@ -843,9 +1240,24 @@ ROWS = [
     ("single", "https_cpu_s_per_gib_curl", "CPU per GiB, curl", "s", False),
     ("multi", "achieved_mbit", "3 seeders (400+400+100 Mbit/s): achieved", "Mbit/s", True),
     ("multi", "achieved_over_sum", "3 seeders: achieved ÷ sum of links", "", True),
-    ("fanout", "one_alone_s", "fan-out (seeder 400 Mbit/s, 128 MiB): one alone", "s", False),
-    ("fanout", "four_together_s", "fan-out: four together, all done", "s", False),
-    ("fanout", "four_over_one", "fan-out: four ÷ one (4.0 = seeder link bound)", "", False),
+    ("fanout", "one_alone_s", "fan-out 1 → 4 (all links 400 Mbit/s both ways, 128 MiB), lanspread: one alone", "s", False),
+    ("fanout", "four_together_s", "fan-out 1 → 4, lanspread: four together, all done", "s", False),
+    ("fanout", "four_over_one", "fan-out 1 → 4, lanspread: all done ÷ one alone", "", False),
+    ("fanout", "seeder_sent_over_size", "fan-out 1 → 4, lanspread: seeder bytes sent ÷ game size", "", False),
+    ("fanout", "from_downloaders_share", "fan-out 1 → 4, lanspread: share of bytes from other downloaders", "", True),
+    ("fanout-bt", "one_alone_s", "fan-out 1 → 4, BitTorrent (aria2c): one alone", "s", False),
+    ("fanout-bt", "all_done_s", "fan-out 1 → 4, BitTorrent: four together, all done", "s", False),
+    ("fanout-bt", "all_over_one", "fan-out 1 → 4, BitTorrent: all done ÷ one alone", "", False),
+    ("fanout-bt", "seeder_sent_over_size", "fan-out 1 → 4, BitTorrent: seeder bytes sent ÷ game size", "", False),
+    ("fanout8", "one_alone_s", "fan-out 1 → 8 (all links 100 Mbit/s both ways, 128 MiB), lanspread: one alone", "s", False),
+    ("fanout8", "all_done_s", "fan-out 1 → 8, lanspread: eight together, all done", "s", False),
+    ("fanout8", "all_over_one", "fan-out 1 → 8, lanspread: all done ÷ one alone", "", False),
+    ("fanout8", "seeder_sent_over_size", "fan-out 1 → 8, lanspread: seeder bytes sent ÷ game size", "", False),
+    ("fanout8", "from_downloaders_share", "fan-out 1 → 8, lanspread: share of bytes from other downloaders", "", True),
+    ("fanout8-bt", "one_alone_s", "fan-out 1 → 8, BitTorrent (aria2c): one alone", "s", False),
+    ("fanout8-bt", "all_done_s", "fan-out 1 → 8, BitTorrent: eight together, all done", "s", False),
+    ("fanout8-bt", "all_over_one", "fan-out 1 → 8, BitTorrent: all done ÷ one alone", "", False),
+    ("fanout8-bt", "seeder_sent_over_size", "fan-out 1 → 8, BitTorrent: seeder bytes sent ÷ game size", "", False),
     ("discovery", "start_to_peer_connected_s", "daemon start → PeerConnected on another host", "s", False),
     ("mesh", "each_sees_all_s", "mesh of 12 started together: start → sees all 11 others", "s", False),
     ("mesh", "idle_cpu_percent_per_daemon", "mesh of 12: idle CPU per daemon (11 peers)", "%", False),
@@ -911,6 +1323,29 @@ def markdown(report, notes):
         extra.append(f"- 3 seeders, bytes served per seeder (median run): {s['multi']['bytes_share_median_run']}; "
                      f"share of link capacity: {s['multi']['link_share']}. "
                      "Per-peer throughput over time: [multi-peer.svg](multi-peer.svg)")
+    for scen, n in (("fanout", 4), ("fanout8", 8)):
+        for tool in (scen, f"{scen}-bt"):
+            v = s.get(tool, {})
+            if "all_done_s" not in v:  # absent, or from before both-way shaping
+                continue
+            who = "BitTorrent (aria2c + opentracker, 4 MiB pieces)" if tool.endswith("-bt") \
+                else "lanspread"
+            extra.append(
+                f"- fan-out 1 → {n}, {who}: all done **{fmt(v['all_done_s']['median'])} s**, "
+                f"÷ one alone **{fmt(v['all_over_one']['median'])}**; Kumar–Ross bound for "
+                f"{v['link_mbit_both_ways']} Mbit/s links both ways: "
+                f"**{fmt(v['kumar_ross_bound_s'])} s**, ÷ measured one alone "
+                f"**{fmt(v['bound_over_one_alone'])}** (the best ratio possible); seeder sent "
+                f"{fmt(v['seeder_sent_over_size']['median'])} × the game "
+                f"({fmt(v['seeder_sent_over_size_alone']['median'])} × for one alone: "
+                "link headers and protocol)")
+        if "all_done_s" in s.get(scen, {}) and "all_done_s" in s.get(f"{scen}-bt", {}):
+            ours, theirs = s[scen]["all_done_s"]["median"], s[f"{scen}-bt"]["all_done_s"]["median"]
+            extra.append(f"- fan-out 1 → {n}, all done, BitTorrent ÷ lanspread: "
+                         f"**{theirs / ours:.2f}** (above 1: lanspread is faster)")
+    if has_source_split(s.get("fanout", {}).get("progress_median_run")):
+        extra.append("- fan-out 1 → 4, lanspread, bytes each downloader received from the seeder "
+                     "and from other downloaders over time: [fanout-sources.svg](fanout-sources.svg)")
     if "idle" in s:
         extra.append(f"- idle RSS with 2 peers: **{s['idle']['idle_rss_mib']} MiB** "
                      f"({s['idle']['rss_after_30000_ipc_requests_mib']} MiB after 30 000 IPC requests)")
@@ -981,11 +1416,74 @@ def svg_chart(series, rates, path):
         f.write("\n".join(out) + "\n")
 
 
+def has_source_split(progress):
+    """Whether recorded progress points carry bytes by source kind (a
+    lanspreadd older than those event fields sends none)."""
+    points = [p for pts in (progress or {}).values() for p in pts]
+    return bool(points) and all(p[2] is not None and p[3] is not None for p in points)
+
+
+def svg_sources(progress, path, title):
+    """Bytes each downloader received over time (MiB), split by source kind:
+    from complete holders (solid) and from other downloaders (dashed).
+    False (and nothing written) when the events lack the split."""
+    if not has_source_split(progress):
+        return False
+    points = [p for pts in progress.values() for p in pts]
+    width, height, left, bottom, top, right = 760, 380, 60, 40, 30, 170
+    t_max = max(p[0] for p in points) or 1
+    y_max = max(max(p[2], p[3]) for p in points) / MIB * 1.1 or 1
+    x = lambda t: left + (width - left - right) * t / t_max
+    y = lambda v: height - bottom - (height - bottom - top) * v / y_max
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+              "#7f7f7f"]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left}" y="18" font-size="14">{title}</text>']
+    for i in range(6):
+        v = y_max * i / 5
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+                   f'stroke="#ddd"/><text x="{left - 6}" y="{y(v) + 4:.1f}" '
+                   f'text-anchor="end">{v:.0f}</text>')
+    for i in range(6):
+        t = t_max * i / 5
+        out.append(f'<text x="{x(t):.1f}" y="{height - bottom + 16}" '
+                   f'text-anchor="middle">{t:.1f} s</text>')
+    for i, (host, pts) in enumerate(progress.items()):
+        color = colors[i % len(colors)]
+        pts = [(0, 0, 0, 0), *sorted(pts)]
+        for field, dash in ((2, ""), (3, ' stroke-dasharray="5 4"')):
+            line = " ".join(f"{x(p[0]):.1f},{y(p[field] / MIB):.1f}" for p in pts)
+            out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2"{dash} '
+                       f'points="{line}"/>')
+        out.append(f'<text x="{width - right + 8}" y="{top + 20 + 18 * i}" fill="{color}">'
+                   f'{host}</text>')
+    legend = top + 30 + 18 * len(progress)
+    out.append(f'<line x1="{width - right + 8}" x2="{width - right + 38}" y1="{legend}" '
+               f'y2="{legend}" stroke="#333" stroke-width="2"/><text x="{width - right + 44}" '
+               f'y="{legend + 4}">from seeders</text>')
+    out.append(f'<line x1="{width - right + 8}" x2="{width - right + 38}" y1="{legend + 18}" '
+               f'y2="{legend + 18}" stroke="#333" stroke-width="2" stroke-dasharray="5 4"/>'
+               f'<text x="{width - right + 44}" y="{legend + 22}">from downloaders</text>')
+    out.append(f'<text x="{left - 50}" y="{top - 6}">MiB</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+    return True
+
+
 # ---------------------------------------------------------------- main
 
 
 # Tools only some scenarios use.
-SCENARIO_TOOLS = {"single": ("nginx", "curl"), "extract": ("bsdtar",), "many": ("rsync",)}
+SCENARIO_TOOLS = {"single": ("nginx", "curl"), "extract": ("bsdtar",), "many": ("rsync",),
+                  "fanout-bt": ("aria2c", "mktorrent", "opentracker", "curl"),
+                  "fanout8-bt": ("aria2c", "mktorrent", "opentracker", "curl")}
+# The release binaries each scenario runs (the BitTorrent baselines none).
+SCENARIO_BINARIES = {"fanout-bt": (), "fanout8-bt": (),
+                     "idle": ("lanspreadd", "lanspreadctl", "examples/ipc_bench"),
+                     "extract": ("examples/extract_bench",)}
 
 
 def preflight(names):
@@ -996,7 +1494,9 @@ def preflight(names):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is missing (`just bench` installs it through "
                      "scripts/apt-install.sh)")
-    for binary in ("lanspreadd", "examples/ipc_bench", "examples/extract_bench"):
+    binaries = {b for name in names
+                for b in SCENARIO_BINARIES.get(name, ("lanspreadd", "lanspreadctl"))}
+    for binary in sorted(binaries):
         if not os.path.exists(os.path.join(BIN, binary)):
             sys.exit(f"bench: {BIN}/{binary} is missing (`just bench` builds it)")
 
@@ -1032,7 +1532,7 @@ def main():
     results = {}
     failed = True
     try:
-        lab("up", "5")
+        lab("up", str(LAB_HOSTS))
         for name in names:
             log(f"{name}: {SCENARIOS[name].__doc__.strip()}")
             t0 = time.monotonic()
@@ -1058,6 +1558,7 @@ def main():
         with open(latest) as f:
             previous = json.load(f)
     series = results.get("multi", {}).get("series_median_run")
+    fanout_progress = results.get("fanout", {}).get("progress_median_run")
     if previous and args.only:
         # A partial run keeps the other scenarios' last figures.
         merged = dict(previous.get("scenarios", {}))
@@ -1079,6 +1580,15 @@ def main():
         f.write("\n")
     if series:
         svg_chart(series, MULTI_RATES, os.path.join(RESULTS, "multi-peer.svg"))
+    if fanout_progress:
+        cfg = SWARMS["fanout"]
+        if svg_sources(fanout_progress, os.path.join(RESULTS, "fanout-sources.svg"),
+                       f"Fan-out 1 → {len(cfg['hosts'])} ({cfg['rate']} Mbit/s links, "
+                       f"{cfg['mib']} MiB): MiB each downloader received, by source"):
+            log("fanout: wrote fanout-sources.svg")
+        else:
+            log("fanout: the progress events carry no bytes_from_seeders / "
+                "bytes_from_downloaders (an older lanspreadd?): no fanout-sources.svg")
     table = markdown(report, notes)
     with open(os.path.join(RESULTS, "latest.md"), "w") as f:
         f.write(table)

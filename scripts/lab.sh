@@ -13,7 +13,11 @@
 #   lab.sh pid HOST [--id ID]      pid of the host's anchor process (for nsenter)
 #   lab.sh cut HOST | restore HOST cut or restore a host's link (bridge side)
 #   lab.sh shape HOST RATE         limit what HOST sends to RATE (tc tbf, e.g. 100mbit)
-#   lab.sh unshape HOST            remove that limit
+#   lab.sh shape2 HOST RATE        limit what HOST sends and what it receives, each
+#                                  to RATE (the second tbf is on the bridge-side
+#                                  end of the host's veth, vHOST in the bridge's
+#                                  namespace)
+#   lab.sh unshape HOST            remove both limits
 #   lab.sh avahi-restart HOST      kill the host's avahi-daemon and start it again
 #                                  (with the same configuration)
 #   lab.sh down [--id ID]          end every process in the lab (by pid) and remove it
@@ -164,15 +168,22 @@ case $command in
         [[ $command == cut ]] && updown=down || updown=up
         ip -n "$bridge_ns" link set "v$host" "$updown"
         ;;
-    shape)
-        host=${1:?usage: lab.sh shape HOST RATE}
-        rate=${2:?usage: lab.sh shape HOST RATE}
+    shape | shape2)
+        host=${1:?usage: lab.sh $command HOST RATE}
+        rate=${2:?usage: lab.sh $command HOST RATE}
+        anchor_pid "$host" > /dev/null
         ip netns exec "$(host_ns "$host")" tc qdisc replace dev eth0 root tbf \
             rate "$rate" burst 256kb latency 200ms
+        if [[ $command == shape2 ]]; then
+            # What leaves the bridge towards the host: what the host receives.
+            ip netns exec "$bridge_ns" tc qdisc replace dev "v$host" root tbf \
+                rate "$rate" burst 256kb latency 200ms
+        fi
         ;;
     unshape)
         host=${1:?usage: lab.sh unshape HOST}
         ip netns exec "$(host_ns "$host")" tc qdisc del dev eth0 root 2> /dev/null || true
+        ip netns exec "$bridge_ns" tc qdisc del dev "v$host" root 2> /dev/null || true
         ;;
     avahi-restart)
         host=${1:?usage: lab.sh avahi-restart HOST}
@@ -201,7 +212,7 @@ case $command in
         echo "lab $id: down"
         ;;
     *)
-        sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

@@ -19,6 +19,7 @@ pub mod gather;
 pub mod journal;
 pub mod manifest_id;
 pub mod plan;
+pub mod rarity;
 pub mod sentinel;
 pub mod space;
 
@@ -244,12 +245,10 @@ async fn transfer(
         manifest,
         durability,
     };
-    let sources: Vec<(String, Vec<bool>)> = request
-        .sources
-        .iter()
-        .map(|s| (s.peer_id.clone(), s.serves.clone()))
-        .collect();
-    let mut plan = Plan::new(chunks, sources);
+    let mut plan = Plan::new(chunks, fastrand::u64(..));
+    for source in &request.sources {
+        plan.add_peer(source.peer_id.clone(), true);
+    }
     emit(DownloadEvent::Begin {
         id: request.id.clone(),
     })

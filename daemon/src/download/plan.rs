@@ -1,14 +1,23 @@
-//! The download plan: every chunk's state and every peer's standing, and
-//! the decision which chunk a peer fetches next.
+//! The download plan: every chunk's state and every source's standing, and
+//! the decision which chunk a source sends next (`docs/download.md#plan`).
 //!
-//! Pull-based: a peer gets a new chunk whenever one of its slots frees
-//! up, so a fast peer takes proportionally more chunks than a slow one and
-//! the download is bounded by the sum of the peers' links, not by the
-//! slowest. Near the end (nothing left to hand out), an idle peer may
-//! duplicate a chunk in flight on a slower peer, so the last chunks do not
-//! wait on the slowest link. Failures move work away: a chunk that failed
-//! on a peer is retried elsewhere where possible; a peer that keeps failing
-//! or sends bad data is dropped.
+//! Pull-based: a source gets a new chunk whenever one of its slots frees
+//! up, so a fast source takes proportionally more chunks than a slow one
+//! and the download is bounded by the sum of the sources' links, not by
+//! the slowest. Sources are complete holders of the version (they hold
+//! every chunk) or other downloaders of the same manifest (they hold the
+//! chunks they said they verified, and more as they go); sources join and
+//! leave while the download runs.
+//!
+//! Which chunk: **rarest first** among the chunks the source holds (the
+//! fewest sources hold it), at random among equally rare ones, so
+//! downloaders that start together ask a seeder for different chunks and a
+//! seeder mostly sends chunks no one else has yet; a chunk that failed is
+//! retried first. Near the end (nothing left to hand out), an idle source
+//! may duplicate a chunk in flight on a slower one (at most two fetches of
+//! a chunk; the loser is cancelled). Failures move work away: a chunk that
+//! failed on a source is retried elsewhere where possible; a source that
+//! keeps failing or sends bad data is dropped.
 //!
 //! Pure state, owned by one download task; no I/O, no clock of its own
 //! (callers pass durations), so it is unit-tested directly.
@@ -17,6 +26,9 @@ use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use lanspread_proto::wire::CHUNK_SIZE;
+
+use super::journal::ChunkSet;
+use super::rarity::Rarity;
 
 /// Full-size chunks one peer may have in flight at once: a peer's
 /// in-flight budget is this many [`CHUNK_SIZE`] chunks' worth of bytes.
@@ -38,7 +50,10 @@ pub const MAX_BAD_CHUNKS: u32 = 3;
 pub const MAX_CHUNK_ATTEMPTS: u32 = 8;
 
 /// Most peers fetching the same chunk at once (endgame duplicates).
-const MAX_HOLDERS: usize = 2;
+pub const MAX_HOLDERS: usize = 2;
+
+/// Most alternatives a request to a complete holder offers.
+pub const MAX_ALTERNATIVES: usize = 32;
 
 /// Weight of the newest sample in a peer's throughput average.
 const RATE_SMOOTHING: f64 = 0.3;
@@ -70,12 +85,14 @@ enum ChunkState {
     Done,
 }
 
-/// One peer's standing in this download.
+/// One source's standing in this download.
 #[derive(Clone, Debug)]
 pub struct PeerSlot {
     pub peer_id: String,
-    /// Which files this peer can serve (it announced an identical entry).
-    serves: Vec<bool>,
+    /// It holds the complete version (otherwise it is downloading it too).
+    pub complete: bool,
+    /// For a source that is still downloading: the chunks it holds.
+    holdings: Option<Holdings>,
     in_flight: usize,
     /// Bytes of the chunks in flight.
     in_flight_bytes: u64,
@@ -86,6 +103,14 @@ pub struct PeerSlot {
     rate: Option<f64>,
     pub bytes: u64,
     pub dropped: Option<String>,
+}
+
+/// What a source that holds only some chunks holds.
+#[derive(Clone, Debug)]
+struct Holdings {
+    has: ChunkSet,
+    /// The pending chunks among them, by availability.
+    pending: Rarity,
 }
 
 /// Why a fetch did not deliver a verified chunk.
@@ -110,20 +135,22 @@ pub enum AfterFailure {
 
 /// The whole plan.
 ///
-/// Every operation costs O(1) amortized in the number of chunks (times the
-/// number of peers where a chunk concerns each of them), so a plan of
-/// 38 000 chunks or 150 000 one-chunk files stays linear: each peer has its
-/// own queue of the chunks it can serve, in plan order, and entries that
-/// are no longer pending are skipped when they reach the front (lazy
-/// deletion) instead of being searched for; the endgame looks only at the
-/// chunks in flight (at most [`MAX_CHUNKS_IN_FLIGHT`] per peer).
+/// Every per-chunk operation costs O(peers) (each source's rarity set that
+/// holds the chunk is updated), and a pick O(peers) (the rarest non-empty
+/// bucket), so a plan of 38 000 chunks or 150 000 one-chunk files stays
+/// linear; only a source joining as complete holder or leaving re-sorts
+/// every chunk once. The endgame looks only at the chunks in flight.
 #[derive(Debug)]
 pub struct Plan {
     chunks: Vec<Chunk>,
-    /// Per peer, the chunks it can serve that were pending when queued; an
-    /// entry whose chunk is no longer pending (or that the peer sent
-    /// corrupt) is dropped when it reaches the front.
-    queues: Vec<VecDeque<ChunkId>>,
+    /// Per chunk, how many active sources hold it.
+    held_by: Vec<u16>,
+    /// The pending chunks, by availability: what complete holders choose
+    /// from.
+    pending_set: Rarity,
+    /// Chunks that became pending again after a failure: retried first.
+    /// Entries that are no longer pending are dropped when looked at.
+    retry: VecDeque<ChunkId>,
     /// Chunks in state `Pending`.
     pending: usize,
     /// Chunks in state `InFlight`, for the endgame.
@@ -132,41 +159,30 @@ pub struct Plan {
     done: usize,
     done_bytes: u64,
     total_bytes: u64,
-    /// Queue entries, in-flight chunks and chunks looked at so far: the
-    /// tests' measure that the plan stays linear.
+    rng: fastrand::Rng,
+    /// Chunks looked at so far: the tests' measure that the plan stays
+    /// linear.
     #[cfg(test)]
     examined: std::sync::atomic::AtomicUsize,
 }
 
 impl Plan {
-    /// A plan over `chunks` (already-verified ones marked done) for peers
-    /// that each serve the files flagged in `serves`.
-    pub fn new(
-        chunks: Vec<(usize, u64, u64, String, bool)>,
-        peers: Vec<(String, Vec<bool>)>,
-    ) -> Self {
+    /// A plan over `chunks` (already-verified ones marked done), with no
+    /// source yet; `seed` seeds its random choices.
+    pub fn new(chunks: Vec<(usize, u64, u64, String, bool)>, seed: u64) -> Self {
+        let count = chunks.len();
         let mut plan = Self {
-            chunks: Vec::with_capacity(chunks.len()),
-            queues: vec![VecDeque::new(); peers.len()],
+            chunks: Vec::with_capacity(count),
+            held_by: vec![0; count],
+            pending_set: Rarity::new(count),
+            retry: VecDeque::new(),
             pending: 0,
             in_flight: BTreeSet::new(),
-            peers: peers
-                .into_iter()
-                .map(|(peer_id, serves)| PeerSlot {
-                    peer_id,
-                    serves,
-                    in_flight: 0,
-                    in_flight_bytes: 0,
-                    failures_in_row: 0,
-                    bad_chunks: 0,
-                    rate: None,
-                    bytes: 0,
-                    dropped: None,
-                })
-                .collect(),
+            peers: Vec::new(),
             done: 0,
             done_bytes: 0,
             total_bytes: 0,
+            rng: fastrand::Rng::with_seed(seed),
             #[cfg(test)]
             examined: Default::default(),
         };
@@ -178,11 +194,7 @@ impl Plan {
                 plan.done_bytes += length;
             } else {
                 plan.pending += 1;
-                for (queue, peer) in plan.queues.iter_mut().zip(&plan.peers) {
-                    if peer.serves[file] {
-                        queue.push_back(id);
-                    }
-                }
+                plan.pending_set.insert(id, 0);
             }
             plan.chunks.push(Chunk {
                 file,
@@ -199,6 +211,121 @@ impl Plan {
             });
         }
         plan
+    }
+
+    /// Adds a source: a complete holder (holds every chunk) or another
+    /// downloader, which holds nothing until [`Plan::holds`] says so.
+    pub fn add_peer(&mut self, peer_id: String, complete: bool) -> PeerIdx {
+        let count = self.chunks.len();
+        self.peers.push(PeerSlot {
+            peer_id,
+            complete,
+            holdings: (!complete).then(|| Holdings {
+                has: ChunkSet::new(count),
+                pending: Rarity::new(count),
+            }),
+            in_flight: 0,
+            in_flight_bytes: 0,
+            failures_in_row: 0,
+            bad_chunks: 0,
+            rate: None,
+            bytes: 0,
+            dropped: None,
+        });
+        if complete {
+            for held in &mut self.held_by {
+                *held = held.saturating_add(1);
+            }
+            self.rebuild_sets();
+        }
+        self.peers.len() - 1
+    }
+
+    /// `peer` (a downloader) says it holds chunk `id` now.
+    pub fn holds(&mut self, peer: PeerIdx, id: ChunkId) {
+        let slot = &self.peers[peer];
+        if slot.dropped.is_some() || slot.holdings.as_ref().is_none_or(|h| h.has.contains(id)) {
+            return;
+        }
+        let pending = self.chunks[id].state == ChunkState::Pending;
+        if pending {
+            self.unlist(id);
+        }
+        if let Some(holdings) = &mut self.peers[peer].holdings {
+            holdings.has.insert(id);
+        }
+        self.held_by[id] = self.held_by[id].saturating_add(1);
+        if pending {
+            self.list(id);
+        }
+    }
+
+    /// Takes `peer` out of the download: it left (cancelled, changed its
+    /// game, went away) or keeps failing. Its fetches in flight end by
+    /// themselves (the caller aborts them); its chunks no longer count.
+    pub fn drop_peer(&mut self, peer: PeerIdx, reason: String) {
+        let slot = &mut self.peers[peer];
+        if slot.dropped.is_some() {
+            return;
+        }
+        slot.dropped = Some(reason);
+        match &slot.holdings {
+            None => {
+                for held in &mut self.held_by {
+                    *held = held.saturating_sub(1);
+                }
+            }
+            Some(holdings) => {
+                for (id, held) in self.held_by.iter_mut().enumerate() {
+                    if holdings.has.contains(id) {
+                        *held = held.saturating_sub(1);
+                    }
+                }
+            }
+        }
+        self.rebuild_sets();
+    }
+
+    /// Re-sorts every pending chunk into the rarity sets (after a change
+    /// that touches every chunk's availability).
+    fn rebuild_sets(&mut self) {
+        let count = self.chunks.len();
+        self.pending_set = Rarity::new(count);
+        for slot in &mut self.peers {
+            if let Some(holdings) = &mut slot.holdings {
+                holdings.pending = Rarity::new(count);
+            }
+        }
+        for id in 0..count {
+            if self.chunks[id].state == ChunkState::Pending {
+                self.list(id);
+            }
+        }
+    }
+
+    /// Puts pending chunk `id` into the sets of every active source that
+    /// holds it, in the bucket of its availability.
+    fn list(&mut self, id: ChunkId) {
+        let held_by = usize::from(self.held_by[id]);
+        self.pending_set.insert(id, held_by);
+        for slot in self.peers.iter_mut().filter(|s| s.dropped.is_none()) {
+            if let Some(holdings) = &mut slot.holdings
+                && holdings.has.contains(id)
+            {
+                holdings.pending.insert(id, held_by);
+            }
+        }
+    }
+
+    /// Takes chunk `id` out of every rarity set.
+    fn unlist(&mut self, id: ChunkId) {
+        let held_by = usize::from(self.held_by[id]);
+        self.pending_set.remove(id, held_by);
+        for slot in &mut self.peers {
+            if let Some(holdings) = &mut slot.holdings {
+                holdings.pending.remove(id, held_by);
+            }
+        }
     }
 
     pub fn chunk(&self, id: ChunkId) -> &Chunk {
@@ -226,9 +353,31 @@ impl Plan {
         self.peers.iter().filter(|p| p.dropped.is_none()).count()
     }
 
+    /// Sources that are downloading the game themselves, still active.
+    fn active_downloader_sources(&self) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| p.dropped.is_none() && !p.complete)
+            .count()
+    }
+
+    /// Whether chunk `id` is done.
+    pub fn is_done(&self, id: ChunkId) -> bool {
+        self.chunks[id].state == ChunkState::Done
+    }
+
+    /// Whether `peer` holds chunk `id`.
+    fn has(&self, peer: PeerIdx, id: ChunkId) -> bool {
+        self.peers[peer]
+            .holdings
+            .as_ref()
+            .is_none_or(|h| h.has.contains(id))
+    }
+
     /// The next chunk for `peer`, if it has a free slot and there is work
-    /// it can do: a pending chunk first; otherwise (endgame) a chunk in
-    /// flight only on slower peers. Marks the chunk in flight on `peer`.
+    /// it can do: a chunk to retry, else the rarest pending chunk it holds;
+    /// otherwise (endgame) a chunk in flight only on slower peers. Marks
+    /// the chunk in flight on `peer`.
     pub fn next_for(&mut self, peer: PeerIdx) -> Option<ChunkId> {
         let slot = &self.peers[peer];
         if slot.dropped.is_some() || !self.has_room(peer) {
@@ -236,6 +385,7 @@ impl Plan {
         }
         let chosen = match self.next_pending(peer) {
             Some(id) => {
+                self.unlist(id);
                 self.pending -= 1;
                 id
             }
@@ -251,35 +401,90 @@ impl Plan {
         Some(chosen)
     }
 
-    /// Takes the first chunk of `peer`'s queue that is still pending and
-    /// that it may serve; entries passed over are stale and dropped (each
-    /// entry is looked at once, so this is O(1) amortized).
+    /// A pending chunk `peer` holds and did not corrupt: one to retry
+    /// first, else the rarest.
     fn next_pending(&mut self, peer: PeerIdx) -> Option<ChunkId> {
-        while let Some(id) = self.queues[peer].pop_front() {
-            #[cfg(test)]
-            self.count_examined();
-            let chunk = &self.chunks[id];
-            if chunk.state == ChunkState::Pending && !chunk.refused_by.contains(&peer) {
-                return Some(id);
-            }
+        self.retry
+            .retain(|&id| self.chunks[id].state == ChunkState::Pending);
+        if let Some(position) = self
+            .retry
+            .iter()
+            .position(|&id| self.has(peer, id) && !self.chunks[id].refused_by.contains(&peer))
+        {
+            return self.retry.remove(position);
         }
-        None
+        let set = match &self.peers[peer].holdings {
+            None => &self.pending_set,
+            Some(holdings) => &holdings.pending,
+        };
+        let chunks = &self.chunks;
+        #[cfg(test)]
+        let examined = &self.examined;
+        set.pick(&mut self.rng, |id| {
+            #[cfg(test)]
+            examined.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            !chunks[id].refused_by.contains(&peer)
+        })
     }
 
-    /// Puts a chunk that became pending again at the front of the queue of
-    /// every peer that can serve it, so it is retried first.
-    fn requeue(&mut self, id: ChunkId) {
-        let chunk = &self.chunks[id];
-        for (peer, (queue, slot)) in self.queues.iter_mut().zip(&self.peers).enumerate() {
-            if slot.serves[chunk.file] && !chunk.refused_by.contains(&peer) {
-                queue.push_front(id);
+    /// Other pending chunks as rare as `asked` or nearly, for a request to
+    /// a complete holder: it sends whichever of `asked` and these it has
+    /// sent least often (`docs/peer-protocol.md#chunks`), so downloaders
+    /// that ask it at the same moment get different chunks and it sends
+    /// each chunk about once before any twice. Empty for a downloader
+    /// source (it holds only some chunks; it sends what is asked).
+    pub fn alternatives(&mut self, peer: PeerIdx, asked: ChunkId) -> Vec<ChunkId> {
+        if self.peers[peer].holdings.is_some() {
+            return Vec::new();
+        }
+        let chunks = &self.chunks;
+        self.pending_set
+            .sample(&mut self.rng, MAX_ALTERNATIVES, |id| {
+                id != asked && !chunks[id].refused_by.contains(&peer)
+            })
+    }
+
+    /// `peer`, asked for chunk `asked`, is sending chunk `got` instead
+    /// (one of the alternatives): `asked` goes back to be handed out and
+    /// `got` is in flight on `peer` from now on (unless it is done
+    /// already: then what arrives is a late duplicate).
+    pub fn swap(&mut self, peer: PeerIdx, asked: ChunkId, got: ChunkId) {
+        if asked == got {
+            return;
+        }
+        self.release(asked, peer);
+        if let ChunkState::InFlight(holders) = &self.chunks[asked].state
+            && holders.is_empty()
+        {
+            self.chunks[asked].state = ChunkState::Pending;
+            self.in_flight.remove(&asked);
+            self.pending += 1;
+            self.list(asked);
+        }
+        let length = self.chunks[got].length;
+        match &mut self.chunks[got].state {
+            ChunkState::Done => return,
+            ChunkState::InFlight(holders) => {
+                if holders.contains(&peer) {
+                    return;
+                }
+                holders.push(peer);
+            }
+            ChunkState::Pending => {
+                self.unlist(got);
+                self.pending -= 1;
+                self.chunks[got].state = ChunkState::InFlight(vec![peer]);
+                self.in_flight.insert(got);
             }
         }
+        let slot = &mut self.peers[peer];
+        slot.in_flight += 1;
+        slot.in_flight_bytes += length;
     }
 
     /// How long a fetch of `length` bytes from `peer` may take: four times
     /// what its measured rate predicts (with all its slots busy), within
-    /// bounds.
+    /// bounds, so a timeout scales with the chunk's size.
     pub fn timeout_for(&self, peer: PeerIdx, length: u64) -> Duration {
         let expected = self.peers[peer]
             .rate
@@ -298,11 +503,19 @@ impl Plan {
     fn has_room(&self, peer: PeerIdx) -> bool {
         let slot = &self.peers[peer];
         if slot.failures_in_row > 0 {
-            slot.in_flight == 0
-        } else {
-            slot.in_flight < MAX_CHUNKS_IN_FLIGHT
-                && slot.in_flight_bytes < SLOTS_PER_PEER as u64 * CHUNK_SIZE
+            return slot.in_flight == 0;
         }
+        // A complete holder's uplink is shared by every downloader of the
+        // game: each asks it for its share of the usual budget, so the
+        // seeder sends few chunks at once and each becomes available to the
+        // other downloaders sooner.
+        let sharing = if slot.complete {
+            1 + self.active_downloader_sources()
+        } else {
+            1
+        };
+        let budget = (SLOTS_PER_PEER as u64 * CHUNK_SIZE / sharing as u64).max(1);
+        slot.in_flight < MAX_CHUNKS_IN_FLIGHT && slot.in_flight_bytes < budget
     }
 
     /// Frees the fetch slot `peer` used for a chunk of `length` bytes.
@@ -312,19 +525,19 @@ impl Plan {
         slot.in_flight_bytes = slot.in_flight_bytes.saturating_sub(length);
     }
 
-    /// In the endgame: a chunk in flight whose holders are all slower than
-    /// `peer` (or unmeasured), with room for another holder.
+    /// In the endgame: a chunk in flight, held by `peer`, whose holders are
+    /// all slower than `peer` (or unmeasured), with room for another
+    /// holder.
     fn endgame_candidate(&self, peer: PeerIdx) -> Option<ChunkId> {
         if self.pending > 0 {
             return None; // pending work exists, just not for this peer
         }
         let my_rate = self.peers[peer].rate?;
-        let slot = &self.peers[peer];
         self.in_flight.iter().copied().find(|&id| {
             #[cfg(test)]
             self.count_examined();
             let c = &self.chunks[id];
-            slot.serves[c.file]
+            self.has(peer, id)
                 && !c.refused_by.contains(&peer)
                 && matches!(&c.state, ChunkState::InFlight(holders)
                     if holders.len() < MAX_HOLDERS
@@ -354,6 +567,11 @@ impl Plan {
             Some(rate) => rate * (1.0 - RATE_SMOOTHING) + sample * RATE_SMOOTHING,
             None => sample,
         });
+        if self.chunks[id].state == ChunkState::Pending {
+            // Re-queued after a timeout, then delivered after all.
+            self.unlist(id);
+            self.pending -= 1;
+        }
         let chunk = &mut self.chunks[id];
         let others = match std::mem::replace(&mut chunk.state, ChunkState::Done) {
             ChunkState::Done => return None,
@@ -361,12 +579,7 @@ impl Plan {
                 self.in_flight.remove(&id);
                 holders
             }
-            ChunkState::Pending => {
-                // Re-queued after a timeout, then delivered after all; its
-                // queue entries are skipped from now on.
-                self.pending -= 1;
-                Vec::new()
-            }
+            ChunkState::Pending => Vec::new(),
         };
         self.done += 1;
         self.done_bytes += length;
@@ -386,6 +599,7 @@ impl Plan {
         chunk.attempts += 1;
         let slot = &mut self.peers[peer];
         let mut after = AfterFailure::Retry;
+        let mut dropped = None;
         // Which chunks may have lost their last possible source: all of
         // them when a peer is dropped, this one when its peer refused it,
         // none after a transport failure that dropped nobody.
@@ -396,21 +610,19 @@ impl Plan {
                 check = Some(Some(id));
                 slot.bad_chunks += 1;
                 if slot.bad_chunks >= MAX_BAD_CHUNKS && slot.dropped.is_none() {
-                    let reason =
-                        format!("sent {} chunks that failed verification", slot.bad_chunks);
-                    slot.dropped = Some(reason.clone());
-                    after = AfterFailure::PeerDropped(reason);
-                    check = Some(None);
+                    dropped = Some(format!(
+                        "sent {} chunks that failed verification",
+                        slot.bad_chunks
+                    ));
                 }
             }
             FetchFailure::Transport(cause) => {
                 slot.failures_in_row += 1;
                 if slot.failures_in_row >= MAX_FAILURES_IN_ROW && slot.dropped.is_none() {
-                    let reason =
-                        format!("{} failures in a row, last: {cause}", slot.failures_in_row);
-                    slot.dropped = Some(reason.clone());
-                    after = AfterFailure::PeerDropped(reason);
-                    check = Some(None);
+                    dropped = Some(format!(
+                        "{} failures in a row, last: {cause}",
+                        slot.failures_in_row
+                    ));
                 }
             }
         }
@@ -426,7 +638,13 @@ impl Plan {
             chunk.state = ChunkState::Pending;
             self.in_flight.remove(&id);
             self.pending += 1;
-            self.requeue(id);
+            self.list(id);
+            self.retry.push_back(id);
+        }
+        if let Some(reason) = dropped {
+            self.drop_peer(peer, reason.clone());
+            after = AfterFailure::PeerDropped(reason);
+            check = Some(None);
         }
         let missing = match check {
             None => None,
@@ -457,8 +675,9 @@ impl Plan {
     }
 
     /// Says why the download cannot finish, if one of the unfinished chunks
-    /// among `ids` has no active peer left that could serve it. Only a
-    /// dropped peer (all chunks) or a refused chunk (that one) can make a
+    /// among `ids` has no active source left that holds it or may still
+    /// get it (a downloader), other than those that sent it corrupt. Only
+    /// a dropped peer (all chunks) or a refused chunk (that one) can make a
     /// chunk unservable, so the full scan runs at most once per peer.
     fn unservable(&self, ids: impl Iterator<Item = ChunkId>) -> Option<String> {
         ids.map(|id| {
@@ -467,30 +686,32 @@ impl Plan {
             &self.chunks[id]
         })
         .filter(|c| c.state != ChunkState::Done)
-            .find(|c| {
-                !self.peers.iter().enumerate().any(|(i, p)| {
-                    p.dropped.is_none() && p.serves[c.file] && !c.refused_by.contains(&i)
-                })
-            })
-            .map(|c| {
-                let dropped: Vec<String> = self
-                    .peers
-                    .iter()
-                    .filter_map(|p| p.dropped.as_ref().map(|why| format!("{}: {why}", p.peer_id)))
-                    .collect();
-                let refused: Vec<&str> = c
-                    .refused_by
-                    .iter()
-                    .map(|&i| self.peers[i].peer_id.as_str())
-                    .collect();
-                format!(
-                    "no peer left that can serve file #{} (offset {}); dropped peers: [{}]; peers that sent it corrupt: [{}]",
-                    c.file,
-                    c.offset,
-                    dropped.join("; "),
-                    refused.join(", ")
-                )
-            })
+        .find(|c| {
+            !self
+                .peers
+                .iter()
+                .enumerate()
+                .any(|(i, p)| p.dropped.is_none() && !c.refused_by.contains(&i))
+        })
+        .map(|c| {
+            let dropped: Vec<String> = self
+                .peers
+                .iter()
+                .filter_map(|p| p.dropped.as_ref().map(|why| format!("{}: {why}", p.peer_id)))
+                .collect();
+            let refused: Vec<&str> = c
+                .refused_by
+                .iter()
+                .map(|&i| self.peers[i].peer_id.as_str())
+                .collect();
+            format!(
+                "no peer left that can serve file #{} (offset {}); dropped peers: [{}]; peers that sent it corrupt: [{}]",
+                c.file,
+                c.offset,
+                dropped.join("; "),
+                refused.join(", ")
+            )
+        })
     }
 }
 
@@ -500,12 +721,16 @@ mod tests {
 
     /// A plan of `chunks` full-size chunks of one file.
     fn plan(chunks: usize, peers: usize) -> Plan {
-        Plan::new(
+        let mut plan = Plan::new(
             (0..chunks)
                 .map(|i| (0, i as u64 * CHUNK_SIZE, CHUNK_SIZE, format!("h{i}"), false))
                 .collect(),
-            (0..peers).map(|p| (format!("p{p}"), vec![true])).collect(),
-        )
+            1,
+        );
+        for p in 0..peers {
+            plan.add_peer(format!("p{p}"), true);
+        }
+        plan
     }
 
     /// Simulates pull-based fetching where peer p needs `cost[p]` ticks
@@ -588,21 +813,22 @@ mod tests {
         );
     }
 
-    /// A game of 150 000 one-chunk files, one peer serving only the second
-    /// half of them (it lists the first half differently): every chunk is
-    /// fetched from a peer that serves it, in linear steps (searching one
-    /// shared queue for a chunk that peer can serve would be quadratic).
+    /// A game of 150 000 one-chunk files, one source (a downloader) holding
+    /// only the second half of them: every chunk is fetched from a source
+    /// that holds it, in linear steps (searching one shared list for a
+    /// chunk that source holds would be quadratic).
     #[test]
     fn a_plan_of_150_000_one_chunk_files_runs_to_completion_in_linear_steps() {
         const FILES: usize = 150_000;
         let chunks = (0..FILES)
             .map(|f| (f, 0, 10, format!("h{f}"), false))
             .collect();
-        let half = (0..FILES).map(|f| f >= FILES / 2).collect();
-        let mut plan = Plan::new(
-            chunks,
-            vec![("half".into(), half), ("all".into(), vec![true; FILES])],
-        );
+        let mut plan = Plan::new(chunks, 1);
+        let half = plan.add_peer("half".into(), false);
+        for id in FILES / 2..FILES {
+            plan.holds(half, id);
+        }
+        plan.add_peer("all".into(), true);
         let started = std::time::Instant::now();
         let served = simulate(&mut plan, &[1, 1]);
         assert!(plan.is_finished());
@@ -631,8 +857,9 @@ mod tests {
             (0..100)
                 .map(|i| (i, 0, small, format!("h{i}"), false))
                 .collect(),
-            vec![("p".into(), vec![true; 100])],
+            1,
         );
+        small_plan.add_peer("p".into(), true);
         let mut taken = 0;
         while small_plan.next_for(0).is_some() {
             taken += 1;
@@ -727,12 +954,232 @@ mod tests {
     fn verified_chunks_from_a_journal_are_not_fetched_again() {
         let mut plan = Plan::new(
             vec![(0, 0, 10, "a".into(), true), (0, 10, 10, "b".into(), false)],
-            vec![("p".into(), vec![true])],
+            1,
         );
+        plan.add_peer("p".into(), true);
         assert_eq!(plan.done_bytes(), 10);
         assert_eq!(plan.next_for(0), Some(1));
         assert_eq!(plan.next_for(0), None);
         plan.completed(1, 0, Duration::from_millis(5));
         assert!(plan.is_finished());
+    }
+
+    #[test]
+    fn a_seeder_is_asked_for_the_chunks_no_other_source_holds() {
+        let mut plan = plan(40, 0);
+        let seeder = plan.add_peer("seeder".into(), true);
+        let other = plan.add_peer("downloader".into(), false);
+        for id in 0..30 {
+            plan.holds(other, id);
+        }
+        // Rarest first: the seeder gets the ten chunks only it holds.
+        let mut from_seeder = Vec::new();
+        while let Some(id) = plan.next_for(seeder) {
+            from_seeder.push(id);
+            plan.completed(id, seeder, Duration::from_millis(10));
+            if from_seeder.len() == 10 {
+                break;
+            }
+        }
+        from_seeder.sort();
+        assert_eq!(from_seeder, (30..40).collect::<Vec<_>>());
+        // The downloader is asked only for chunks it holds.
+        while let Some(id) = plan.next_for(other) {
+            assert!(id < 30, "asked a downloader for chunk {id} it does not hold");
+            plan.completed(id, other, Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn downloaders_that_start_together_ask_the_seeder_for_different_chunks() {
+        // Eight plans over the same 64 chunks, each with its own seed, as
+        // eight daemons would have: their first four picks overlap little.
+        let mut firsts = Vec::new();
+        for seed in 0..8 {
+            let mut plan = Plan::new(
+                (0..64).map(|i| (0, i * 10, 10, format!("h{i}"), false)).collect(),
+                seed,
+            );
+            plan.add_peer("seeder".into(), true);
+            while let Some(id) = plan.next_for(0) {
+                firsts.push(id);
+            }
+        }
+        let distinct: std::collections::HashSet<_> = firsts.iter().collect();
+        assert!(
+            distinct.len() >= 20,
+            "{} distinct chunks among {} first picks: {firsts:?}",
+            distinct.len(),
+            firsts.len()
+        );
+    }
+
+    /// One seeder and `n` downloaders on links of equal rate (one chunk per
+    /// tick each way, shared by the fetches on it); each downloader's plan
+    /// has the seeder and the other downloaders as sources and hears at
+    /// once about each chunk another one verified. Returns the ticks until
+    /// all are done and the chunks the seeder sent (fractions of cancelled
+    /// duplicates included).
+    fn simulate_swarm(chunks: usize, n: usize) -> (u32, f64) {
+        struct Fetch {
+            to: usize,
+            from: usize,
+            asked: ChunkId,
+            chunk: ChunkId,
+            left: f64,
+            started: u32,
+        }
+        // Host 0 is the seeder; hosts 1..=n download. In downloader d's
+        // plan, peer index p is host p (p != d), and its own index is a
+        // placeholder that never gets work.
+        let mut plans: Vec<Plan> = (0..=n)
+            .map(|d| {
+                let mut plan = Plan::new(
+                    (0..chunks)
+                        .map(|i| (0, i as u64 * CHUNK_SIZE, CHUNK_SIZE, format!("h{i}"), false))
+                        .collect(),
+                    d as u64 + 1,
+                );
+                plan.add_peer("seeder".into(), true);
+                for host in 1..=n {
+                    let peer = plan.add_peer(format!("d{host}"), false);
+                    if host == d {
+                        plan.drop_peer(peer, "itself".into());
+                    }
+                }
+                plan
+            })
+            .collect();
+        let mut fetches: Vec<Fetch> = Vec::new();
+        let mut seeder_sent = 0.0;
+        let mut seeder_count = vec![0u32; chunks];
+        let mut tick = 0u32;
+        while (1..=n).any(|d| !plans[d].is_finished()) {
+            for d in 1..=n {
+                for from in 0..=n {
+                    while let Some(asked) = plans[d].next_for(from) {
+                        // The seeder sends the least-sent of the asked
+                        // chunk and its alternatives (the asked one first
+                        // among equals), as the server does.
+                        let chunk = if from == 0 {
+                            let alternatives = plans[d].alternatives(from, asked);
+                            let chunk = std::iter::once(asked)
+                                .chain(alternatives)
+                                .min_by_key(|&c| seeder_count[c])
+                                .unwrap();
+                            seeder_count[chunk] += 1;
+                            chunk
+                        } else {
+                            asked
+                        };
+                        fetches.push(Fetch { to: d, from, asked, chunk, left: 1.0, started: tick });
+                    }
+                }
+            }
+            tick += 1;
+            // Max-min fair rates (as TCP or QUIC flows share links): each
+            // fetch crosses its source's uplink and its downloader's
+            // downlink, each of capacity one chunk per tick.
+            let link = |f: &Fetch| [f.from, n + 1 + f.to];
+            let mut capacity = vec![1.0f64; 2 * (n + 1)];
+            let mut rate: Vec<Option<f64>> = vec![None; fetches.len()];
+            while rate.iter().any(Option::is_none) {
+                let mut users = vec![0usize; capacity.len()];
+                for (f, r) in fetches.iter().zip(&rate) {
+                    if r.is_none() {
+                        for l in link(f) {
+                            users[l] += 1;
+                        }
+                    }
+                }
+                let (bottleneck, share) = (0..capacity.len())
+                    .filter(|&l| users[l] > 0)
+                    .map(|l| (l, capacity[l] / users[l] as f64))
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .unwrap();
+                for (f, r) in fetches.iter().zip(rate.iter_mut()) {
+                    if r.is_none() && link(f).contains(&bottleneck) {
+                        *r = Some(share);
+                        for l in link(f) {
+                            capacity[l] -= share;
+                        }
+                    }
+                }
+            }
+            for (f, r) in fetches.iter_mut().zip(rate) {
+                let rate = r.unwrap_or(0.0);
+                f.left -= rate;
+                if f.from == 0 {
+                    seeder_sent += rate;
+                }
+            }
+            let (finished, rest): (Vec<Fetch>, Vec<Fetch>) =
+                fetches.into_iter().partition(|f| f.left <= 1e-9);
+            fetches = rest;
+            let mut verified = Vec::new();
+            for f in finished {
+                let elapsed = Duration::from_millis(u64::from(tick - f.started) * 100);
+                plans[f.to].swap(f.from, f.asked, f.chunk);
+                if let Some(others) = plans[f.to].completed(f.chunk, f.from, elapsed) {
+                    fetches.retain(|g| {
+                        !(g.to == f.to && g.asked == f.chunk && others.contains(&g.from))
+                    });
+                    verified.push((f.to, f.chunk));
+                }
+            }
+            for (host, chunk) in verified {
+                for (d, plan) in plans.iter_mut().enumerate().skip(1) {
+                    if d != host {
+                        plan.holds(host, chunk);
+                    }
+                }
+            }
+            assert!(tick < 100 * chunks as u32, "the swarm did not finish");
+        }
+        (tick, seeder_sent)
+    }
+
+    /// The swarm the issue asks for, simulated: 1 → 8 on equal links. One
+    /// download alone takes `chunks` ticks (the seeder's link); the
+    /// Kumar–Ross bound for eight is the same. The seeder sends each chunk
+    /// about once and all eight finish in about the time of one.
+    #[test]
+    fn in_a_simulated_one_to_eight_swarm_the_seeder_sends_each_chunk_about_once() {
+        const CHUNKS: usize = 64;
+        let (alone, alone_sent) = simulate_swarm(CHUNKS, 1);
+        let (eight, sent) = simulate_swarm(CHUNKS, 8);
+        eprintln!(
+            "alone {alone} ticks ({alone_sent:.1} chunks sent), 1 -> 8: {eight} ticks, seeder sent {sent:.1} chunks ({:.2}x)",
+            sent / CHUNKS as f64
+        );
+        assert!(sent / (CHUNKS as f64) <= 1.3, "seeder sent {sent:.1} of {CHUNKS}");
+        assert!(
+            f64::from(eight) <= 1.3 * f64::from(alone),
+            "eight took {eight} ticks, one alone {alone}"
+        );
+    }
+
+    #[test]
+    fn the_endgame_never_runs_more_than_two_fetches_of_a_chunk() {
+        let mut plan = plan(6, 4);
+        // Measure every peer, then hand out everything.
+        let mut in_flight: Vec<(ChunkId, PeerIdx)> = Vec::new();
+        for peer in 0..4 {
+            let id = plan.next_for(peer).unwrap();
+            plan.completed(id, peer, Duration::from_millis(100 * (peer as u64 + 1)));
+        }
+        for peer in (0..4).rev() {
+            while let Some(id) = plan.next_for(peer) {
+                in_flight.push((id, peer));
+            }
+        }
+        for id in 0..6 {
+            let holders = in_flight.iter().filter(|(c, _)| *c == id).count();
+            assert!(holders <= MAX_HOLDERS, "chunk {id} fetched {holders} times at once");
+        }
+        assert!(
+            in_flight.len() > 2,
+            "the fast peers duplicated the slow ones' chunks: {in_flight:?}"
+        );
     }
 }
