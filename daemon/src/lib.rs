@@ -17,6 +17,7 @@ pub mod identity;
 pub mod install;
 pub mod ipc;
 pub mod library;
+pub mod manifest_id;
 pub mod monitor;
 pub mod peer_db;
 pub mod ping;
@@ -25,6 +26,7 @@ pub mod runtime;
 pub mod serve;
 pub mod service;
 pub mod state_dir;
+pub mod swarm;
 pub mod transport;
 pub mod verify;
 

@@ -212,28 +212,35 @@ impl PeerGameDb {
     }
 
     /// The library clients see: every cataloged title held locally or by a
-    /// connected peer, with the latest version anyone holds and how many
-    /// peers hold that version. Titles outside the local catalog are left
+    /// connected peer, with the latest version anyone holds (complete or
+    /// downloading it), how many peers hold that version complete and how
+    /// many are downloading it. Titles outside the local catalog are left
     /// out (there is no name for them).
     pub fn merged(&self, local: &LocalLibrary, catalog: &Catalog) -> Vec<GameSummary> {
-        let mut latest: BTreeMap<GameId, (Option<Version>, u32)> = BTreeMap::new();
+        // Per game: the latest version, its complete holders, its downloaders.
+        let mut latest: BTreeMap<GameId, (Option<Version>, u32, u32)> = BTreeMap::new();
         for game in local.games.values() {
-            latest.insert(game.id.clone(), (game.version.clone(), 0));
+            latest.insert(game.id.clone(), (game.version.clone(), 0, 0));
         }
         for game in self.connected().flat_map(|p| &p.games) {
             if catalog.get(&game.id).is_none() {
                 continue;
             }
-            let entry = latest.entry(game.id.clone()).or_insert((None, 0));
+            let entry = latest.entry(game.id.clone()).or_insert((None, 0, 0));
             match &entry.0 {
-                Some(current) if *current > game.version => {}
-                Some(current) if *current == game.version => entry.1 += 1,
-                _ => *entry = (Some(game.version.clone()), 1),
+                Some(current) if *current > game.version => continue,
+                Some(current) if *current == game.version => {}
+                _ => *entry = (Some(game.version.clone()), 0, 0),
+            }
+            if game.complete {
+                entry.1 += 1;
+            } else {
+                entry.2 += 1;
             }
         }
         latest
             .into_iter()
-            .map(|(id, (version, peers))| {
+            .map(|(id, (version, peers, downloading))| {
                 let local = local.games.get(&id);
                 GameSummary {
                     name: catalog.get(&id).map(|e| e.name.clone()).unwrap_or_default(),
@@ -242,6 +249,7 @@ impl PeerGameDb {
                     installed: local.is_some_and(|g| g.installed),
                     size: local.map_or(0, |g| g.size),
                     peers,
+                    downloading,
                     preparing: None,
                     id,
                 }
@@ -268,6 +276,8 @@ mod tests {
             id: GameId::new(id).unwrap(),
             version: Version::new(version),
             size: 10,
+            manifest: None,
+            complete: true,
         }
     }
 

@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error_chain::err_chain;
 use crate::event_sender::EventSender;
-use crate::library::{LibraryIndex, LocalFile, ManifestError, game_manifest};
+use crate::library::{FileStamp, LibraryIndex, LocalFile, ManifestError, game_manifest_stamped};
+use crate::manifest_id::{ChunkTable, ManifestId};
 use crate::serve::{ServedGame, ServedLibrary};
 
 /// A game whose files changed while they were hashed is tried again after
@@ -46,6 +47,9 @@ pub enum PrepareEvent {
 #[derive(Debug, Default)]
 pub struct Manifests {
     entries: Mutex<HashMap<GameId, Entry>>,
+    /// Grows whenever a manifest becomes ready or is dropped (peers then
+    /// fetch `ListGames` again: it carries the manifests' digests).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -59,14 +63,26 @@ struct Entry {
 #[derive(Clone, Debug)]
 enum State {
     Preparing(Preparing),
-    Ready(Arc<Vec<GameFileDescription>>),
+    Ready(Arc<PreparedManifest>),
     Failed(String),
+}
+
+/// A served game's file list, ready to send, with what serving its chunks
+/// needs: its digest, its chunk numbering, and each file's size and mtime
+/// when it was hashed (a file that no longer matches is not served under
+/// this manifest).
+#[derive(Debug)]
+pub struct PreparedManifest {
+    pub files: Arc<Vec<GameFileDescription>>,
+    pub manifest: ManifestId,
+    pub table: ChunkTable,
+    pub stamps: Vec<Option<FileStamp>>,
 }
 
 /// The manifest of a served game, as far as it exists.
 #[derive(Clone, Debug)]
 pub enum Lookup {
-    Ready(Arc<Vec<GameFileDescription>>),
+    Ready(Arc<PreparedManifest>),
     Preparing(Preparing),
     /// Building it failed; the reason (for the log, not for peers).
     Failed(String),
@@ -79,7 +95,7 @@ impl Manifests {
         match entries.get(id) {
             Some(entry) if entry.version == game.version && entry.source == game.files => {
                 match &entry.state {
-                    State::Ready(files) => Lookup::Ready(Arc::clone(files)),
+                    State::Ready(prepared) => Lookup::Ready(Arc::clone(prepared)),
                     State::Preparing(progress) => Lookup::Preparing(*progress),
                     State::Failed(reason) => Lookup::Failed(reason.clone()),
                 }
@@ -107,7 +123,13 @@ impl Manifests {
         })
     }
 
+    /// Grows whenever a manifest becomes ready or is dropped.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     fn set(&self, id: &GameId, game: &ServedGame, state: State) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(
             id.clone(),
             Entry {
@@ -197,6 +219,7 @@ impl Preparer {
         let cancel = Arc::new(AtomicBool::new(false));
         let job = {
             let (id, files, index) = (id.clone(), game.files.clone(), Arc::clone(&self.index));
+            let version = game.version.clone();
             let (state_dir, manifests, events) = (
                 self.state_dir.clone(),
                 Arc::clone(&self.manifests),
@@ -215,7 +238,7 @@ impl Preparer {
                         progress,
                     });
                 };
-                game_manifest(
+                game_manifest_stamped(
                     &root,
                     &id,
                     &files,
@@ -224,6 +247,12 @@ impl Preparer {
                     &report,
                     &cancel,
                 )
+                .map(|(files, stamps)| PreparedManifest {
+                    manifest: ManifestId::of(&version, &files),
+                    table: ChunkTable::new(&files),
+                    files: Arc::new(files),
+                    stamps,
+                })
             })
         };
         tokio::pin!(job);
@@ -244,12 +273,12 @@ impl Preparer {
         &self,
         id: &GameId,
         game: &ServedGame,
-        result: Result<Result<Vec<GameFileDescription>, ManifestError>, tokio::task::JoinError>,
+        result: Result<Result<PreparedManifest, ManifestError>, tokio::task::JoinError>,
     ) -> Outcome {
         match result {
-            Ok(Ok(files)) => {
-                tracing::info!(game = %id, files = files.len(), "file list ready");
-                self.manifests.set(id, game, State::Ready(Arc::new(files)));
+            Ok(Ok(prepared)) => {
+                tracing::info!(game = %id, files = prepared.files.len(), manifest = %prepared.manifest, "file list ready");
+                self.manifests.set(id, game, State::Ready(Arc::new(prepared)));
                 let _ = self
                     .events
                     .send(PrepareEvent::Ready { id: id.clone() })

@@ -46,6 +46,8 @@ pub struct RuntimeFeeds {
     pub pings: EventSender<PingEvent>,
     /// Where the manifest preparer reports.
     pub prepare: EventSender<PrepareEvent>,
+    /// What the downloads hold, for the server.
+    pub swarm: Arc<crate::swarm::Swarm>,
 }
 
 /// The running peer runtime.
@@ -97,6 +99,8 @@ impl PeerRuntime {
             library: feeds.served,
             manifests,
             upload_limit: Arc::clone(&config.limits.upload),
+            swarm: feeds.swarm,
+            sent: Default::default(),
         });
         serving.handle().spawn(server.serve(context, tasks.clone()));
         tokio::spawn(ping::run(

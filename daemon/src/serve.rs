@@ -83,6 +83,8 @@ impl ServedLibrary {
                 id: id.clone(),
                 version: game.version.clone(),
                 size: game.size,
+                manifest: None,
+                complete: true,
             })
             .collect()
     }

@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lanspread_proto::ipc::DifferingFile;
-use lanspread_proto::model::{GameFileDescription, GameId};
+use lanspread_proto::model::{GameFileDescription, GameId, Version};
 use lanspread_proto::wire::CHUNK_SIZE;
 use tokio_util::sync::CancellationToken;
 
 use crate::download::Source;
 use crate::event_sender::EventSender;
+use crate::manifest_id::{ChunkTable, ManifestId};
 use crate::transport::PeerClient;
 
 /// How often progress is reported (at most).
@@ -35,7 +36,8 @@ pub struct VerifyRequest {
     pub id: GameId,
     /// The game root (`<game_dir>/<id>`).
     pub root: PathBuf,
-    /// The manifest to check against.
+    /// The version and manifest to check against.
+    pub version: Version,
     pub files: Vec<GameFileDescription>,
     /// Peers that offered this manifest; repairs fetch from them.
     pub sources: Vec<Source>,
@@ -191,6 +193,8 @@ async fn repair(
     cancel: &CancellationToken,
 ) -> u64 {
     let mut repaired = 0;
+    let manifest = ManifestId::of(&request.version, &request.files).to_hex();
+    let table = ChunkTable::new(&request.files);
     for entry in differing.iter_mut() {
         let Some((file_idx, file)) = request
             .files
@@ -217,19 +221,21 @@ async fn repair(
             let offset = u64::from(c) * CHUNK_SIZE;
             let length = (file.size - offset).min(CHUNK_SIZE);
             let expected = &file.chunk_hashes[c as usize];
-            for source in request.sources.iter().filter(|s| s.serves[file_idx]) {
+            let global = table.index(file_idx, c as usize) as u32;
+            for source in &request.sources {
                 let fetched = client
                     .fetch_chunk(
                         source.addr,
                         &request.id,
-                        &file.relative_path,
-                        offset,
-                        length,
+                        &manifest,
+                        global,
+                        Vec::new(),
+                        |g| (g == global).then_some(length),
                         REPAIR_CHUNK_TIMEOUT,
                     )
                     .await;
                 let bytes = match fetched {
-                    Ok(bytes) if blake3::hash(&bytes).to_hex().as_str() == expected => bytes,
+                    Ok((_, bytes)) if blake3::hash(&bytes).to_hex().as_str() == expected => bytes,
                     Ok(_) => {
                         tracing::warn!(game = %request.id, peer = %source.peer_id, path = %file.relative_path, chunk = c, "repair chunk failed verification");
                         continue;

@@ -16,6 +16,7 @@ use lanspread_proto::client::IpcClient;
 use lanspread_proto::ipc::{ErrorCode, PeerEvent};
 use lanspread_proto::model::{GameFileDescription, GameId, Version};
 use lanspread_proto::wire::{
+    Availability,
     AnnouncedGame, CHUNK_SIZE, DataHeader, Request, Response, WIRE_VERSION,
 };
 use lanspreadd::discovery::Announcement;
@@ -35,6 +36,10 @@ enum Lie {
     Truncated,
     Stall,
     HugeVersion,
+    /// Sends a chunk it was not asked for.
+    WrongChunk,
+    /// Answers `Subscribe` with a set that is not one.
+    BadAvailability,
 }
 
 fn hash(data: &[u8]) -> String {
@@ -131,6 +136,8 @@ async fn liar(lie: Lie) -> SocketAddr {
                                             id: GameId::new("openarena").unwrap(),
                                             version: Version::new(version),
                                             size: 1,
+                                            manifest: None,
+                                            complete: true,
                                         }],
                                     }))
                                     .await;
@@ -144,52 +151,74 @@ async fn liar(lie: Lie) -> SocketAddr {
                                     }))
                                     .await;
                             }
-                            Request::GetGameFileChunk {
-                                relative_path,
-                                length,
-                                ..
-                            } => {
-                                let real: &[u8] = if relative_path == "version.ini" {
-                                    SENTINEL
+                            Request::Subscribe { .. } => {
+                                let line = if lie == Lie::BadAvailability {
+                                    Availability::Have {
+                                        chunks: "not hex".into(),
+                                        complete: true,
+                                    }
                                 } else {
-                                    PAYLOAD
+                                    Availability::Have {
+                                        chunks: "03".into(),
+                                        complete: true,
+                                    }
                                 };
+                                let mut bytes = serde_json::to_vec(&line).unwrap();
+                                bytes.push(b'\n');
+                                let _ = stream.send(Bytes::from(bytes)).await;
+                            }
+                            Request::GetChunk { chunk, .. } => {
+                                // Chunk 0 is pak0.eti, chunk 1 version.ini.
+                                let real: &[u8] = if chunk == 1 { SENTINEL } else { PAYLOAD };
+                                let length = real.len() as u64;
                                 match lie {
                                     Lie::Stall => {
                                         tokio::time::sleep(Duration::from_secs(3600)).await;
                                     }
                                     Lie::WrongLength => {
                                         let _ = stream
-                                            .send(header(&DataHeader::Data { length: length + 5 }))
+                                            .send(header(&DataHeader::Data {
+                                                chunk,
+                                                length: length + 5,
+                                            }))
                                             .await;
                                         let _ = stream
                                             .send(Bytes::from(vec![0u8; length as usize + 5]))
                                             .await;
                                     }
                                     Lie::Truncated => {
-                                        let _ =
-                                            stream.send(header(&DataHeader::Data { length })).await;
+                                        let _ = stream
+                                            .send(header(&DataHeader::Data { chunk, length }))
+                                            .await;
                                         let _ = stream
                                             .send(Bytes::copy_from_slice(&real[..real.len() / 2]))
                                             .await;
                                     }
                                     Lie::WrongHashes => {
-                                        let _ =
-                                            stream.send(header(&DataHeader::Data { length })).await;
+                                        let _ = stream
+                                            .send(header(&DataHeader::Data { chunk, length }))
+                                            .await;
                                         let _ = stream
                                             .send(Bytes::from(vec![b'!'; length as usize]))
                                             .await;
                                     }
-                                    _ => {
-                                        let _ =
-                                            stream.send(header(&DataHeader::Data { length })).await;
+                                    Lie::WrongChunk => {
                                         let _ = stream
-                                            .send(Bytes::copy_from_slice(&real[..length as usize]))
+                                            .send(header(&DataHeader::Data {
+                                                chunk: chunk + 7,
+                                                length,
+                                            }))
                                             .await;
+                                        let _ = stream.send(Bytes::copy_from_slice(real)).await;
+                                    }
+                                    _ => {
+                                        let _ = stream
+                                            .send(header(&DataHeader::Data { chunk, length }))
+                                            .await;
+                                        let _ = stream.send(Bytes::copy_from_slice(real)).await;
                                     }
                                 }
                             }
-                            Request::GetGameFileData { .. } => {}
                         }
                         let _ = stream.finish();
                     });
@@ -256,7 +285,13 @@ async fn lying_manifests_are_refused_naming_the_peer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_data_fails_the_download_naming_the_peer_and_commits_nothing() {
-    for lie in [Lie::WrongHashes, Lie::WrongLength, Lie::Truncated] {
+    for lie in [
+        Lie::WrongHashes,
+        Lie::WrongLength,
+        Lie::Truncated,
+        Lie::WrongChunk,
+        Lie::BadAvailability,
+    ] {
         let (daemon, mut client) = victim(lie).await;
         let mut events = daemon.client().await;
         events.subscribe().await.unwrap();

@@ -11,10 +11,11 @@ use bytes::Bytes;
 use common::{test_catalog, write};
 use lanspread_proto::model::GameId;
 use lanspread_proto::wire::{
-    CHUNK_SIZE, MAX_REQUEST_BYTES, Request, Response, WIRE_VERSION, WireErrorCode,
+    Availability, CHUNK_SIZE, MAX_REQUEST_BYTES, Request, Response, WIRE_VERSION, WireErrorCode,
 };
 use lanspreadd::event_sender::EventSender;
 use lanspreadd::library::{LibraryIndex, scan_local_library};
+use lanspreadd::manifest_id::{ChunkTable, ManifestId};
 use lanspreadd::prepare::{Manifests, PrepareEvent, Preparer};
 use lanspreadd::serve::ServedLibrary;
 use lanspreadd::transport::{
@@ -106,6 +107,8 @@ impl Fixture {
             library: rx,
             manifests,
             upload_limit: Default::default(),
+            swarm: Default::default(),
+            sent: Default::default(),
         });
         tokio::spawn(server.serve(context, shutdown.clone()));
         Self {
@@ -163,31 +166,57 @@ fn client() -> PeerClient {
     PeerClient::new(&TlsIdentity::compiled_in()).unwrap()
 }
 
+/// The served manifest's digest and numbering (asked with `GetGame`).
+async fn served_manifest(client: &PeerClient, addr: SocketAddr) -> (String, ChunkTable) {
+    let answer = client
+        .request(
+            addr,
+            &Request::GetGame {
+                id: id("openarena"),
+            },
+        )
+        .await
+        .unwrap();
+    let Response::Game { version, files, .. } = answer else {
+        panic!("expected a manifest, got {answer:?}");
+    };
+    (
+        ManifestId::of(&version, &files).to_hex(),
+        ChunkTable::new(&files),
+    )
+}
+
+/// Chunk `index` (or one of `alternatives`) of manifest `manifest`.
 async fn chunk(
     client: &PeerClient,
     addr: SocketAddr,
     game: &str,
-    path: &str,
-    offset: u64,
-    length: u64,
-) -> Result<Vec<u8>, TransportError> {
+    (manifest, table): &(String, ChunkTable),
+    index: u32,
+    alternatives: Vec<u32>,
+) -> Result<(u32, Vec<u8>), TransportError> {
     client
         .fetch_chunk(
             addr,
             &id(game),
-            path,
-            offset,
-            length,
+            manifest,
+            index,
+            alternatives,
+            |c| table.place(c).map(|p| p.length),
             Duration::from_secs(10),
         )
         .await
 }
 
-fn refused_code(result: Result<Vec<u8>, TransportError>) -> WireErrorCode {
+fn refused(result: Result<(u32, Vec<u8>), TransportError>) -> (WireErrorCode, String) {
     match result {
-        Err(TransportError::Refused { code, .. }) => code,
+        Err(TransportError::Refused { code, message, .. }) => (code, message),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+fn refused_code(result: Result<(u32, Vec<u8>), TransportError>) -> WireErrorCode {
+    refused(result).0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,14 +224,18 @@ async fn ping_list_and_manifest_describe_the_served_library() {
     let fixture = Fixture::start().await;
     let client = client();
     let pong = client.request(fixture.addr, &Request::Ping).await.unwrap();
-    assert_eq!(
-        pong,
-        Response::Pong {
-            peer_id: "server-peer".into(),
-            wire_version: WIRE_VERSION,
-            library_revision: 7
-        }
-    );
+    // The revision is the library's (7) plus what changed in the prepared
+    // file lists and the swarm since: it only grows.
+    let Response::Pong {
+        peer_id,
+        wire_version,
+        library_revision,
+    } = pong
+    else {
+        panic!("expected a pong, got {pong:?}");
+    };
+    assert_eq!((peer_id.as_str(), wire_version), ("server-peer", WIRE_VERSION));
+    assert!(library_revision > 7, "{library_revision}");
     let Response::Games { games } = client
         .request(fixture.addr, &Request::ListGames)
         .await
@@ -214,6 +247,8 @@ async fn ping_list_and_manifest_describe_the_served_library() {
     assert_eq!(games.len(), 1);
     assert_eq!(games[0].id, id("openarena"));
     assert_eq!(games[0].version.as_str(), "0.8.8");
+    assert!(games[0].complete);
+    assert!(games[0].manifest.is_some(), "a prepared game announces its digest");
 
     let answer = client
         .request(
@@ -263,93 +298,144 @@ async fn ping_list_and_manifest_describe_the_served_library() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// The manifest numbers its chunks file by file: maps/dm1.eti is chunk 0,
+/// pak0.eti chunks 1 to 3, version.ini chunk 4 (directories and empty
+/// files have none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chunks_arrive_byte_exact_and_ranges_past_the_end_are_refused() {
+async fn chunks_arrive_byte_exact_and_numbers_past_the_end_are_refused() {
     let fixture = Fixture::start().await;
     let client = client();
+    let served = served_manifest(&client, fixture.addr).await;
+    assert_eq!(served.1.len(), 5);
     let data = content(BIG_FILE, 1);
-    let last = chunk(
-        &client,
-        fixture.addr,
-        "openarena",
-        "pak0.eti",
-        CHUNK_SIZE * 2,
-        12345,
-    )
-    .await
-    .unwrap();
-    assert_eq!(last, &data[(CHUNK_SIZE * 2) as usize..]);
-    let first = chunk(
-        &client,
-        fixture.addr,
-        "openarena",
-        "pak0.eti",
-        0,
-        CHUNK_SIZE,
-    )
-    .await
-    .unwrap();
-    assert_eq!(first, &data[..CHUNK_SIZE as usize]);
-    let nested = chunk(&client, fixture.addr, "openarena", "maps/dm1.eti", 10, 20)
+    let (sent, last) = chunk(&client, fixture.addr, "openarena", &served, 3, vec![])
         .await
         .unwrap();
-    assert_eq!(nested, &content(1000, 2)[10..30]);
-
-    for (offset, length) in [
-        (BIG_FILE, 1),
-        (BIG_FILE - 1, 2),
-        (0, 0),
-        (0, CHUNK_SIZE + 1),
-        (u64::MAX, 1),
-    ] {
-        let code = refused_code(
-            chunk(
-                &client,
-                fixture.addr,
-                "openarena",
-                "pak0.eti",
-                offset,
-                length,
-            )
-            .await,
-        );
-        assert_eq!(code, WireErrorCode::OutOfRange, "{offset}+{length}");
+    assert_eq!((sent, last.as_slice()), (3, &data[(CHUNK_SIZE * 2) as usize..]));
+    let (_, first) = chunk(&client, fixture.addr, "openarena", &served, 1, vec![])
+        .await
+        .unwrap();
+    assert_eq!(first, &data[..CHUNK_SIZE as usize]);
+    let (_, nested) = chunk(&client, fixture.addr, "openarena", &served, 0, vec![])
+        .await
+        .unwrap();
+    assert_eq!(nested, content(1000, 2));
+    for index in [5, 6, u32::MAX] {
+        let code = refused_code(chunk(&client, fixture.addr, "openarena", &served, index, vec![]).await);
+        assert_eq!(code, WireErrorCode::OutOfRange, "{index}");
     }
     // Still serving after all those refusals.
     client.request(fixture.addr, &Request::Ping).await.unwrap();
 }
 
+/// Asked for a chunk with alternatives, a complete holder sends the one it
+/// sent least often (the asked one among equals): downloaders asking at
+/// the same moment get different chunks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_path_outside_the_served_files_is_refused() {
+async fn a_complete_holder_sends_the_least_sent_of_the_alternatives() {
     let fixture = Fixture::start().await;
     let client = client();
-    let forbidden = [
-        "/etc/passwd",
-        "../secret.txt",
-        "maps/../../secret.txt",
-        "local/game.exe",
-        ".lanspread.json",
-        ".version.ini.tmp",
-        "maps\\..\\..\\secret.txt",
-        "a\0b",
-        "",
-    ];
-    for path in forbidden {
-        let code = refused_code(chunk(&client, fixture.addr, "openarena", path, 0, 1).await);
-        assert_eq!(code, WireErrorCode::ForbiddenPath, "{path:?}");
+    let served = served_manifest(&client, fixture.addr).await;
+    let data = content(BIG_FILE, 1);
+    let mut sent = Vec::new();
+    for _ in 0..4 {
+        let (index, bytes) = chunk(&client, fixture.addr, "openarena", &served, 2, vec![1, 3])
+            .await
+            .unwrap();
+        let place = served.1.place(index).unwrap();
+        let start = place.offset as usize;
+        assert_eq!(bytes, &data[start..start + place.length as usize], "chunk {index}");
+        sent.push(index);
     }
-    let code = refused_code(chunk(&client, fixture.addr, "openarena", "no-such-file", 0, 1).await);
-    assert_eq!(code, WireErrorCode::NotFound);
+    assert_eq!(sent, [2, 1, 3, 2], "each once before any twice");
+    // A chunk that was not asked for is never accepted.
+    let lying_length = |_| Some(1);
+    let result = client
+        .fetch_chunk(
+            fixture.addr,
+            &id("openarena"),
+            &served.0,
+            1,
+            vec![],
+            lying_length,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(matches!(result, Err(TransportError::Protocol { .. })), "{result:?}");
+}
+
+/// Chunks are named by the manifest's digest: another digest is refused
+/// with its stable code and the version the peer holds; so is a chunk of a
+/// file that changed since its hashes were taken (the peer does not send
+/// bytes under a manifest they no longer match).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_manifest_or_a_changed_file_is_refused_as_unknown_manifest() {
+    let fixture = Fixture::start().await;
+    let client = client();
+    let served = served_manifest(&client, fixture.addr).await;
+    let other = ("00".repeat(32), served.1.clone());
+    let (code, message) = refused(chunk(&client, fixture.addr, "openarena", &other, 1, vec![]).await);
+    assert_eq!(code, WireErrorCode::UnknownManifest);
+    assert!(message.contains("0.8.8"), "{message}");
+    let garbled = ("not a digest".to_owned(), served.1.clone());
+    let code = refused_code(chunk(&client, fixture.addr, "openarena", &garbled, 1, vec![]).await);
+    assert_eq!(code, WireErrorCode::BadRequest);
+    // pak0.eti is rewritten in place (same size): its chunks are refused.
+    std::thread::sleep(Duration::from_millis(20));
+    write(&fixture.root().join("pak0.eti"), &content(BIG_FILE, 9));
+    let code = refused_code(chunk(&client, fixture.addr, "openarena", &served, 1, vec![]).await);
+    assert_eq!(code, WireErrorCode::UnknownManifest);
+    // Other files still serve.
+    assert!(chunk(&client, fixture.addr, "openarena", &served, 0, vec![]).await.is_ok());
+}
+
+/// A complete holder answers `Subscribe` with every chunk the asker lacks,
+/// then ends the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_holder_says_it_holds_every_chunk_the_asker_lacks() {
+    let fixture = Fixture::start().await;
+    let client = client();
+    let (manifest, table) = served_manifest(&client, fixture.addr).await;
+    let mut subscription = client
+        .subscribe(fixture.addr, &id("openarena"), &manifest, "05".into())
+        .await
+        .unwrap();
+    let line = subscription.next().await.unwrap();
+    // We hold chunks 0 and 2 (bits 0 and 2 of 0x05): told about 1, 3, 4.
+    assert_eq!(
+        line,
+        Some(Availability::Have {
+            chunks: "1a".into(),
+            complete: true
+        }),
+        "{table:?}"
+    );
+    assert_eq!(subscription.next().await.unwrap(), None);
+    let mut refused = client
+        .subscribe(fixture.addr, &id("openarena"), &"00".repeat(32), "00".into())
+        .await
+        .unwrap();
+    assert!(matches!(
+        refused.next().await.unwrap(),
+        Some(Availability::Error(ref e)) if e.code == WireErrorCode::UnknownManifest
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_files_are_opened_without_following_links_and_unserved_games_are_refused() {
+    let fixture = Fixture::start().await;
+    let client = client();
+    let served = served_manifest(&client, fixture.addr).await;
     // A served file replaced by a symlink that leaves the root.
-    let pak = fixture.root().join("maps/dm1.eti");
-    std::fs::remove_file(&pak).unwrap();
-    std::os::unix::fs::symlink(fixture.dir.path().join("secret.txt"), &pak).unwrap();
-    let code = refused_code(chunk(&client, fixture.addr, "openarena", "maps/dm1.eti", 0, 1).await);
+    let dm1 = fixture.root().join("maps/dm1.eti");
+    std::fs::remove_file(&dm1).unwrap();
+    std::os::unix::fs::symlink(fixture.dir.path().join("secret.txt"), &dm1).unwrap();
+    let code = refused_code(chunk(&client, fixture.addr, "openarena", &served, 0, vec![]).await);
     assert_eq!(code, WireErrorCode::ForbiddenPath);
     // Uncataloged ids and roots without version.ini are not served.
     for game in ["unlisted", "quake3", "teeworlds"] {
-        let code = refused_code(chunk(&client, fixture.addr, game, "version.ini", 0, 1).await);
-        assert_eq!(code, WireErrorCode::UnknownGame, "{game}");
+        let code = refused_code(chunk(&client, fixture.addr, game, &served, 0, vec![]).await);
+        assert_eq!(code, WireErrorCode::UnknownManifest, "{game}");
         let answer = client
             .request(fixture.addr, &Request::GetGame { id: id(game) })
             .await
@@ -449,12 +535,16 @@ async fn a_peer_that_opens_many_streams_and_never_reads_does_not_starve_others()
     let mut hog = raw::connect(fixture.addr, lanspread_proto::wire::ALPN)
         .await
         .unwrap();
+    let good = client();
+    let served = served_manifest(&good, fixture.addr).await;
     let mut stalled = Vec::new();
     for _ in 0..32 {
         let mut stream = hog.open_bidirectional_stream().await.unwrap();
-        let request = Request::GetGameFileData {
+        let request = Request::GetChunk {
             id: id("openarena"),
-            relative_path: "pak0.eti".into(),
+            manifest: served.0.clone(),
+            chunk: 1,
+            alternatives: vec![],
         };
         stream
             .send(Bytes::from(serde_json::to_vec(&request).unwrap()))
@@ -463,20 +553,12 @@ async fn a_peer_that_opens_many_streams_and_never_reads_does_not_starve_others()
         stream.finish().unwrap();
         stalled.push(stream); // never read
     }
-    let good = client();
     let data = content(BIG_FILE, 1);
     for _ in 0..3 {
         let started = Instant::now();
-        let got = chunk(
-            &good,
-            fixture.addr,
-            "openarena",
-            "pak0.eti",
-            CHUNK_SIZE,
-            CHUNK_SIZE,
-        )
-        .await
-        .unwrap();
+        let (_, got) = chunk(&good, fixture.addr, "openarena", &served, 2, vec![])
+            .await
+            .unwrap();
         assert_eq!(got, &data[CHUNK_SIZE as usize..2 * CHUNK_SIZE as usize]);
         assert!(
             started.elapsed() < Duration::from_secs(5),

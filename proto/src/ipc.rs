@@ -350,6 +350,15 @@ pub struct EventMessage {
 }
 
 /// Everything the daemon reports on its event stream.
+/// What one source of a download sent so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceBytes {
+    pub peer_id: String,
+    pub bytes: u64,
+    /// It holds the complete game (else it was downloading it too).
+    pub complete: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum PeerEvent {
@@ -398,6 +407,15 @@ pub enum PeerEvent {
         /// Bytes per second over the last interval.
         rate: u64,
         peers: u32,
+        /// Bytes received so far from peers holding the complete game.
+        #[serde(default)]
+        bytes_from_seeders: u64,
+        /// Bytes received so far from peers that were downloading it too.
+        #[serde(default)]
+        bytes_from_downloaders: u64,
+        /// Bytes received so far per source.
+        #[serde(default)]
+        sources: Vec<SourceBytes>,
     },
     DownloadGameFilesFinished {
         id: GameId,
@@ -409,6 +427,12 @@ pub enum PeerEvent {
         chunks_resumed: u64,
         /// Wall time of this run, in milliseconds.
         millis: u64,
+        /// Bytes received from peers holding the complete game.
+        #[serde(default)]
+        bytes_from_seeders: u64,
+        /// Bytes received from peers that were downloading it too.
+        #[serde(default)]
+        bytes_from_downloaders: u64,
     },
     DownloadGameFilesFailed {
         id: GameId,

@@ -186,8 +186,12 @@ pub struct GameSummary {
     /// Bytes of the game's files on this host, without `local/` (for a game
     /// that is not downloaded: what is on disk so far).
     pub size: u64,
-    /// How many peers hold the latest version.
+    /// How many peers hold the latest version complete.
     pub peers: u32,
+    /// How many peers are downloading the latest version (and serve the
+    /// chunks they verified).
+    #[serde(default)]
+    pub downloading: u32,
     /// While this host is still computing the game's chunk hashes (its
     /// file list is not ready for peers yet): how far along it is. Absent
     /// once the file list is ready, and for games this host does not hold.

@@ -3,10 +3,18 @@
 //! One request per bidirectional stream: the client writes one JSON
 //! [`Request`] (at most [`MAX_REQUEST_BYTES`]) and finishes its send side.
 //! Metadata answers are one JSON [`Response`] (at most
-//! [`MAX_RESPONSE_BYTES`]). File data (`GetGameFileData`,
-//! `GetGameFileChunk`) is answered by a JSON [`DataHeader`] line followed,
-//! when it is [`DataHeader::Data`], by exactly `length` raw bytes, so the
-//! receiver can tell an error from data and detects truncation.
+//! [`MAX_RESPONSE_BYTES`]). A chunk (`GetChunk`) is answered by a JSON
+//! [`DataHeader`] line followed, when it is [`DataHeader::Data`], by
+//! exactly `length` raw bytes, so the receiver can tell an error from data
+//! and detects truncation. `Subscribe` is answered by a stream of JSON
+//! [`Availability`] lines, each at most [`MAX_AVAILABILITY_LINE`] bytes.
+//!
+//! Chunks are named by the digest of the manifest they belong to (BLAKE3
+//! over its canonical encoding, 64 hex digits) and their index in it: the
+//! manifest's files in order, each file's chunks in offset order. So two
+//! hosts holding different bytes under one version string never mix
+//! chunks: a peer refuses a manifest it does not hold
+//! ([`WireErrorCode::UnknownManifest`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -14,12 +22,14 @@ use crate::model::{GameFileDescription, GameId, Version};
 
 /// The one wire version. Peers announcing another one are ignored.
 /// 2: `GetGame` may be answered with `Preparing`.
-pub const WIRE_VERSION: u32 = 2;
+/// 3: the swarm: chunks named by manifest digest and index (`GetChunk`),
+/// availability streams (`Subscribe`), downloads announced in `Games`.
+pub const WIRE_VERSION: u32 = 3;
 
 /// ALPN protocol id negotiated on every QUIC connection (carries the wire
 /// version, so a peer of another version fails the handshake, never a
 /// request).
-pub const ALPN: &[u8] = b"lanspread/2";
+pub const ALPN: &[u8] = b"lanspread/3";
 
 /// TLS server name used by clients (the compiled-in certificate is issued
 /// for it).
@@ -45,6 +55,13 @@ pub const MAX_MANIFEST_FILES: usize = 1_000_000;
 /// Longest relative path a manifest may list, in bytes (Linux's PATH_MAX).
 pub const MAX_PATH_BYTES: usize = 4096;
 
+/// Most alternatives a `GetChunk` may offer; a server looks at no more.
+pub const MAX_ALTERNATIVES: usize = 64;
+
+/// Longest [`Availability`] line, in bytes: a set of every chunk of the
+/// largest manifest (1,000,000 files) is 250,000 hex digits.
+pub const MAX_AVAILABILITY_LINE: usize = 1024 * 1024;
+
 /// A request from one peer to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -53,16 +70,28 @@ pub enum Request {
     Ping,
     /// The peer's announced library.
     ListGames,
-    /// The file manifest of one game, with chunk hashes.
+    /// The file manifest of one game, with chunk hashes (from a peer that
+    /// holds it complete, or from one that is downloading it).
     GetGame { id: GameId },
-    /// One whole file.
-    GetGameFileData { id: GameId, relative_path: String },
-    /// One byte range of a file.
-    GetGameFileChunk {
+    /// One chunk of the manifest with digest `manifest`: chunk number
+    /// `chunk`, or, from a peer that holds the whole game, whichever of
+    /// `chunk` and `alternatives` it has sent least often (the answer's
+    /// header says which).
+    GetChunk {
         id: GameId,
-        relative_path: String,
-        offset: u64,
-        length: u64,
+        manifest: String,
+        chunk: u32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        alternatives: Vec<u32>,
+    },
+    /// Which chunks of manifest `manifest` the peer holds, then each chunk
+    /// it verifies from now on, as a stream of [`Availability`] lines
+    /// until it stops holding the manifest. `have` is the asker's own set
+    /// (hex, see [`Availability::Have`]): it is not told about those.
+    Subscribe {
+        id: GameId,
+        manifest: String,
+        have: String,
     },
 }
 
@@ -73,6 +102,13 @@ pub struct AnnouncedGame {
     pub version: Version,
     /// Bytes of the served files.
     pub size: u64,
+    /// The digest of its manifest, once known (a complete game's file list
+    /// may still be being prepared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    /// Whether the peer holds the whole game (false: it is downloading it
+    /// and serves the chunks it verified).
+    pub complete: bool,
 }
 
 /// A metadata answer.
@@ -112,10 +148,29 @@ pub enum Response {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum DataHeader {
-    /// Exactly `length` raw bytes follow.
+    /// Exactly `length` raw bytes of chunk number `chunk` follow.
     Data {
+        chunk: u32,
         length: u64,
     },
+    Error(WireError),
+}
+
+/// One line of the answer to `Subscribe`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Availability {
+    /// The first line: the chunks the peer holds (less those the asker
+    /// said it holds), as lower-case hex of a bit set: bit `i % 8` of byte
+    /// `i / 8` is chunk `i`. `complete`: it holds the whole game, and no
+    /// line follows.
+    Have { chunks: String, complete: bool },
+    /// Chunks it verified since the last line.
+    More { chunks: Vec<u32> },
+    /// It no longer serves this manifest (its download was cancelled,
+    /// failed or ended, or its game changed); the last line.
+    Gone { reason: String },
+    /// The subscription is refused; the only line.
     Error(WireError),
 }
 
@@ -139,8 +194,16 @@ pub enum WireErrorCode {
     ForbiddenPath,
     /// The file does not exist in the served root.
     NotFound,
-    /// Offset or length outside the file.
+    /// Offset or length outside the file, or a chunk number outside the
+    /// manifest.
     OutOfRange,
+    /// The peer does not hold a manifest with this digest (any more): its
+    /// game changed, or its download of it ended. The message names the
+    /// version it holds now, if any.
+    UnknownManifest,
+    /// The peer is downloading this manifest but has not verified this
+    /// chunk (or any of the alternatives) yet.
+    NotHeld,
     /// The server failed to read its own disk.
     Internal,
 }
@@ -151,14 +214,14 @@ mod tests {
 
     #[test]
     fn requests_round_trip_with_a_type_tag() {
-        let request = Request::GetGameFileChunk {
+        let request = Request::GetChunk {
             id: GameId::new("openarena").unwrap(),
-            relative_path: "data/pak0.eti".into(),
-            offset: CHUNK_SIZE,
-            length: 10,
+            manifest: "ab".repeat(32),
+            chunk: 7,
+            alternatives: vec![3, 9],
         };
         let json = serde_json::to_string(&request).unwrap();
-        assert!(json.starts_with(r#"{"type":"GetGameFileChunk""#), "{json}");
+        assert!(json.starts_with(r#"{"type":"GetChunk""#), "{json}");
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
         let error = Response::Error(WireError {
             code: WireErrorCode::ForbiddenPath,

@@ -162,12 +162,18 @@ async fn download(
                 bytes_total,
                 rate,
                 peers,
-            } if *event_id == id => progress.update(bytes_done, bytes_total, rate, peers),
+                bytes_from_downloaders,
+                ..
+            } if *event_id == id => {
+                progress.update(bytes_done, bytes_total, rate, peers, bytes_from_downloaders)
+            }
             PeerEvent::DownloadGameFilesFinished {
                 id: ref event_id,
                 bytes,
                 millis,
                 chunks_resumed,
+                bytes_from_seeders,
+                bytes_from_downloaders,
                 ..
             } if *event_id == id => {
                 progress.finish();
@@ -181,10 +187,12 @@ async fn download(
                         String::new()
                     };
                     println!(
-                        "downloaded {id} {} ({}) in {secs:.1} s, {}{resumed}",
+                        "downloaded {id} {} ({}) in {secs:.1} s, {}{resumed}; {} from complete holders, {} from other downloaders",
                         files.version,
                         size(bytes),
-                        rate((bytes as f64 / secs) as u64)
+                        rate((bytes as f64 / secs) as u64),
+                        size(bytes_from_seeders),
+                        size(bytes_from_downloaders),
                     );
                 }
                 return Ok(());
@@ -327,12 +335,16 @@ impl Progress {
         }
     }
 
-    fn update(&mut self, done: u64, total: u64, bytes_per_sec: u64, peers: u32) {
+    /// `from_downloaders`: bytes so far from peers downloading it too.
+    fn update(&mut self, done: u64, total: u64, bytes_per_sec: u64, peers: u32, from_downloaders: u64) {
         match self {
             Self::Bar(bar) => {
                 bar.set_length(total);
                 bar.set_position(done);
-                bar.set_message(format!("{peers} peers"));
+                bar.set_message(format!(
+                    "{peers} peers, {} from downloaders",
+                    size(from_downloaders)
+                ));
             }
             Self::Plain { id, last } => {
                 if last.is_some_and(|t| t.elapsed() < PLAIN_PROGRESS_EVERY) {
@@ -341,10 +353,11 @@ impl Progress {
                 *last = Some(Instant::now());
                 let percent = done as f64 * 100.0 / total.max(1) as f64;
                 eprintln!(
-                    "{id}: {percent:.0}% ({} of {}) at {} from {peers} peers",
+                    "{id}: {percent:.0}% ({} of {}) at {} from {peers} peers ({} from other downloaders)",
                     size(done),
                     size(total),
-                    rate(bytes_per_sec)
+                    rate(bytes_per_sec),
+                    size(from_downloaders)
                 );
             }
             Self::Quiet => {}

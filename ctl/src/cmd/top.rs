@@ -91,6 +91,8 @@ struct Operation {
     total: u64,
     rate: u64,
     sources: u32,
+    /// Bytes from complete holders and from other downloaders.
+    from_kinds: (u64, u64),
     state: String,
 }
 
@@ -189,9 +191,13 @@ impl View {
                 bytes_total,
                 rate,
                 peers,
+                bytes_from_seeders,
+                bytes_from_downloaders,
+                ..
             } => {
                 let op = self.operation(&id, "download");
                 (op.done, op.total, op.rate, op.sources) = (bytes_done, bytes_total, rate, peers);
+                op.from_kinds = (bytes_from_seeders, bytes_from_downloaders);
                 op.state = "running".into();
             }
             PeerEvent::DownloadGameFilesFinished { id, bytes, .. } => {
@@ -343,7 +349,14 @@ impl View {
             } else {
                 String::new()
             };
-            let sources = if matches!(op.kind, "download" | "verify") {
+            let sources = if op.kind == "download" {
+                format!(
+                    "{} peers: {} complete / {} dl",
+                    op.sources,
+                    size(op.from_kinds.0),
+                    size(op.from_kinds.1)
+                )
+            } else if op.kind == "verify" {
                 format!("{} peers", op.sources)
             } else {
                 String::new()
@@ -364,7 +377,7 @@ impl View {
                 Constraint::Length(10),
                 Constraint::Length(28),
                 Constraint::Length(14),
-                Constraint::Length(10),
+                Constraint::Length(34),
                 Constraint::Min(10),
             ],
         )

@@ -4,7 +4,7 @@
 
 use lanspread_proto::ipc::{
     CancelRequested, CommandResult, DownloadStarted, ErrorCode, GameFilesPage, GameFilesResult,
-    IpcError, PAGE_BYTES, PeerEvent,
+    IpcError, PAGE_BYTES, PeerEvent, SourceBytes,
 };
 use lanspread_proto::model::{GameFile, GameId, Version};
 use tokio::sync::oneshot;
@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CommandOutcome, Daemon, DaemonEvent, Operation};
 use crate::download::gather::{Candidate, GatherError, GatherEvent, GatheredManifest, gather};
-use crate::download::{self, DownloadEvent, DownloadRequest, Source};
+use crate::download::{self, DownloadEvent, DownloadRequest, DownloadStats, Source, SwarmLink};
+use crate::swarm::Partial;
 use crate::error_chain::err_chain;
 use crate::event_sender::EventSender;
 use crate::library::SENTINEL;
@@ -24,6 +25,18 @@ pub struct PreparedDownload {
     pub request: DownloadRequest,
     pub client: std::sync::Arc<crate::transport::PeerClient>,
     pub started: DownloadStarted,
+    /// What it will serve to the swarm (made off the core, with the space
+    /// check: naming the manifest hashes all of it).
+    pub partial: Option<std::sync::Arc<Partial>>,
+}
+
+/// Where the core sends a running download the peers that start holding
+/// its manifest.
+#[derive(Debug)]
+pub struct SourceFeed {
+    /// The manifest's digest, as peers announce it.
+    manifest: String,
+    sources: tokio::sync::mpsc::Sender<Source>,
 }
 
 /// The outcome of asking peers for a file list.
@@ -97,18 +110,48 @@ impl Daemon {
         let _ = reply.send(CommandOutcome::Reply(outcome));
     }
 
-    /// The connected peers that announce `id` at `version`: whom to ask
-    /// for its file list (a download and a verify ask the same peers).
+    /// The connected peers that announce `id` at `version`, complete or
+    /// downloading it: whom to ask for its file list (a download and a
+    /// verify ask the same peers).
     pub(super) fn holders_of(&self, id: &GameId, version: &Version) -> Vec<Candidate> {
         self.peers
             .connected()
-            .filter(|p| p.games.iter().any(|g| &g.id == id && &g.version == version))
-            .map(|p| Candidate {
-                peer_id: p.info.peer_id.clone(),
-                name: p.info.name.clone(),
-                addr: p.dial_addr(),
+            .filter_map(|p| {
+                let game = p
+                    .games
+                    .iter()
+                    .find(|g| &g.id == id && &g.version == version)?;
+                Some(Candidate {
+                    peer_id: p.info.peer_id.clone(),
+                    name: p.info.name.clone(),
+                    addr: p.dial_addr(),
+                    complete: game.complete,
+                })
             })
             .collect()
+    }
+
+    /// Offers every running download the peers that now announce its
+    /// manifest (complete or downloading it); a download ignores those it
+    /// already has.
+    pub(super) fn offer_sources(&self) {
+        for (id, operation) in &self.operations {
+            let Operation::Download(_, Some(feed)) = operation else {
+                continue;
+            };
+            for peer in self.peers.connected() {
+                let announced = peer.games.iter().find(|g| {
+                    &g.id == id && g.manifest.as_deref() == Some(feed.manifest.as_str())
+                });
+                if let Some(game) = announced {
+                    let _ = feed.sources.try_send(Source {
+                        peer_id: peer.info.peer_id.clone(),
+                        addr: peer.dial_addr(),
+                        complete: game.complete,
+                    });
+                }
+            }
+        }
     }
 
     /// A peer is still preparing the file list `GetGame` waits for.
@@ -241,7 +284,7 @@ impl Daemon {
             .map(|h| Source {
                 peer_id: h.peer_id.clone(),
                 addr: h.addr,
-                serves: files.iter().map(|f| h.serves(f)).collect(),
+                complete: h.complete,
             })
             .collect();
         if sources.is_empty() {
@@ -259,6 +302,7 @@ impl Daemon {
             id: id.clone(),
             version: manifest.version.clone(),
             root: game_dir.join(id.as_str()),
+            manifest: std::sync::Arc::new(manifest.files.clone()),
             files,
             sources,
             state_dir: self.scanner.state_dir.path().to_owned(),
@@ -267,25 +311,57 @@ impl Daemon {
             request,
             client,
             started,
+            partial: None,
         })
     }
 
-    /// Starts a prepared download whose space check passed.
+    /// Starts a prepared download whose space check passed: it joins the
+    /// swarm (its verified chunks are served from now on, and peers that
+    /// start holding its manifest are offered to it).
     pub(super) fn start_download(&mut self, prepared: PreparedDownload, cancel: CancellationToken) {
         let events = EventSender::new(self.inbox.clone());
+        let id = prepared.request.id.clone();
+        let partial = prepared.partial.unwrap_or_else(|| {
+            Partial::new(
+                id.clone(),
+                prepared.request.version.clone(),
+                std::sync::Arc::clone(&prepared.request.manifest),
+                prepared.request.root.clone(),
+            )
+        });
+        self.swarm.register(std::sync::Arc::clone(&partial));
+        let (sources, new_sources) = tokio::sync::mpsc::channel(64);
+        self.operations.insert(
+            id,
+            Operation::Download(
+                cancel.clone(),
+                Some(SourceFeed {
+                    manifest: partial.manifest.to_hex(),
+                    sources,
+                }),
+            ),
+        );
+        let link = SwarmLink {
+            swarm: std::sync::Arc::clone(&self.swarm),
+            partial,
+            new_sources,
+        };
         tokio::spawn(download::run(
             prepared.request,
             prepared.client,
             events,
             cancel,
+            link,
         ));
+        // Peers may already announce the manifest (downloading it too).
+        self.offer_sources();
     }
 
     /// `CancelDownload`: tells the download to stop; it ends with
     /// `DownloadGameFilesCancelled`.
     pub(super) fn cancel_download(&mut self, id: GameId) -> Result<CancelRequested, IpcError> {
         match self.operations.get(&id) {
-            Some(Operation::Download(cancel)) => {
+            Some(Operation::Download(cancel, _)) => {
                 cancel.cancel();
                 Ok(CancelRequested { id })
             }
@@ -305,26 +381,46 @@ impl Daemon {
                 bytes_total,
                 rate,
                 peers,
-            } => (
-                None,
-                PeerEvent::DownloadGameFilesProgress {
-                    id,
-                    bytes_done,
-                    bytes_total,
-                    rate,
-                    peers,
-                },
-            ),
-            DownloadEvent::Finished { id, stats } => (
-                Some(id.clone()),
-                PeerEvent::DownloadGameFilesFinished {
-                    id,
-                    bytes: stats.bytes,
-                    chunks_fetched: stats.chunks_fetched,
-                    chunks_resumed: stats.chunks_resumed,
-                    millis: (stats.seconds * 1000.0) as u64,
-                },
-            ),
+                sources,
+            } => {
+                let (bytes_from_seeders, bytes_from_downloaders) = DownloadStats::by_kind(&sources);
+                (
+                    None,
+                    PeerEvent::DownloadGameFilesProgress {
+                        id,
+                        bytes_done,
+                        bytes_total,
+                        rate,
+                        peers,
+                        bytes_from_seeders,
+                        bytes_from_downloaders,
+                        sources: sources
+                            .into_iter()
+                            .map(|(peer_id, bytes, complete)| SourceBytes {
+                                peer_id,
+                                bytes,
+                                complete,
+                            })
+                            .collect(),
+                    },
+                )
+            }
+            DownloadEvent::Finished { id, stats } => {
+                let (bytes_from_seeders, bytes_from_downloaders) =
+                    DownloadStats::by_kind(&stats.per_peer);
+                (
+                    Some(id.clone()),
+                    PeerEvent::DownloadGameFilesFinished {
+                        id,
+                        bytes: stats.bytes,
+                        chunks_fetched: stats.chunks_fetched,
+                        chunks_resumed: stats.chunks_resumed,
+                        millis: (stats.seconds * 1000.0) as u64,
+                        bytes_from_seeders,
+                        bytes_from_downloaders,
+                    },
+                )
+            }
             DownloadEvent::Failed { id, error } => (
                 Some(id.clone()),
                 PeerEvent::DownloadGameFilesFailed {

@@ -134,6 +134,9 @@ pub struct Daemon {
     inbox: mpsc::Sender<DaemonEvent>,
     /// The upload and download limits the transport obeys (`SetLimits`).
     limits: crate::transport::RateLimiters,
+    /// What the running downloads hold, served to peers downloading the
+    /// same manifest.
+    swarm: Arc<crate::swarm::Swarm>,
 }
 
 /// What [`Daemon::new`] needs.
@@ -151,8 +154,9 @@ pub struct DaemonParts {
 /// An operation running on a game.
 #[derive(Debug)]
 enum Operation {
-    /// A download, cancellable.
-    Download(CancellationToken),
+    /// A download, cancellable; once it runs, where peers that start
+    /// holding its manifest are sent (see `Daemon::offer_sources`).
+    Download(CancellationToken, Option<downloads::SourceFeed>),
     Install,
     Uninstall,
     /// A verify (and repair) of the game's files.
@@ -192,6 +196,7 @@ impl Daemon {
             scan_generation: 0,
             inbox: inbox.clone(),
             limits,
+            swarm: Default::default(),
         };
         (daemon, CoreHandle { inbox }, inbox_rx)
     }

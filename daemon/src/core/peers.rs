@@ -74,6 +74,7 @@ impl Daemon {
                     self.publish_peer_count();
                 }
                 self.publish_library();
+                self.offer_sources();
             }
             PingEvent::Unreachable { peer_id, reason } => {
                 if self.peers.lost(&peer_id) {

@@ -6,6 +6,8 @@
 
 use lanspread_proto::ipc::{CommandResult, ErrorCode, IpcError};
 use lanspread_proto::model::GameId;
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -40,9 +42,17 @@ impl Daemon {
         };
         let cancel = CancellationToken::new();
         self.operations
-            .insert(id, Operation::Download(cancel.clone()));
+            .insert(id, Operation::Download(cancel.clone(), None));
         let inbox = self.inbox.clone();
         tokio::task::spawn_blocking(move || {
+            let mut prepared = prepared;
+            // The swarm's name for the manifest: hashed here, off the core.
+            prepared.partial = Some(crate::swarm::Partial::new(
+                prepared.request.id.clone(),
+                prepared.request.version.clone(),
+                Arc::clone(&prepared.request.manifest),
+                prepared.request.root.clone(),
+            ));
             let root = &prepared.request.root;
             let game_dir = root.parent().unwrap_or(root);
             let need = space_need(game_dir, root, &prepared.request.files);

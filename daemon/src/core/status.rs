@@ -39,6 +39,7 @@ impl Daemon {
             discovery: EventSender::new(self.inbox.clone()),
             pings: EventSender::new(self.inbox.clone()),
             prepare: EventSender::new(self.inbox.clone()),
+            swarm: Arc::clone(&self.swarm),
         };
         self.runtime = match PeerRuntime::start(config, &self.identity, feeds) {
             Ok(runtime) => {
@@ -130,6 +131,8 @@ impl Daemon {
             }
             PrepareEvent::Ready { id } => {
                 self.preparing.remove(&id);
+                // Served complete now: a finished download of it retires.
+                self.swarm.retire_finished(&id);
             }
             PrepareEvent::Failed { id, error } => {
                 tracing::warn!(game = %id, cause = %err_chain(&error), "file list cannot be prepared");

@@ -62,7 +62,7 @@ impl Daemon {
                             .map(|h| Source {
                                 peer_id: h.peer_id.clone(),
                                 addr: h.addr,
-                                serves: manifest.files.iter().map(|f| h.serves(f)).collect(),
+                                complete: h.complete,
                             })
                             .collect::<Vec<_>>();
                         against = Some((manifest.files, sources));
@@ -109,6 +109,7 @@ impl Daemon {
             let request = VerifyRequest {
                 id,
                 root,
+                version,
                 files,
                 sources,
                 repair,

@@ -31,6 +31,8 @@ pub struct Candidate {
     /// Its name, for progress shown to people.
     pub name: String,
     pub addr: SocketAddr,
+    /// It holds the complete game (else it is downloading it).
+    pub complete: bool,
 }
 
 /// What gathering reports while it runs.
@@ -53,31 +55,24 @@ pub struct GatherError {
     pub problems: Vec<String>,
 }
 
-/// The agreed manifest and who serves which of its entries.
+/// The agreed manifest and the peers that hold exactly it.
 #[derive(Clone, Debug)]
 pub struct GatheredManifest {
     pub version: Version,
     pub files: Vec<GameFileDescription>,
-    /// Each answering peer with the entries it announced, by path.
+    /// The peers that answered with exactly this manifest (a peer with
+    /// another one under the same version serves none of its chunks:
+    /// chunks are named by the manifest's digest).
     pub holders: Vec<Holder>,
 }
 
-/// One peer that answered with a valid manifest.
+/// One peer that answered with the agreed manifest.
 #[derive(Clone, Debug)]
 pub struct Holder {
     pub peer_id: String,
     pub addr: SocketAddr,
-    /// The entries where its manifest differs from the agreed one, by path
-    /// (`None` for an entry it does not list); empty when it sent exactly
-    /// the agreed manifest, as peers of one version almost always do.
-    pub differs: HashMap<String, Option<GameFileDescription>>,
-}
-
-impl Holder {
-    /// Whether this peer serves `file` exactly as the agreed manifest lists it.
-    pub fn serves(&self, file: &GameFileDescription) -> bool {
-        !self.differs.contains_key(&file.relative_path)
-    }
+    /// It holds the complete game (else it is downloading it).
+    pub complete: bool,
 }
 
 /// Asks every candidate for the manifest of `id` at `version`.
@@ -167,7 +162,7 @@ pub async fn gather(
     })
 }
 
-/// The manifest most peers agree on, and who serves which of its entries.
+/// The manifest most peers agree on, and the peers that sent exactly it.
 fn agree(
     id: &GameId,
     version: &Version,
@@ -180,27 +175,11 @@ fn agree(
     tracing::debug!(game = %id, peers = valid.len(), files = reference.len(), "file list agreed");
     let holders = valid
         .into_iter()
-        .map(|(candidate, files)| {
-            let differs = if files == reference {
-                HashMap::new()
-            } else {
-                let mut theirs: HashMap<String, GameFileDescription> = files
-                    .into_iter()
-                    .map(|f| (f.relative_path.clone(), f))
-                    .collect();
-                reference
-                    .iter()
-                    .filter_map(|ours| match theirs.remove(&ours.relative_path) {
-                        Some(same) if &same == ours => None,
-                        other => Some((ours.relative_path.clone(), other)),
-                    })
-                    .collect()
-            };
-            Holder {
-                peer_id: candidate.peer_id,
-                addr: candidate.addr,
-                differs,
-            }
+        .filter(|(_, files)| *files == reference)
+        .map(|(candidate, _)| Holder {
+            peer_id: candidate.peer_id,
+            addr: candidate.addr,
+            complete: candidate.complete,
         })
         .collect();
     Some(GatheredManifest {

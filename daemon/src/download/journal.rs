@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use lanspread_proto::model::{GameId, Version};
 use serde::{Deserialize, Serialize};
 
-use super::manifest_id::ManifestId;
+use crate::manifest_id::ManifestId;
 
 /// Folder of journals inside the state dir.
 const DIR: &str = "downloads";
@@ -48,9 +48,86 @@ impl ChunkSet {
     }
 
     /// How many chunks are in the set.
-    #[cfg(test)]
-    fn count(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// How many chunks the set is over.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// A set holding all `len` chunks.
+    pub fn full(len: usize) -> Self {
+        let mut set = Self {
+            len,
+            words: vec![u64::MAX; len.div_ceil(64)],
+        };
+        if let (Some(last), tail @ 1..) = (set.words.last_mut(), len % 64) {
+            *last = (1 << tail) - 1;
+        }
+        set
+    }
+
+    /// The chunks in the set, in order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(w, &word)| {
+            let mut bits = word;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let bit = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    w * 64 + bit
+                })
+            })
+        })
+    }
+
+    /// The chunks in `self` that are not in `other` (a set over as many).
+    pub fn without(&self, other: &Self) -> Self {
+        Self {
+            len: self.len,
+            words: self
+                .words
+                .iter()
+                .zip(other.words.iter().chain(std::iter::repeat(&0)))
+                .map(|(a, b)| a & !b)
+                .collect(),
+        }
+    }
+
+    /// Adds every chunk of `other` (a set over as many).
+    pub fn add_all(&mut self, other: &Self) {
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a |= b;
+        }
+    }
+
+    /// The wire form (`docs/peer-protocol.md#availability`): lower-case
+    /// hex of the bytes, bit `i % 8` of byte `i / 8` is chunk `i`.
+    pub fn to_hex(&self) -> String {
+        let bytes = self.len.div_ceil(8);
+        let mut hex = String::with_capacity(bytes * 2);
+        for byte in self.words.iter().flat_map(|w| w.to_le_bytes()).take(bytes) {
+            use std::fmt::Write;
+            let _ = write!(hex, "{byte:02x}");
+        }
+        hex
+    }
+
+    /// Parses the wire form of a set over `len` chunks; `None` when it has
+    /// the wrong length, a non-hex digit, or a bit past the last chunk.
+    pub fn from_hex(len: usize, hex: &str) -> Option<Self> {
+        if hex.len() != len.div_ceil(8) * 2 {
+            return None;
+        }
+        let mut words = vec![0u64; len.div_ceil(64)];
+        for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+            let byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+            words[i / 8] |= u64::from(byte) << ((i % 8) * 8);
+        }
+        let set = Self { len, words };
+        set.is_well_formed().then_some(set)
     }
 
     /// Whether the encoding is consistent: one word per 64 chunks and no
@@ -120,6 +197,32 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_sets_round_trip_through_their_wire_form() {
+        for len in [0, 1, 7, 8, 9, 63, 64, 65, 200] {
+            let mut set = ChunkSet::new(len);
+            for i in (0..len).step_by(3) {
+                set.insert(i);
+            }
+            let hex = set.to_hex();
+            assert_eq!(hex.len(), len.div_ceil(8) * 2);
+            assert_eq!(ChunkSet::from_hex(len, &hex), Some(set.clone()));
+            assert_eq!(set.iter().collect::<Vec<_>>(), (0..len).step_by(3).collect::<Vec<_>>());
+            let full = ChunkSet::full(len);
+            assert_eq!(full.count(), len);
+            assert_eq!(full.without(&set).count(), len - set.count());
+        }
+        // Bit 0 of byte 0 is chunk 0.
+        let mut one = ChunkSet::new(12);
+        one.insert(0);
+        one.insert(9);
+        assert_eq!(one.to_hex(), "0102");
+        // Wrong length, bad digits, a bit past the end.
+        assert_eq!(ChunkSet::from_hex(12, "01"), None);
+        assert_eq!(ChunkSet::from_hex(12, "zz02"), None);
+        assert_eq!(ChunkSet::from_hex(12, "0110"), None);
+    }
     use lanspread_proto::model::GameFileDescription;
 
     fn files(n: usize) -> Vec<GameFileDescription> {

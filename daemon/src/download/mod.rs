@@ -9,7 +9,6 @@
 //! - `sentinel`: the on-disk transaction (the only writer into a game root
 //!   besides the install module);
 //! - `journal`: verified chunks, for resume after a restart;
-//! - `manifest_id`: one digest that names a manifest.
 //!
 //! Every per-chunk and per-file step is O(1) amortized (the plan's queues,
 //! the journal's bitmap, one `syncfs` for many files), so a game of 38 000
@@ -17,7 +16,6 @@
 
 pub mod gather;
 pub mod journal;
-pub mod manifest_id;
 pub mod plan;
 pub mod rarity;
 pub mod sentinel;
@@ -30,16 +28,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lanspread_proto::model::{GameFileDescription, GameId, Version};
-use lanspread_proto::wire::CHUNK_SIZE;
+use lanspread_proto::wire::{Availability, CHUNK_SIZE, WireErrorCode};
+use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::error_chain::err_chain;
 use crate::event_sender::EventSender;
 use crate::library::SENTINEL;
+use crate::swarm::{Partial, Swarm};
 use crate::transport::PeerClient;
 use journal::{ChunkSet, Journal};
-use manifest_id::ManifestId;
+use crate::manifest_id::ManifestId;
 use plan::{AfterFailure, ChunkId, FetchFailure, PeerIdx, Plan};
 use sentinel::{Durability, SentinelError};
 
@@ -52,13 +52,14 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// How often the resume journal is written (at most).
 const JOURNAL_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A peer taking part: its id, address, and which of the requested files
-/// it serves with exactly the requested description.
+/// A peer taking part: its id, address, and whether it holds the complete
+/// game (else it is downloading the same manifest and serves the chunks
+/// it verified).
 #[derive(Clone, Debug)]
 pub struct Source {
     pub peer_id: String,
     pub addr: SocketAddr,
-    pub serves: Vec<bool>,
+    pub complete: bool,
 }
 
 /// Everything a download needs.
@@ -68,10 +69,22 @@ pub struct DownloadRequest {
     pub version: Version,
     /// The game root (`<game_dir>/<id>`).
     pub root: PathBuf,
+    /// The whole manifest (what the swarm names and serves).
+    pub manifest: Arc<Vec<GameFileDescription>>,
     /// The files to fetch; always includes `version.ini`.
     pub files: Vec<GameFileDescription>,
     pub sources: Vec<Source>,
     pub state_dir: PathBuf,
+}
+
+/// How a download joins the swarm: where it publishes what it verified,
+/// and where the core sends peers that start holding the same manifest
+/// while it runs.
+#[derive(Debug)]
+pub struct SwarmLink {
+    pub swarm: Arc<Swarm>,
+    pub partial: Arc<Partial>,
+    pub new_sources: mpsc::Receiver<Source>,
 }
 
 /// Why a download failed. Each variant keeps its cause; the message that
@@ -83,14 +96,26 @@ pub enum DownloadError {
     #[error("the download's files on this host")]
     Disk(#[source] SentinelError),
     /// Every source was dropped before the last chunk arrived.
-    #[error("no peer can serve the remaining chunks")]
-    NoSources,
+    #[error("no peer can serve the remaining chunks{}", detail(.0))]
+    NoSources(Vec<String>),
+    /// Every source stopped holding this manifest: the game changed at its
+    /// sources (they are not at fault).
+    #[error("the game changed at its sources: {}", .0.join("; "))]
+    ChangedAtSources(Vec<String>),
     /// The planner gave up (a chunk failed too often everywhere).
     #[error("{0}")]
     GaveUp(String),
     /// A blocking step panicked; the download cannot know its state.
     #[error("{0} panicked")]
     Panicked(&'static str),
+}
+
+fn detail(dropped: &[String]) -> String {
+    if dropped.is_empty() {
+        String::new()
+    } else {
+        format!(" (dropped: {})", dropped.join("; "))
+    }
 }
 
 /// What a download reports.
@@ -105,6 +130,8 @@ pub enum DownloadEvent {
         bytes_total: u64,
         rate: u64,
         peers: u32,
+        /// Bytes so far per source: (peer id, bytes, complete holder).
+        sources: Vec<(String, u64, bool)>,
     },
     Finished {
         id: GameId,
@@ -128,8 +155,21 @@ pub struct DownloadStats {
     /// Chunks taken from the resume journal.
     pub chunks_resumed: u64,
     pub seconds: f64,
-    /// Bytes per peer id.
-    pub per_peer: Vec<(String, u64)>,
+    /// Bytes per source: (peer id, bytes, complete holder).
+    pub per_peer: Vec<(String, u64, bool)>,
+}
+
+impl DownloadStats {
+    /// Bytes from complete holders and from other downloaders.
+    pub fn by_kind(per_peer: &[(String, u64, bool)]) -> (u64, u64) {
+        per_peer.iter().fold((0, 0), |(seeders, others), (_, bytes, complete)| {
+            if *complete {
+                (seeders + bytes, others)
+            } else {
+                (seeders, others + bytes)
+            }
+        })
+    }
 }
 
 /// What one fetch task produced.
@@ -140,9 +180,28 @@ enum Fetched {
     Sentinel(Vec<u8>),
     /// The peer did not deliver.
     Failed(FetchFailure),
+    /// The peer no longer holds this manifest (its game changed, or its
+    /// download ended): it leaves the download, without blame.
+    Left(String),
     /// Our own disk failed: the download cannot go on.
     Local(DownloadError),
 }
+
+/// A fetch's outcome: the chunk asked for, the chunk the peer sent (one of
+/// the alternatives, for a complete holder), the peer, when it started.
+type FetchOutcome = (ChunkId, ChunkId, PeerIdx, Instant, Fetched);
+
+/// What a subscription task reports about one source.
+enum News {
+    /// Chunks it holds (manifest numbers).
+    Holds(Vec<u32>),
+    /// It no longer serves this manifest.
+    Gone(String),
+}
+
+/// How long a download waits with nothing to fetch and nothing in flight
+/// (every source lacks the remaining chunks) before it gives up.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs one download to its end and reports it.
 pub async fn run(
@@ -150,21 +209,24 @@ pub async fn run(
     client: Arc<PeerClient>,
     core: EventSender<DownloadEvent>,
     cancel: CancellationToken,
+    link: SwarmLink,
 ) {
     let id = request.id.clone();
-    let report = |event| {
-        let core = core.clone();
-        async move {
-            let _ = core.send(event).await;
-        }
-    };
     let span = tracing::info_span!("download", game = %id);
+    let (swarm, partial) = (Arc::clone(&link.swarm), Arc::clone(&link.partial));
     let outcome =
-        tracing::Instrument::instrument(transfer(&request, &client, &core, &cancel), span).await;
+        tracing::Instrument::instrument(transfer(&request, &client, &core, &cancel, link), span)
+            .await;
     let root = request.root.clone();
     let event = match outcome {
         Ok(stats) => DownloadEvent::Finished { id, stats },
         Err(Ended::Cancelled) | Err(Ended::Failed(_)) => {
+            // Serve nothing of it from now on, before its files go.
+            let reason = match &outcome {
+                Err(Ended::Cancelled) => "its download was cancelled",
+                _ => "its download failed",
+            };
+            swarm.retire(&partial, reason);
             let cleanup = tokio::task::spawn_blocking(move || sentinel::abort(&root)).await;
             if let Ok(Err(err)) = cleanup {
                 tracing::warn!(game = %request.id, cause = %err_chain(&err), "cannot clean up after the download");
@@ -181,7 +243,7 @@ pub async fn run(
             }
         }
     };
-    report(event).await;
+    let _ = core.send(event).await;
 }
 
 /// Why a transfer ended without finishing.
@@ -190,12 +252,26 @@ enum Ended {
     Failed(DownloadError),
 }
 
+/// The download's place in the swarm: manifest numbering of its chunks.
+struct Numbering {
+    /// Per plan chunk, its number in the manifest.
+    global: Vec<u32>,
+    /// Per manifest chunk, its plan chunk, if this download fetches it.
+    plan: Vec<Option<ChunkId>>,
+}
+
 async fn transfer(
     request: &DownloadRequest,
     client: &Arc<PeerClient>,
     core: &EventSender<DownloadEvent>,
     cancel: &CancellationToken,
+    link: SwarmLink,
 ) -> Result<DownloadStats, Ended> {
+    let SwarmLink {
+        partial,
+        mut new_sources,
+        ..
+    } = link;
     let started = Instant::now();
     let emit = |event| async move {
         let _ = core.send(event).await;
@@ -226,28 +302,62 @@ async fn transfer(
         chunk_count,
     )
     .map_or_else(|| ChunkSet::new(chunk_count), |journal| journal.done);
+    let full_index: HashMap<&str, usize> = request
+        .manifest
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.relative_path.as_str(), i))
+        .collect();
+    let mut numbering = Numbering {
+        global: Vec::with_capacity(chunk_count),
+        plan: vec![None; partial.table.len()],
+    };
     let mut chunks = Vec::with_capacity(chunk_count);
     let mut resumed = 0u64;
+    let mut sentinel_chunks = Vec::new();
     for (file_idx, file) in request.files.iter().enumerate() {
         if file.is_dir {
             continue;
         }
         let is_sentinel = file.relative_path == SENTINEL;
+        let full_file = full_index[file.relative_path.as_str()];
         for (c, hash) in file.chunk_hashes.iter().enumerate() {
             let offset = c as u64 * CHUNK_SIZE;
             let length = (file.size - offset).min(CHUNK_SIZE);
             let already = !is_sentinel && done.contains(chunks.len());
             resumed += u64::from(already);
+            let global = partial.table.index(full_file, c);
+            numbering.plan[global] = Some(chunks.len());
+            numbering.global.push(global as u32);
+            if is_sentinel {
+                sentinel_chunks.push(global);
+            }
             chunks.push((file_idx, offset, length, hash.clone(), already));
         }
     }
+    // What a resumed download already holds is served at once.
+    partial.verified(
+        (0..chunks.len())
+            .filter(|&c| chunks[c].4)
+            .map(|c| numbering.global[c] as usize),
+    );
     let journal = JournalState {
         manifest,
         durability,
     };
     let mut plan = Plan::new(chunks, fastrand::u64(..));
+    let numbering = Arc::new(numbering);
+    let (news_tx, mut news_rx) = mpsc::channel::<(PeerIdx, News)>(256);
+    let mut subscriptions = JoinSet::new();
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    let joiner = Joiner {
+        client: Arc::clone(client),
+        id: request.id.clone(),
+        partial: Arc::clone(&partial),
+        news: news_tx,
+    };
     for source in &request.sources {
-        plan.add_peer(source.peer_id.clone(), true);
+        joiner.join(&mut plan, &mut addrs, &mut subscriptions, source);
     }
     emit(DownloadEvent::Begin {
         id: request.id.clone(),
@@ -258,10 +368,11 @@ async fn transfer(
         bytes = plan.total_bytes(),
         resumed_chunks = resumed,
         peers = request.sources.len(),
+        manifest = %partial.manifest,
         "download started"
     );
 
-    let mut fetches: JoinSet<(ChunkId, PeerIdx, Instant, Fetched)> = JoinSet::new();
+    let mut fetches: JoinSet<FetchOutcome> = JoinSet::new();
     let mut running: HashMap<(ChunkId, PeerIdx), AbortHandle> = HashMap::new();
     let mut sentinel_parts: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut fetched = 0u64;
@@ -272,12 +383,26 @@ async fn transfer(
     // Files written to since the last sync, and their chunks: those enter
     // `done` only once synced (see `save_journal`).
     let mut unsynced = Unsynced::default();
+    // Sources that left because they no longer hold this manifest.
+    let mut changed_at: Vec<String> = Vec::new();
+    let mut stall = Box::pin(tokio::time::sleep(STALL_TIMEOUT));
 
     loop {
         // Hand out work to every free slot.
-        for peer in 0..request.sources.len() {
+        for peer in 0..plan.peers().len() {
             while let Some(chunk_id) = plan.next_for(peer) {
-                let task = fetch_task(request, client, &plan, chunk_id, peer);
+                let alternatives = plan.alternatives(peer, chunk_id);
+                let task = fetch_task(
+                    request,
+                    client,
+                    &plan,
+                    &numbering,
+                    &partial,
+                    chunk_id,
+                    alternatives,
+                    peer,
+                    addrs[peer],
+                );
                 let handle = fetches.spawn(task);
                 running.insert((chunk_id, peer), handle);
             }
@@ -285,8 +410,24 @@ async fn transfer(
         if plan.is_finished() {
             break;
         }
-        if fetches.is_empty() {
-            return Err(Ended::Failed(DownloadError::NoSources));
+        if fetches.is_empty() && plan.active_peers() == 0 {
+            let dropped: Vec<String> = plan
+                .peers()
+                .iter()
+                .filter_map(|p| p.dropped.as_ref().map(|why| format!("{}: {why}", p.peer_id)))
+                .collect();
+            let error = if changed_at.is_empty() {
+                DownloadError::NoSources(dropped)
+            } else {
+                DownloadError::ChangedAtSources(changed_at)
+            };
+            let _ = save_journal(request, &journal, &mut done, &mut unsynced).await;
+            return Err(Ended::Failed(error));
+        }
+        if !fetches.is_empty() {
+            stall
+                .as_mut()
+                .reset(tokio::time::Instant::now() + STALL_TIMEOUT);
         }
         tokio::select! {
             () = cancel.cancelled() => {
@@ -294,6 +435,43 @@ async fn transfer(
                 let _ = save_journal(request, &journal, &mut done, &mut unsynced).await;
                 return Err(Ended::Cancelled);
             }
+            () = &mut stall, if fetches.is_empty() => {
+                let _ = save_journal(request, &journal, &mut done, &mut unsynced).await;
+                let waiting: Vec<String> = plan
+                    .peers()
+                    .iter()
+                    .filter(|p| p.dropped.is_none())
+                    .map(|p| p.peer_id.clone())
+                    .collect();
+                return Err(Ended::Failed(DownloadError::NoSources(vec![format!(
+                    "for {}s none of [{}] held a chunk still missing",
+                    STALL_TIMEOUT.as_secs(),
+                    waiting.join(", ")
+                )])));
+            }
+            Some(source) = new_sources.recv() => {
+                let known = plan.peers().iter().any(|p| {
+                    p.peer_id == source.peer_id && p.dropped.is_none()
+                });
+                if !known {
+                    joiner.join(&mut plan, &mut addrs, &mut subscriptions, &source);
+                }
+            }
+            Some((peer, news)) = news_rx.recv() => match news {
+                News::Holds(held) => {
+                    for global in held {
+                        if let Some(Some(id)) = numbering.plan.get(global as usize) {
+                            plan.holds(peer, *id);
+                        }
+                    }
+                }
+                News::Gone(reason) => {
+                    let peer_id = plan.peers()[peer].peer_id.clone();
+                    tracing::info!(peer = %peer_id, %reason, "source left this download");
+                    plan.drop_peer(peer, format!("left: {reason}"));
+                    abort_fetches_of(&mut running, peer);
+                }
+            },
             _ = progress.tick() => {
                 let now = Instant::now();
                 let secs = now.duration_since(last_progress.0).as_secs_f64().max(1e-3);
@@ -305,6 +483,7 @@ async fn transfer(
                     bytes_total: plan.total_bytes(),
                     rate,
                     peers: plan.active_peers() as u32,
+                    sources: per_source(&plan),
                 })
                 .await;
                 if !unsynced.is_empty() && last_journal.elapsed() >= JOURNAL_INTERVAL {
@@ -316,20 +495,21 @@ async fn transfer(
                 }
             }
             Some(joined) = fetches.join_next() => {
-                let Ok((chunk_id, peer, started_at, result)) = joined else {
+                let Ok((asked, got, peer, started_at, result)) = joined else {
                     continue; // an aborted duplicate
                 };
-                running.remove(&(chunk_id, peer));
-                let peer_id = &request.sources[peer].peer_id;
+                running.remove(&(asked, peer));
+                let peer_id = plan.peers()[peer].peer_id.clone();
                 match result {
                     Fetched::Written | Fetched::Sentinel(_) => {
-                        let file = plan.chunk(chunk_id).file;
-                        let offset = plan.chunk(chunk_id).offset;
-                        let Some(others) = plan.completed(chunk_id, peer, started_at.elapsed()) else {
+                        plan.swap(peer, asked, got);
+                        let file = plan.chunk(got).file;
+                        let offset = plan.chunk(got).offset;
+                        let Some(others) = plan.completed(got, peer, started_at.elapsed()) else {
                             continue;
                         };
                         for other in others {
-                            if let Some(handle) = running.remove(&(chunk_id, other)) {
+                            if let Some(handle) = running.remove(&(got, other)) {
                                 handle.abort();
                             }
                         }
@@ -337,8 +517,11 @@ async fn transfer(
                         if let Fetched::Sentinel(bytes) = result {
                             sentinel_parts.push((offset, bytes));
                         } else {
+                            // Verified and written: served to the swarm
+                            // from now on.
+                            partial.verified([numbering.global[got] as usize]);
                             unsynced.files.insert(file);
-                            unsynced.chunks.push(chunk_id);
+                            unsynced.chunks.push(got);
                         }
                     }
                     Fetched::Local(error) => {
@@ -346,21 +529,31 @@ async fn transfer(
                         let _ = save_journal(request, &journal, &mut done, &mut unsynced).await;
                         return Err(Ended::Failed(error));
                     }
+                    Fetched::Left(message) => {
+                        tracing::info!(peer = %peer_id, %message, "source no longer holds this manifest");
+                        changed_at.push(format!("{peer_id}: {message}"));
+                        plan.failed(asked, peer, &FetchFailure::Transport(message.clone()));
+                        plan.drop_peer(peer, format!("no longer holds this manifest: {message}"));
+                        abort_fetches_of(&mut running, peer);
+                    }
                     Fetched::Failed(failure) => {
                         match &failure {
                             FetchFailure::BadData => tracing::warn!(
-                                peer = %peer_id, offset = plan.chunk(chunk_id).offset,
-                                file = %request.files[plan.chunk(chunk_id).file].relative_path,
+                                peer = %peer_id, offset = plan.chunk(got).offset,
+                                file = %request.files[plan.chunk(got).file].relative_path,
                                 "chunk from peer failed verification; fetching it elsewhere"
                             ),
                             FetchFailure::Transport(cause) => tracing::debug!(
                                 peer = %peer_id, %cause, "chunk fetch failed; retrying"
                             ),
                         }
-                        match plan.failed(chunk_id, peer, &failure) {
+                        // Blame the chunk that was sent, after the swap.
+                        plan.swap(peer, asked, got);
+                        match plan.failed(got, peer, &failure) {
                             AfterFailure::Retry => {}
                             AfterFailure::PeerDropped(reason) => {
                                 tracing::warn!(peer = %peer_id, %reason, "peer dropped from this download");
+                                abort_fetches_of(&mut running, peer);
                             }
                             AfterFailure::Fatal(reason) => {
                                 fetches.abort_all();
@@ -373,6 +566,7 @@ async fn transfer(
             }
         }
     }
+    subscriptions.abort_all();
 
     // Step 5: every other byte is made durable; then commit the sentinel.
     save_journal(request, &journal, &mut done, &mut unsynced)
@@ -385,17 +579,17 @@ async fn transfer(
         .await
         .map_err(|_| Ended::Failed(DownloadError::Panicked("committing version.ini")))?
         .map_err(|err| Ended::Failed(DownloadError::Disk(err)))?;
+    // version.ini is on disk now: the whole game is served until the core
+    // retires this download (once the game is served complete).
+    partial.verified(sentinel_chunks);
+    partial.finish();
     Journal::remove(&request.state_dir, &request.id);
     let stats = DownloadStats {
         bytes: plan.total_bytes(),
         chunks_fetched: fetched,
         chunks_resumed: resumed,
         seconds: started.elapsed().as_secs_f64(),
-        per_peer: plan
-            .peers()
-            .iter()
-            .map(|p| (p.peer_id.clone(), p.bytes))
-            .collect(),
+        per_peer: per_source(&plan),
     };
     tracing::info!(
         bytes = stats.bytes,
@@ -408,64 +602,214 @@ async fn transfer(
     Ok(stats)
 }
 
-/// The task that fetches, verifies and writes one chunk from one peer.
+/// Bytes per source (one entry per peer id and kind).
+fn per_source(plan: &Plan) -> Vec<(String, u64, bool)> {
+    let mut sources: Vec<(String, u64, bool)> = Vec::new();
+    for peer in plan.peers() {
+        match sources
+            .iter_mut()
+            .find(|(id, _, complete)| *id == peer.peer_id && *complete == peer.complete)
+        {
+            Some(entry) => entry.1 += peer.bytes,
+            None => sources.push((peer.peer_id.clone(), peer.bytes, peer.complete)),
+        }
+    }
+    sources
+}
+
+/// Aborts every fetch running on `peer`.
+fn abort_fetches_of(running: &mut HashMap<(ChunkId, PeerIdx), AbortHandle>, peer: PeerIdx) {
+    running.retain(|&(_, p), handle| {
+        if p == peer {
+            handle.abort();
+        }
+        p != peer
+    });
+}
+
+/// Adds sources to a running download.
+struct Joiner {
+    client: Arc<PeerClient>,
+    id: GameId,
+    partial: Arc<Partial>,
+    news: mpsc::Sender<(PeerIdx, News)>,
+}
+
+impl Joiner {
+    /// Adds `source` to the plan and follows what it holds.
+    fn join(
+        &self,
+        plan: &mut Plan,
+        addrs: &mut Vec<SocketAddr>,
+        subscriptions: &mut JoinSet<()>,
+        source: &Source,
+    ) {
+        let peer = plan.add_peer(source.peer_id.clone(), source.complete);
+        addrs.push(source.addr);
+        let chunks = self.partial.table.len();
+        let have = self
+            .partial
+            .held()
+            .unwrap_or_else(|_| ChunkSet::new(chunks));
+        subscriptions.spawn(subscribe(
+            Arc::clone(&self.client),
+            self.id.clone(),
+            self.partial.manifest.to_hex(),
+            have,
+            source.clone(),
+            peer,
+            self.news.clone(),
+        ));
+        tracing::debug!(peer = %source.peer_id, complete = source.complete, "source joined");
+    }
+}
+
+/// Follows what one source holds for as long as the download runs.
+async fn subscribe(
+    client: Arc<PeerClient>,
+    id: GameId,
+    manifest: String,
+    have: ChunkSet,
+    source: Source,
+    peer: PeerIdx,
+    news: mpsc::Sender<(PeerIdx, News)>,
+) {
+    let chunks = have.len();
+    let report = |item| {
+        let news = news.clone();
+        async move { news.send((peer, item)).await.is_ok() }
+    };
+    let mut subscription = match client
+        .subscribe(source.addr, &id, &manifest, have.to_hex())
+        .await
+    {
+        Ok(subscription) => subscription,
+        Err(err) => {
+            // A complete holder is asked for chunks directly (a failure
+            // there counts as usual); a downloader we cannot follow serves
+            // us nothing.
+            if !source.complete {
+                report(News::Gone(format!("cannot follow it: {}", err_chain(&err)))).await;
+            }
+            return;
+        }
+    };
+    loop {
+        let line = match subscription.next().await {
+            Ok(Some(line)) => line,
+            Ok(None) => return, // a complete holder's answer ends here
+            Err(err) => {
+                if !source.complete {
+                    report(News::Gone(format!("its availability stream failed: {}", err_chain(&err)))).await;
+                }
+                return;
+            }
+        };
+        let item = match line {
+            Availability::Have { chunks: set, .. } => match ChunkSet::from_hex(chunks, &set) {
+                Some(set) => News::Holds(set.iter().map(|c| c as u32).collect()),
+                None => News::Gone("sent an unreadable chunk set".into()),
+            },
+            Availability::More { chunks } => News::Holds(chunks),
+            Availability::Gone { reason } => News::Gone(reason),
+            Availability::Error(refusal) => News::Gone(refusal.message),
+        };
+        let last = matches!(item, News::Gone(_));
+        if !report(item).await || last {
+            return;
+        }
+    }
+}
+
+/// The task that fetches, verifies and writes one chunk from one peer:
+/// `chunk_id`, or (from a complete holder) one of `alternatives`.
+#[allow(clippy::too_many_arguments)]
 fn fetch_task(
     request: &DownloadRequest,
     client: &Arc<PeerClient>,
     plan: &Plan,
+    numbering: &Arc<Numbering>,
+    partial: &Arc<Partial>,
     chunk_id: ChunkId,
+    alternatives: Vec<ChunkId>,
     peer: PeerIdx,
-) -> impl Future<Output = (ChunkId, PeerIdx, Instant, Fetched)> + Send + 'static {
-    let chunk = plan.chunk(chunk_id).clone();
-    let file = &request.files[chunk.file];
-    let relative_path = file.relative_path.clone();
-    let is_sentinel = relative_path == SENTINEL;
-    let path = request.root.join(&relative_path);
-    let (client, id, addr) = (
-        Arc::clone(client),
-        request.id.clone(),
-        request.sources[peer].addr,
-    );
-    let timeout = plan.timeout_for(peer, chunk.length);
+    addr: SocketAddr,
+) -> impl Future<Output = FetchOutcome> + Send + 'static {
+    // What verifying and writing each candidate needs.
+    let candidate = |id: ChunkId| {
+        let chunk = plan.chunk(id);
+        let relative_path = &request.files[chunk.file].relative_path;
+        (
+            id,
+            chunk.offset,
+            chunk.length,
+            chunk.hash.clone(),
+            relative_path == SENTINEL,
+            request.root.join(relative_path),
+        )
+    };
+    let candidates: Vec<_> = std::iter::once(chunk_id)
+        .chain(alternatives)
+        .map(candidate)
+        .collect();
+    let (client, id, numbering) = (Arc::clone(client), request.id.clone(), Arc::clone(numbering));
+    let manifest = partial.manifest.to_hex();
+    let timeout = plan.timeout_for(peer, plan.chunk(chunk_id).length);
     async move {
         let started = Instant::now();
-        let result = async {
-            let data = match client
-                .fetch_chunk(
-                    addr,
-                    &id,
-                    &relative_path,
-                    chunk.offset,
-                    chunk.length,
-                    timeout,
-                )
-                .await
-            {
-                Ok(data) => data,
-                Err(err) => return Fetched::Failed(FetchFailure::Transport(err.to_string())),
-            };
-            // Verify and write on one blocking thread: one hand-off per
-            // chunk, which is what a game of many tiny files pays per file.
-            let offset = chunk.offset;
-            let stored = tokio::task::spawn_blocking(move || {
-                if blake3::hash(&data).to_hex().as_str() != chunk.hash {
-                    Fetched::Failed(FetchFailure::BadData)
-                } else if is_sentinel {
-                    Fetched::Sentinel(data)
-                } else {
-                    match sentinel::write_chunk(&path, offset, &data) {
-                        Ok(()) => Fetched::Written,
-                        Err(err) => Fetched::Local(DownloadError::Disk(err)),
-                    }
-                }
-            })
+        let globals: Vec<u32> = candidates.iter().map(|c| numbering.global[c.0]).collect();
+        let length_of = |global: u32| {
+            globals
+                .iter()
+                .position(|&g| g == global)
+                .map(|i| candidates[i].2)
+        };
+        let fetched = client
+            .fetch_chunk(
+                addr,
+                &id,
+                &manifest,
+                globals[0],
+                globals[1..].to_vec(),
+                length_of,
+                timeout,
+            )
             .await;
-            stored.unwrap_or(Fetched::Local(DownloadError::Panicked(
-                "verifying and writing a chunk",
-            )))
-        }
+        let (sent, data) = match fetched {
+            Ok(fetched) => fetched,
+            Err(crate::transport::TransportError::Refused {
+                code: WireErrorCode::UnknownManifest,
+                message,
+                ..
+            }) => return (chunk_id, chunk_id, peer, started, Fetched::Left(message)),
+            Err(err) => {
+                let failure = FetchFailure::Transport(err.to_string());
+                return (chunk_id, chunk_id, peer, started, Fetched::Failed(failure));
+            }
+        };
+        let Some(index) = globals.iter().position(|&g| g == sent) else {
+            unreachable!("the client checks the chunk sent was asked for");
+        };
+        let (got, offset, _, hash, is_sentinel, path) = candidates[index].clone();
+        // Verify and write on one blocking thread: one hand-off per
+        // chunk, which is what a game of many tiny files pays per file.
+        let stored = tokio::task::spawn_blocking(move || {
+            if blake3::hash(&data).to_hex().as_str() != hash {
+                Fetched::Failed(FetchFailure::BadData)
+            } else if is_sentinel {
+                Fetched::Sentinel(data)
+            } else {
+                match sentinel::write_chunk(&path, offset, &data) {
+                    Ok(()) => Fetched::Written,
+                    Err(err) => Fetched::Local(DownloadError::Disk(err)),
+                }
+            }
+        })
         .await;
-        (chunk_id, peer, started, result)
+        let result = stored.unwrap_or(Fetched::Local(DownloadError::Panicked(
+            "verifying and writing a chunk",
+        )));
+        (chunk_id, got, peer, started, result)
     }
 }
 

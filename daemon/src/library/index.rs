@@ -72,7 +72,7 @@ pub(super) struct IndexedFile {
 }
 
 /// Nanoseconds since the epoch, if the platform reports a modification time.
-pub(super) fn mtime_ns(meta: &std::fs::Metadata) -> Option<i128> {
+pub fn mtime_ns(meta: &std::fs::Metadata) -> Option<i128> {
     let mtime = meta.modified().ok()?;
     Some(match mtime.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(after) => after.as_nanos() as i128,

@@ -65,6 +65,26 @@ pub fn game_manifest(
     progress: &(dyn Fn(u64) + Sync),
     cancel: &AtomicBool,
 ) -> Result<Vec<GameFileDescription>, ManifestError> {
+    game_manifest_stamped(root, id, files, index, state_dir, progress, cancel)
+        .map(|(manifest, _)| manifest)
+}
+
+/// Size and modification time of a file when its hashes were taken: while
+/// both hold, its bytes are those the hashes describe.
+pub type FileStamp = (u64, Option<i128>);
+
+/// [`game_manifest`], with each entry's [`FileStamp`] (`None` for a
+/// directory), so a server can tell later whether a file still holds the
+/// bytes its hashes describe.
+pub fn game_manifest_stamped(
+    root: &Path,
+    id: &GameId,
+    files: &[LocalFile],
+    index: &Mutex<LibraryIndex>,
+    state_dir: Option<&Path>,
+    progress: &(dyn Fn(u64) + Sync),
+    cancel: &AtomicBool,
+) -> Result<(Vec<GameFileDescription>, Vec<Option<FileStamp>>), ManifestError> {
     let lock = || {
         index
             .lock()
@@ -164,7 +184,7 @@ pub fn game_manifest(
         }
     }
     progress(manifest.iter().map(|f| f.size).sum());
-    Ok(manifest)
+    Ok((manifest, stats))
 }
 
 /// Hashes every job's chunk with one thread per core (each at the lowest

@@ -17,8 +17,9 @@ use lanspread_proto::model::{GameId, IgnoredRoot, Version};
 use crate::catalog::Catalog;
 pub use beneath::{OpenBeneathError, open_beneath};
 pub use index::LibraryIndex;
-use index::{IndexedFile, IndexedRoot, RootFingerprint, mtime_ns};
-pub use manifest::{ManifestError, game_manifest, hash_chunks};
+use index::{IndexedFile, IndexedRoot, RootFingerprint};
+pub use index::mtime_ns;
+pub use manifest::{FileStamp, ManifestError, game_manifest, game_manifest_stamped, hash_chunks};
 pub use version_ini::{VersionIniError, parse_version_ini, read_version_ini};
 
 /// The sentinel file whose presence means "downloaded".

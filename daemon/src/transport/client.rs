@@ -11,14 +11,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lanspread_proto::model::GameId;
-use lanspread_proto::wire::{DataHeader, MAX_RESPONSE_BYTES, Request, Response};
+use lanspread_proto::wire::{
+    Availability, DataHeader, MAX_AVAILABILITY_LINE, MAX_RESPONSE_BYTES, Request, Response,
+};
 use s2n_quic::Client;
 use s2n_quic::client::Connect;
 use s2n_quic::connection::{Handle, StreamAcceptor};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
-use super::framing::{read_data_header, read_exact_data, read_to_end_bounded};
+use super::framing::{read_data_header, read_exact_data, read_json_line, read_to_end_bounded};
 use super::rate::RateLimiter;
 use super::server::limits;
 use super::tls::TlsIdentity;
@@ -108,22 +110,27 @@ impl PeerClient {
         .await
     }
 
-    /// Fetches `length` bytes at `offset` of a file; the peer's refusal is
-    /// a [`TransportError::Refused`].
+    /// Fetches chunk `chunk` of manifest `manifest` of game `id`, or, from
+    /// a complete holder, whichever of it and `alternatives` the peer
+    /// chooses; returns the chunk sent and its bytes. `length_of` gives
+    /// each chunk's length: the peer must send one of the asked chunks, at
+    /// its length. The peer's refusal is a [`TransportError::Refused`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn fetch_chunk(
         &self,
         addr: SocketAddr,
         id: &GameId,
-        relative_path: &str,
-        offset: u64,
-        length: u64,
+        manifest: &str,
+        chunk: u32,
+        alternatives: Vec<u32>,
+        length_of: impl Fn(u32) -> Option<u64>,
         timeout: Duration,
-    ) -> Result<Vec<u8>, TransportError> {
-        let request = Request::GetGameFileChunk {
+    ) -> Result<(u32, Vec<u8>), TransportError> {
+        let request = Request::GetChunk {
             id: id.clone(),
-            relative_path: relative_path.to_owned(),
-            offset,
-            length,
+            manifest: manifest.to_owned(),
+            chunk,
+            alternatives,
         };
         let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % BULK_LANES;
         self.bounded(addr, timeout, async {
@@ -138,18 +145,57 @@ impl PeerClient {
                     code: refusal.code,
                     message: refusal.message,
                 }),
-                DataHeader::Data { length: announced } if announced != length => Err(protocol(
-                    addr,
-                    format!("announced {announced} bytes for a {length} byte chunk"),
-                )),
-                DataHeader::Data { length } => {
-                    read_exact_data(&mut reader, length, &self.download_limit)
+                DataHeader::Data { chunk: sent, length } => {
+                    let Request::GetChunk {
+                        chunk,
+                        alternatives,
+                        ..
+                    } = &request
+                    else {
+                        unreachable!("built above")
+                    };
+                    if sent != *chunk && !alternatives.contains(&sent) {
+                        return Err(protocol(addr, format!("sent chunk {sent}, which was not asked for")));
+                    }
+                    if length_of(sent) != Some(length) {
+                        return Err(protocol(
+                            addr,
+                            format!("announced {length} bytes for chunk {sent} of another length"),
+                        ));
+                    }
+                    let data = read_exact_data(&mut reader, length, &self.download_limit)
                         .await
-                        .map_err(|err| protocol(addr, err))
+                        .map_err(|err| protocol(addr, err))?;
+                    Ok((sent, data))
                 }
             }
         })
         .await
+    }
+
+    /// Subscribes to what `addr` holds of manifest `manifest` of game `id`
+    /// (`have`: what we hold, in the wire form): the first line arrives
+    /// within the request timeout; later ones whenever the peer verifies
+    /// chunks.
+    pub async fn subscribe(
+        &self,
+        addr: SocketAddr,
+        id: &GameId,
+        manifest: &str,
+        have: String,
+    ) -> Result<Subscription, TransportError> {
+        let request = Request::Subscribe {
+            id: id.clone(),
+            manifest: manifest.to_owned(),
+            have,
+        };
+        let stream = self
+            .bounded(addr, REQUEST_TIMEOUT, self.open_stream(addr, 0, &request))
+            .await?;
+        Ok(Subscription {
+            addr,
+            reader: BufReader::new(stream),
+        })
     }
 
     /// Closes every cached connection explicitly (so peers do not wait for
@@ -261,6 +307,22 @@ impl PeerClient {
             },
         );
         Ok(handle)
+    }
+}
+
+/// An open availability stream from one peer.
+#[derive(Debug)]
+pub struct Subscription {
+    addr: SocketAddr,
+    reader: BufReader<s2n_quic::stream::BidirectionalStream>,
+}
+
+impl Subscription {
+    /// The next line; `None` when the peer ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Availability>, TransportError> {
+        read_json_line(&mut self.reader, MAX_AVAILABILITY_LINE as u64)
+            .await
+            .map_err(|err| protocol(self.addr, err))
     }
 }
 

@@ -45,14 +45,28 @@ pub async fn read_to_end_bounded(
 pub async fn read_data_header(
     reader: &mut (impl AsyncBufRead + Unpin),
 ) -> Result<DataHeader, FrameError> {
+    read_json_line(reader, MAX_HEADER_BYTES)
+        .await?
+        .ok_or(FrameError::Truncated {
+            got: 0,
+            expected: 1,
+        })
+}
+
+/// Reads one JSON line of at most `max` bytes; `None` at the end of the
+/// stream.
+pub async fn read_json_line<T: serde::de::DeserializeOwned>(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    max: u64,
+) -> Result<Option<T>, FrameError> {
     let mut line = Vec::new();
-    (&mut *reader)
-        .take(MAX_HEADER_BYTES)
-        .read_until(b'\n', &mut line)
-        .await?;
+    (&mut *reader).take(max).read_until(b'\n', &mut line).await?;
+    if line.is_empty() {
+        return Ok(None);
+    }
     if line.last() != Some(&b'\n') {
-        return Err(if line.len() as u64 >= MAX_HEADER_BYTES {
-            FrameError::TooLong(MAX_HEADER_BYTES)
+        return Err(if line.len() as u64 >= max {
+            FrameError::TooLong(max)
         } else {
             FrameError::Truncated {
                 got: line.len() as u64,
@@ -60,7 +74,7 @@ pub async fn read_data_header(
             }
         });
     }
-    Ok(serde_json::from_slice(&line)?)
+    Ok(Some(serde_json::from_slice(&line)?))
 }
 
 /// Reads exactly `length` bytes of data into memory, paced by `limiter`
@@ -89,8 +103,8 @@ pub async fn read_exact_data(
     Ok(data)
 }
 
-/// A [`DataHeader`] line, newline-terminated.
-pub fn encode_header(header: &DataHeader) -> Vec<u8> {
+/// A JSON line ([`DataHeader`], `Availability`), newline-terminated.
+pub fn encode_header(header: &impl serde::Serialize) -> Vec<u8> {
     let mut line = serde_json::to_vec(header).expect("headers serialize");
     line.push(b'\n');
     line
@@ -110,9 +124,9 @@ mod tests {
             read_to_end_bounded(&mut &b"abcd"[..], 3).await,
             Err(FrameError::TooLong(3))
         ));
-        let mut input = &b"{\"type\":\"Data\",\"length\":3}\nabc"[..];
+        let mut input = &b"{\"type\":\"Data\",\"chunk\":5,\"length\":3}\nabc"[..];
         let header = read_data_header(&mut input).await.unwrap();
-        assert_eq!(header, DataHeader::Data { length: 3 });
+        assert_eq!(header, DataHeader::Data { chunk: 5, length: 3 });
         let unlimited = RateLimiter::default();
         assert_eq!(
             read_exact_data(&mut input, 3, &unlimited).await.unwrap(),

@@ -1,13 +1,16 @@
 //! The QUIC server: accepts peers' connections, one task per stream, and
-//! answers each request from the served library. A refused request gets an
+//! answers each request from the served library and the swarm (the
+//! chunks this daemon's downloads verified). A refused request gets an
 //! error answer; the connection and the server live on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use lanspread_proto::model::GameId;
 use lanspread_proto::wire::{
-    DataHeader, MAX_REQUEST_BYTES, Request, Response, WIRE_VERSION, WireError, WireErrorCode,
+    Availability, DataHeader, MAX_ALTERNATIVES, MAX_REQUEST_BYTES, Request, Response,
+    WIRE_VERSION, WireError, WireErrorCode,
 };
 use s2n_quic::Server;
 use s2n_quic::provider::limits::Limits;
@@ -23,8 +26,12 @@ use super::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_STREAMS_PER_CONNECTION, REQUEST_READ_TIMEOUT,
     STREAM_WRITE_TIMEOUT, TransportError,
 };
-use crate::prepare::{Lookup, Manifests};
-use crate::serve::{ServedLibrary, check_range, refusal};
+use crate::download::journal::ChunkSet;
+use crate::library::{FileStamp, open_beneath};
+use crate::manifest_id::{ChunkTable, ManifestId};
+use crate::prepare::{Lookup, Manifests, PreparedManifest};
+use crate::serve::{ServedLibrary, refusal};
+use crate::swarm::{Partial, Swarm};
 
 /// Size of each read from disk while sending file data.
 const SEND_BLOCK_BYTES: u64 = 1024 * 1024;
@@ -39,6 +46,47 @@ pub struct ServeContext {
     pub manifests: Arc<Manifests>,
     /// The daemon's upload limit, shared by every stream.
     pub upload_limit: Arc<RateLimiter>,
+    /// What this daemon's downloads hold.
+    pub swarm: Arc<Swarm>,
+    /// How often each chunk of each complete game was sent.
+    pub sent: SendCounts,
+}
+
+/// How long a subscription waits after a change before it sends, so chunks
+/// verified close together go out in one line.
+const AVAILABILITY_BATCH: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Per complete game, how often each chunk of its manifest was sent, so a
+/// request with alternatives gets the least-sent one (and a seeder sends
+/// each chunk about once before any twice).
+#[derive(Debug, Default)]
+pub struct SendCounts {
+    games: std::sync::Mutex<std::collections::HashMap<GameId, (ManifestId, Vec<u16>)>>,
+}
+
+impl SendCounts {
+    /// The least-sent of `candidates` (the first among equals), counted as
+    /// sent once more.
+    fn choose(&self, id: &GameId, prepared: &PreparedManifest, candidates: &[u32]) -> u32 {
+        let mut games = self.games.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = games
+            .entry(id.clone())
+            .or_insert_with(|| (prepared.manifest, Vec::new()));
+        if entry.0 != prepared.manifest || entry.1.len() != prepared.table.len() {
+            *entry = (prepared.manifest, vec![0; prepared.table.len()]);
+        }
+        let counts = &mut entry.1;
+        let chosen = candidates
+            .iter()
+            .copied()
+            .filter(|&c| (c as usize) < counts.len())
+            .min_by_key(|&c| counts[c as usize])
+            .unwrap_or(candidates[0]);
+        if let Some(count) = counts.get_mut(chosen as usize) {
+            *count = count.saturating_add(1);
+        }
+        chosen
+    }
 }
 
 /// A bound QUIC endpoint.
@@ -127,7 +175,10 @@ async fn serve_connection(
         };
         match stream {
             Ok(Some(stream)) => {
-                tokio::spawn(serve_stream(stream, Arc::clone(&context)).in_current_span());
+                tokio::spawn(
+                    serve_stream(stream, Arc::clone(&context), shutdown.clone())
+                        .in_current_span(),
+                );
             }
             Ok(None) => break,
             Err(err) => {
@@ -139,7 +190,11 @@ async fn serve_connection(
 }
 
 /// Reads one request and answers it.
-async fn serve_stream(mut stream: BidirectionalStream, context: Arc<ServeContext>) {
+async fn serve_stream(
+    mut stream: BidirectionalStream,
+    context: Arc<ServeContext>,
+    shutdown: CancellationToken,
+) {
     let request = match tokio::time::timeout(
         REQUEST_READ_TIMEOUT,
         read_to_end_bounded(&mut stream, MAX_REQUEST_BYTES),
@@ -171,13 +226,15 @@ async fn serve_stream(mut stream: BidirectionalStream, context: Arc<ServeContext
             let pong = Response::Pong {
                 peer_id: context.peer_id.clone(),
                 wire_version: WIRE_VERSION,
-                library_revision: library.revision,
+                library_revision: library.revision
+                    + context.swarm.generation()
+                    + context.manifests.generation(),
             };
             send_json(&mut stream, &pong).await
         }
         Request::ListGames => {
             let games = Response::Games {
-                games: library.announced(),
+                games: announced(&library, &context),
             };
             send_json(&mut stream, &games).await
         }
@@ -185,32 +242,14 @@ async fn serve_stream(mut stream: BidirectionalStream, context: Arc<ServeContext
             let answer = manifest(&library, &context, id);
             send_json(&mut stream, &answer).await
         }
-        Request::GetGameFileData { id, relative_path } => {
-            send_file(
-                &mut stream,
-                &library,
-                &context.upload_limit,
-                &id,
-                &relative_path,
-                None,
-            )
-            .await
-        }
-        Request::GetGameFileChunk {
+        Request::GetChunk {
             id,
-            relative_path,
-            offset,
-            length,
-        } => {
-            send_file(
-                &mut stream,
-                &library,
-                &context.upload_limit,
-                &id,
-                &relative_path,
-                Some((offset, length)),
-            )
-            .await
+            manifest,
+            chunk,
+            alternatives,
+        } => send_chunk(&mut stream, &library, &context, &id, &manifest, chunk, &alternatives).await,
+        Request::Subscribe { id, manifest, have } => {
+            subscribe(&mut stream, &library, &context, &id, &manifest, &have, &shutdown).await
         }
     };
     if let Err(err) = result {
@@ -221,23 +260,72 @@ async fn serve_stream(mut stream: BidirectionalStream, context: Arc<ServeContext
     }
 }
 
-/// The `GetGame` answer: the prepared manifest, or at once "preparing"
-/// with the progress. Never hashes (the preparer does, in the background).
-fn manifest(
+/// The prepared manifest of a complete game, if it is ready.
+fn prepared(
     library: &ServedLibrary,
     context: &ServeContext,
-    id: lanspread_proto::model::GameId,
-) -> Response {
+    id: &GameId,
+) -> Option<Arc<PreparedManifest>> {
+    let (_, game) = library.game(id).ok()?;
+    match context.manifests.lookup(id, game) {
+        Lookup::Ready(prepared) => Some(prepared),
+        _ => None,
+    }
+}
+
+/// A download of `id` to announce and serve: one that still serves and is
+/// not superseded by a complete game ready to serve.
+fn partial(library: &ServedLibrary, context: &ServeContext, id: &GameId) -> Option<Arc<Partial>> {
+    let partial = context.swarm.get(id)?;
+    (partial.held().is_ok() && prepared(library, context, id).is_none()).then_some(partial)
+}
+
+/// The `ListGames` answer: complete games (with their manifest's digest
+/// once prepared), and the games being downloaded here.
+fn announced(
+    library: &ServedLibrary,
+    context: &ServeContext,
+) -> Vec<lanspread_proto::wire::AnnouncedGame> {
+    let mut games: Vec<_> = library
+        .announced()
+        .into_iter()
+        .filter(|game| partial(library, context, &game.id).is_none())
+        .map(|mut game| {
+            game.manifest = prepared(library, context, &game.id).map(|p| p.manifest.to_hex());
+            game
+        })
+        .collect();
+    games.extend(
+        context
+            .swarm
+            .announced()
+            .into_iter()
+            .filter(|game| partial(library, context, &game.id).is_some()),
+    );
+    games
+}
+
+/// The `GetGame` answer: the prepared manifest, or the manifest of a
+/// download of the game, or at once "preparing" with the progress. Never
+/// hashes (the preparer does, in the background).
+fn manifest(library: &ServedLibrary, context: &ServeContext, id: GameId) -> Response {
+    if let Some(partial) = partial(library, context, &id) {
+        return Response::Game {
+            id,
+            version: partial.version.clone(),
+            files: partial.files.as_ref().clone(),
+        };
+    }
     let (_, game) = match library.game(&id) {
         Ok(found) => found,
         Err(err) => return Response::Error(err),
     };
     let version = game.version.clone();
     match context.manifests.lookup(&id, game) {
-        Lookup::Ready(files) => Response::Game {
+        Lookup::Ready(prepared) => Response::Game {
             id,
             version,
-            files: files.as_ref().clone(),
+            files: prepared.files.as_ref().clone(),
         },
         Lookup::Preparing(progress) => Response::Preparing {
             id,
@@ -255,50 +343,184 @@ fn manifest(
     }
 }
 
-/// Sends a whole file (`range` None) or one chunk, after its header.
-/// Disk reads run on blocking threads, one block ahead of the network;
-/// each block waits for the upload limit before it goes out.
-async fn send_file(
+/// The refusal for a manifest this daemon does not hold (any more),
+/// naming the version it holds now.
+fn unknown_manifest(library: &ServedLibrary, context: &ServeContext, id: &GameId) -> WireError {
+    let now = library
+        .game(id)
+        .map(|(_, g)| g.version.clone())
+        .ok()
+        .or_else(|| context.swarm.get(id).map(|p| p.version.clone()));
+    let message = match now {
+        Some(version) => format!("{id} changed here: this peer now holds version {version}"),
+        None => format!("{id} is not held here any more"),
+    };
+    refusal(WireErrorCode::UnknownManifest, message)
+}
+
+/// Where a chunk to send comes from.
+struct ChunkSource {
+    file: std::fs::File,
+    /// The chunk's number, offset and length.
+    chunk: u32,
+    offset: u64,
+    length: u64,
+    /// Whether the bytes may still be sent (checked before each block).
+    still_valid: Box<dyn Fn(&std::fs::File) -> bool + Send + Sync>,
+}
+
+/// Answers `GetChunk`: from the complete game if it holds this manifest
+/// (the least-sent of the chunk and its alternatives), else from the
+/// download of it if that verified the chunk.
+async fn send_chunk(
     stream: &mut BidirectionalStream,
     library: &Arc<ServedLibrary>,
-    upload_limit: &RateLimiter,
-    id: &lanspread_proto::model::GameId,
-    relative_path: &str,
-    range: Option<(u64, u64)>,
+    context: &Arc<ServeContext>,
+    id: &GameId,
+    manifest: &str,
+    chunk: u32,
+    alternatives: &[u32],
 ) -> Result<(), std::io::Error> {
     let opened = {
-        let (library, id, relative_path) =
-            (Arc::clone(library), id.clone(), relative_path.to_owned());
-        tokio::task::spawn_blocking(move || open_range(&library, &id, &relative_path, range))
-            .await
-            .map_err(std::io::Error::other)?
+        let (library, context, id, manifest) = (
+            Arc::clone(library),
+            Arc::clone(context),
+            id.clone(),
+            manifest.to_owned(),
+        );
+        let mut candidates = vec![chunk];
+        candidates.extend(alternatives.iter().take(MAX_ALTERNATIVES));
+        tokio::task::spawn_blocking(move || {
+            open_chunk(&library, &context, &id, &manifest, &candidates)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     };
-    let (file, start, length) = match opened {
-        Ok(opened) => opened,
+    let source = match opened {
+        Ok(source) => source,
         Err(refused) => {
-            tracing::debug!(game = %id, path = %relative_path, reason = %refused.message, "file request refused");
+            tracing::debug!(game = %id, chunk, reason = %refused.message, "chunk request refused");
             return send_bytes(stream, encode_header(&DataHeader::Error(refused))).await;
         }
     };
-    send_bytes(stream, encode_header(&DataHeader::Data { length })).await?;
-    let file = Arc::new(file);
-    let end = start + length;
+    send_bytes(
+        stream,
+        encode_header(&DataHeader::Data {
+            chunk: source.chunk,
+            length: source.length,
+        }),
+    )
+    .await?;
+    send_data(stream, source, &context.upload_limit).await
+}
+
+/// Finds and opens the chunk to send. Blocking.
+fn open_chunk(
+    library: &ServedLibrary,
+    context: &ServeContext,
+    id: &GameId,
+    manifest: &str,
+    candidates: &[u32],
+) -> Result<ChunkSource, WireError> {
+    let manifest = ManifestId::from_hex(manifest).ok_or_else(|| {
+        refusal(WireErrorCode::BadRequest, "manifest is not a digest".into())
+    })?;
+    if let Some(prepared) = prepared(library, context, id).filter(|p| p.manifest == manifest) {
+        let chunk = context.sent.choose(id, &prepared, candidates);
+        let place = locate(&prepared.table, chunk)?;
+        let path = &prepared.files[place.file].relative_path;
+        let file = library.open_file(id, path)?;
+        let stamp = prepared.stamps[place.file];
+        let path = path.clone();
+        let unchanged = move |file: &std::fs::File| stamp.is_some() && stamp_of(file) == stamp;
+        if !unchanged(&file) {
+            tracing::info!(game = %id, path = %path, "file changed since its file list was made; refusing its chunks");
+            return Err(unknown_manifest(library, context, id));
+        }
+        return Ok(ChunkSource {
+            file,
+            chunk,
+            offset: place.offset,
+            length: place.length,
+            still_valid: Box::new(unchanged),
+        });
+    }
+    let Some(partial) = context.swarm.get(id).filter(|p| p.manifest == manifest) else {
+        return Err(unknown_manifest(library, context, id));
+    };
+    if partial.held().is_err() {
+        return Err(unknown_manifest(library, context, id));
+    }
+    let Some(&chunk) = candidates.iter().find(|&&c| partial.holds(c as usize)) else {
+        return Err(refusal(
+            WireErrorCode::NotHeld,
+            format!("chunk {} of {id} is not verified here yet", candidates[0]),
+        ));
+    };
+    let place = locate(&partial.table, chunk)?;
+    let path = &partial.files[place.file].relative_path;
+    let file = open_beneath(&partial.root, path).map_err(|err| {
+        tracing::warn!(game = %id, path = %path, cause = %crate::error_chain::err_chain(&err), "cannot read a downloaded chunk");
+        refusal(WireErrorCode::Internal, format!("cannot read {path}"))
+    })?;
+    Ok(ChunkSource {
+        file,
+        chunk,
+        offset: place.offset,
+        length: place.length,
+        still_valid: Box::new(move |_| partial.holds(chunk as usize)),
+    })
+}
+
+fn locate(table: &ChunkTable, chunk: u32) -> Result<crate::manifest_id::ChunkPlace, WireError> {
+    table.place(chunk).ok_or_else(|| {
+        refusal(
+            WireErrorCode::OutOfRange,
+            format!("chunk {chunk} is past the {} chunks of the manifest", table.len()),
+        )
+    })
+}
+
+/// A file's size and mtime as the preparer recorded them.
+fn stamp_of(file: &std::fs::File) -> Option<FileStamp> {
+    let meta = file.metadata().ok()?;
+    Some((meta.len(), crate::library::mtime_ns(&meta)))
+}
+
+/// Sends a chunk's bytes after its header. Disk reads run on blocking
+/// threads, one block ahead of the network; each block is checked to be
+/// still valid after it was read (a file written to since its hashes were
+/// taken, or a download that ended, stops the stream: the receiver sees it
+/// cut short, never bytes it could take for the manifest's), then waits
+/// for the upload limit before it goes out.
+async fn send_data(
+    stream: &mut BidirectionalStream,
+    source: ChunkSource,
+    upload_limit: &RateLimiter,
+) -> Result<(), std::io::Error> {
+    let source = Arc::new(source);
+    let end = source.offset + source.length;
     let read_block = |offset: u64| {
-        let file = Arc::clone(&file);
+        let source = Arc::clone(&source);
         let len = (end - offset).min(SEND_BLOCK_BYTES) as usize;
         tokio::task::spawn_blocking(move || {
             let mut block = vec![0u8; len];
             // A file that shrank under us, or a failing disk, fails here:
             // the receiver then sees a truncated stream, never wrong bytes.
             crate::faults::read_error()?;
-            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut block, offset)?;
+            std::os::unix::fs::FileExt::read_exact_at(&source.file, &mut block, offset)?;
+            if !(source.still_valid)(&source.file) {
+                return Err(std::io::Error::other(
+                    "the chunk's file changed or its download ended while it was sent",
+                ));
+            }
             Ok::<_, std::io::Error>(block)
         })
     };
     #[cfg(feature = "test-faults")]
-    let mut corrupt = range.is_some() && crate::faults::corrupt_this_chunk();
-    let mut offset = start;
-    let mut next = (length > 0).then(|| read_block(offset));
+    let mut corrupt = crate::faults::corrupt_this_chunk();
+    let mut offset = source.offset;
+    let mut next = (source.length > 0).then(|| read_block(offset));
     while let Some(pending) = next.take() {
         #[allow(unused_mut)]
         let mut block = pending.await.map_err(std::io::Error::other)??;
@@ -316,32 +538,79 @@ async fn send_file(
     Ok(())
 }
 
-/// Opens and range-checks a file for sending. Blocking.
-fn open_range(
+/// Answers `Subscribe`: the chunks held (less the asker's), then, for a
+/// download, each chunk as it is verified, batched over
+/// [`AVAILABILITY_BATCH`], until the download stops serving.
+async fn subscribe(
+    stream: &mut BidirectionalStream,
     library: &ServedLibrary,
-    id: &lanspread_proto::model::GameId,
-    relative_path: &str,
-    range: Option<(u64, u64)>,
-) -> Result<(std::fs::File, u64, u64), WireError> {
-    let file = library.open_file(id, relative_path)?;
-    let size = file
-        .metadata()
-        .map_err(|err| {
-            tracing::warn!(game = %id, path = %relative_path, cause = %err, "cannot read served file");
-            refusal(
-                WireErrorCode::Internal,
-                format!("cannot read {relative_path}"),
-            )
-        })?
-        .len();
-    let (offset, length) = match range {
-        Some((offset, length)) => {
-            check_range(size, offset, length)?;
-            (offset, length)
-        }
-        None => (0, size),
+    context: &ServeContext,
+    id: &GameId,
+    manifest: &str,
+    have: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), std::io::Error> {
+    let refuse = |err: WireError| encode_header(&Availability::Error(err));
+    let Some(manifest) = ManifestId::from_hex(manifest) else {
+        let err = refusal(WireErrorCode::BadRequest, "manifest is not a digest".into());
+        return send_bytes(stream, refuse(err)).await;
     };
-    Ok((file, offset, length))
+    let parse_have = |table: &ChunkTable| {
+        ChunkSet::from_hex(table.len(), have).ok_or_else(|| {
+            refusal(
+                WireErrorCode::BadRequest,
+                format!("'have' is not a set over {} chunks", table.len()),
+            )
+        })
+    };
+    if let Some(prepared) = prepared(library, context, id).filter(|p| p.manifest == manifest) {
+        let line = match parse_have(&prepared.table) {
+            Ok(theirs) => Availability::Have {
+                chunks: ChunkSet::full(prepared.table.len()).without(&theirs).to_hex(),
+                complete: true,
+            },
+            Err(err) => Availability::Error(err),
+        };
+        return send_bytes(stream, encode_header(&line)).await;
+    }
+    let Some(partial) = context.swarm.get(id).filter(|p| p.manifest == manifest) else {
+        return send_bytes(stream, refuse(unknown_manifest(library, context, id))).await;
+    };
+    let mut told = match parse_have(&partial.table) {
+        Ok(theirs) => theirs,
+        Err(err) => return send_bytes(stream, refuse(err)).await,
+    };
+    let mut changes = partial.watch();
+    let mut first = true;
+    loop {
+        changes.mark_unchanged();
+        let held = match partial.held() {
+            Ok(held) => held,
+            Err(reason) => {
+                return send_bytes(stream, encode_header(&Availability::Gone { reason })).await;
+            }
+        };
+        let news = held.without(&told);
+        if first {
+            let line = Availability::Have {
+                chunks: news.to_hex(),
+                complete: false,
+            };
+            send_bytes(stream, encode_header(&line)).await?;
+            first = false;
+        } else if news.count() > 0 {
+            let line = Availability::More {
+                chunks: news.iter().map(|c| c as u32).collect(),
+            };
+            send_bytes(stream, encode_header(&line)).await?;
+        }
+        told.add_all(&news);
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            changed = changes.changed() => if changed.is_err() { return Ok(()) },
+        }
+        tokio::time::sleep(AVAILABILITY_BATCH).await;
+    }
 }
 
 async fn send_json(
