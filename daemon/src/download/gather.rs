@@ -162,15 +162,22 @@ pub async fn gather(
     })
 }
 
-/// The manifest most peers agree on, and the peers that sent exactly it.
+/// The manifest most complete holders agree on (then most peers), and the
+/// peers that sent exactly it.
 fn agree(
     id: &GameId,
     version: &Version,
     valid: Vec<(Candidate, Vec<GameFileDescription>)>,
 ) -> Option<GatheredManifest> {
+    // Complete holders decide; downloaders only count among equals (they
+    // hold what some complete holder offered).
     let reference = valid
         .iter()
-        .max_by_key(|(_, files)| valid.iter().filter(|(_, f)| f == files).count())
+        .max_by_key(|(_, files)| {
+            let same = valid.iter().filter(|(_, f)| f == files);
+            let complete = same.clone().filter(|(c, _)| c.complete).count();
+            (complete, same.count())
+        })
         .map(|(_, files)| files.clone())?;
     tracing::debug!(game = %id, peers = valid.len(), files = reference.len(), "file list agreed");
     let holders = valid

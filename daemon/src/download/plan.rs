@@ -264,10 +264,29 @@ impl Plan {
     /// game, went away) or keeps failing. Its fetches in flight end by
     /// themselves (the caller aborts them); its chunks no longer count.
     pub fn drop_peer(&mut self, peer: PeerIdx, reason: String) {
-        let slot = &mut self.peers[peer];
-        if slot.dropped.is_some() {
+        if self.peers[peer].dropped.is_some() {
             return;
         }
+        // Its chunks in flight go back to be handed out (their fetches are
+        // aborted and never report).
+        let stranded: Vec<ChunkId> = self
+            .in_flight
+            .iter()
+            .copied()
+            .filter(|&id| matches!(&self.chunks[id].state, ChunkState::InFlight(h) if h.contains(&peer)))
+            .collect();
+        for id in stranded {
+            self.release(id, peer);
+            if let ChunkState::InFlight(holders) = &self.chunks[id].state
+                && holders.is_empty()
+            {
+                self.chunks[id].state = ChunkState::Pending;
+                self.in_flight.remove(&id);
+                self.pending += 1;
+                self.retry.push_back(id);
+            }
+        }
+        let slot = &mut self.peers[peer];
         slot.dropped = Some(reason);
         match &slot.holdings {
             None => {
@@ -962,6 +981,20 @@ mod tests {
         assert_eq!(plan.next_for(0), None);
         plan.completed(1, 0, Duration::from_millis(5));
         assert!(plan.is_finished());
+    }
+
+    #[test]
+    fn a_source_that_leaves_gives_back_its_chunks_in_flight() {
+        let mut plan = plan(6, 2);
+        let mut taken = Vec::new();
+        while let Some(id) = plan.next_for(0) {
+            taken.push(id);
+        }
+        assert_eq!(taken.len(), SLOTS_PER_PEER);
+        plan.drop_peer(0, "left".into());
+        let served = simulate(&mut plan, &[1, 1]);
+        assert!(plan.is_finished(), "chunks stranded on the source that left");
+        assert_eq!(served, [0, 6]);
     }
 
     #[test]

@@ -346,10 +346,15 @@ fn manifest(library: &ServedLibrary, context: &ServeContext, id: GameId) -> Resp
 /// The refusal for a manifest this daemon does not hold (any more),
 /// naming the version it holds now.
 fn unknown_manifest(library: &ServedLibrary, context: &ServeContext, id: &GameId) -> WireError {
+    // The version.ini on disk first: a game rewritten under us says its new
+    // version before the next scan does.
     let now = library
         .game(id)
-        .map(|(_, g)| g.version.clone())
         .ok()
+        .map(|(root, g)| {
+            crate::library::version_ini::read_version_ini(&root.join(crate::library::SENTINEL))
+                .unwrap_or_else(|_| g.version.clone())
+        })
         .or_else(|| context.swarm.get(id).map(|p| p.version.clone()));
     let message = match now {
         Some(version) => format!("{id} changed here: this peer now holds version {version}"),

@@ -146,6 +146,11 @@ impl Lab {
         self.must(&["shape", host, rate]);
     }
 
+    /// Limits what `host` sends and what it receives, each to `rate`.
+    pub fn shape_both(&self, host: &str, rate: &str) {
+        self.must(&["shape2", host, rate]);
+    }
+
     /// Runs `argv` inside `host` (its network and mount namespaces) and
     /// insists that it succeeds: nftables rules, mounts. Returns stdout.
     pub fn run(&self, host: &str, argv: &[&str]) -> String {
