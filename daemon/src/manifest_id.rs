@@ -136,7 +136,9 @@ mod tests {
             relative_path: path.into(),
             is_dir: false,
             size,
-            chunk_hashes: (0..size.div_ceil(CHUNK_SIZE)).map(|_| "0".repeat(64)).collect(),
+            chunk_hashes: (0..size.div_ceil(CHUNK_SIZE))
+                .map(|_| "0".repeat(64))
+                .collect(),
         };
         let files = vec![
             sized("a", 2 * CHUNK_SIZE + 5),

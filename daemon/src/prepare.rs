@@ -278,7 +278,8 @@ impl Preparer {
         match result {
             Ok(Ok(prepared)) => {
                 tracing::info!(game = %id, files = prepared.files.len(), manifest = %prepared.manifest, "file list ready");
-                self.manifests.set(id, game, State::Ready(Arc::new(prepared)));
+                self.manifests
+                    .set(id, game, State::Ready(Arc::new(prepared)));
                 let _ = self
                     .events
                     .send(PrepareEvent::Ready { id: id.clone() })

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use lanspread_proto::model::{GameId, Version};
-use lanspread_proto::wire::{AnnouncedGame, CHUNK_SIZE, WireError, WireErrorCode};
+use lanspread_proto::wire::{AnnouncedGame, WireError, WireErrorCode};
 
 use crate::library::{
     LOCAL_DIR, LocalFile, LocalLibrary, OpenBeneathError, is_reserved_root_entry, open_beneath,
@@ -174,20 +174,6 @@ pub fn check_relative_path(relative_path: &str) -> Result<(), WireError> {
     Ok(())
 }
 
-/// Checks a chunk request's range against a file of `size` bytes.
-pub fn check_range(size: u64, offset: u64, length: u64) -> Result<(), WireError> {
-    let out_of_range = |why: String| Err(refusal(WireErrorCode::OutOfRange, why));
-    if length == 0 || length > CHUNK_SIZE {
-        return out_of_range(format!("length {length} outside 1..={CHUNK_SIZE}"));
-    }
-    match offset.checked_add(length) {
-        Some(end) if end <= size => Ok(()),
-        _ => out_of_range(format!(
-            "bytes {offset}+{length} are past the end of a {size} byte file"
-        )),
-    }
-}
-
 pub fn refusal(code: WireErrorCode, message: String) -> WireError {
     WireError { code, message }
 }
@@ -226,16 +212,5 @@ mod tests {
             let err = check_relative_path(bad).unwrap_err();
             assert_eq!(err.code, WireErrorCode::ForbiddenPath, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn chunk_ranges_stay_inside_the_file() {
-        assert!(check_range(100, 0, 100).is_ok());
-        assert!(check_range(100, 99, 1).is_ok());
-        assert!(check_range(100, 100, 1).is_err());
-        assert!(check_range(100, 50, 51).is_err());
-        assert!(check_range(100, 0, 0).is_err());
-        assert!(check_range(u64::MAX, u64::MAX, 1).is_err());
-        assert!(check_range(u64::MAX, 0, CHUNK_SIZE + 1).is_err());
     }
 }

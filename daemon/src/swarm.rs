@@ -252,7 +252,11 @@ mod tests {
         assert!(first.held().unwrap_err().contains("superseded"));
         // Retiring the old one leaves the new one registered.
         swarm.retire(&first, "cancelled");
-        assert!(swarm.get(&second.id).is_some_and(|p| Arc::ptr_eq(&p, &second)));
+        assert!(
+            swarm
+                .get(&second.id)
+                .is_some_and(|p| Arc::ptr_eq(&p, &second))
+        );
         swarm.retire(&second, "cancelled");
         assert!(swarm.get(&second.id).is_none());
         assert!(swarm.announced().is_empty());

@@ -16,8 +16,7 @@ use lanspread_proto::client::IpcClient;
 use lanspread_proto::ipc::{ErrorCode, PeerEvent};
 use lanspread_proto::model::{GameFileDescription, GameId, Version};
 use lanspread_proto::wire::{
-    Availability,
-    AnnouncedGame, CHUNK_SIZE, DataHeader, Request, Response, WIRE_VERSION,
+    AnnouncedGame, Availability, CHUNK_SIZE, DataHeader, Request, Response, WIRE_VERSION,
 };
 use lanspreadd::discovery::Announcement;
 

@@ -201,9 +201,10 @@ async fn a_downloader_serving_corrupt_chunks_is_evicted() {
         assert_identical(game.path(), &leech.games());
     }
     let evicted = honest.iter().any(|leech| {
-        leech.log_text().lines().any(|line| {
-            line.contains("peer dropped from this download") && line.contains(&liar_id)
-        })
+        leech
+            .log_text()
+            .lines()
+            .any(|line| line.contains("peer dropped from this download") && line.contains(&liar_id))
     });
     assert!(evicted, "no downloader evicted the liar {liar_id}");
 }
@@ -237,18 +238,18 @@ async fn a_downloader_that_cancels_serves_nothing_more() {
             .sum::<u64>(),
         _ => 0,
     };
-    wait_for_event(&mut events, DOWNLOAD_TIMEOUT, "bytes from the quitter", |e| {
-        from_quitter(e) > 0
-    })
+    wait_for_event(
+        &mut events,
+        DOWNLOAD_TIMEOUT,
+        "bytes from the quitter",
+        |e| from_quitter(e) > 0,
+    )
     .await;
     let cancel = quitter.ctl(&["cancel", GAME]);
     assert_eq!(cancel.status.code(), Some(0));
-    wait_for_event(
-        &mut quitter_events,
-        DOWNLOAD_TIMEOUT,
-        "the cancel",
-        |e| matches!(e, PeerEvent::DownloadGameFilesCancelled { .. }),
-    )
+    wait_for_event(&mut quitter_events, DOWNLOAD_TIMEOUT, "the cancel", |e| {
+        matches!(e, PeerEvent::DownloadGameFilesCancelled { .. })
+    })
     .await;
     // What was in flight from it ends within a moment.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -274,8 +275,14 @@ async fn a_downloader_that_cancels_serves_nothing_more() {
             other => panic!("the stayer failed: {other:?}"),
         }
     }
-    eprintln!("measured: bytes from the quitter a second after its cancel {at_cancel:?}, at the end {at_end}");
-    assert_eq!(at_cancel, Some(at_end), "the quitter served after its cancel");
+    eprintln!(
+        "measured: bytes from the quitter a second after its cancel {at_cancel:?}, at the end {at_end}"
+    );
+    assert_eq!(
+        at_cancel,
+        Some(at_end),
+        "the quitter served after its cancel"
+    );
     assert_identical(game.path(), &stayer.games());
 }
 
@@ -325,15 +332,47 @@ fn drop_traffic(lab: &Lab, host: &str, other: &str) {
     for argv in [
         vec!["nft", "add", "table", "inet", "swarmtest"],
         vec![
-            "nft", "add", "chain", "inet", "swarmtest", "in",
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "swarmtest",
+            "in",
             "{ type filter hook input priority 0 ; }",
         ],
         vec![
-            "nft", "add", "chain", "inet", "swarmtest", "out",
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "swarmtest",
+            "out",
             "{ type filter hook output priority 0 ; }",
         ],
-        vec!["nft", "add", "rule", "inet", "swarmtest", "in", "ip", "saddr", &address, "drop"],
-        vec!["nft", "add", "rule", "inet", "swarmtest", "out", "ip", "daddr", &address, "drop"],
+        vec![
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "swarmtest",
+            "in",
+            "ip",
+            "saddr",
+            &address,
+            "drop",
+        ],
+        vec![
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "swarmtest",
+            "out",
+            "ip",
+            "daddr",
+            &address,
+            "drop",
+        ],
     ] {
         lab.run(host, &argv);
     }
@@ -370,6 +409,12 @@ async fn a_game_changed_at_its_source_is_reported_as_changed_not_corrupt() {
     };
     eprintln!("measured: failure reason: {reason}");
     assert!(reason.contains("changed"), "{reason}");
-    assert!(reason.contains("0.9.0"), "the new version is not named: {reason}");
-    assert!(!reason.contains("corrupt"), "the seeder was blamed: {reason}");
+    assert!(
+        reason.contains("0.9.0"),
+        "the new version is not named: {reason}"
+    );
+    assert!(
+        !reason.contains("corrupt"),
+        "the seeder was blamed: {reason}"
+    );
 }

@@ -234,7 +234,10 @@ async fn ping_list_and_manifest_describe_the_served_library() {
     else {
         panic!("expected a pong, got {pong:?}");
     };
-    assert_eq!((peer_id.as_str(), wire_version), ("server-peer", WIRE_VERSION));
+    assert_eq!(
+        (peer_id.as_str(), wire_version),
+        ("server-peer", WIRE_VERSION)
+    );
     assert!(library_revision > 7, "{library_revision}");
     let Response::Games { games } = client
         .request(fixture.addr, &Request::ListGames)
@@ -248,7 +251,10 @@ async fn ping_list_and_manifest_describe_the_served_library() {
     assert_eq!(games[0].id, id("openarena"));
     assert_eq!(games[0].version.as_str(), "0.8.8");
     assert!(games[0].complete);
-    assert!(games[0].manifest.is_some(), "a prepared game announces its digest");
+    assert!(
+        games[0].manifest.is_some(),
+        "a prepared game announces its digest"
+    );
 
     let answer = client
         .request(
@@ -311,7 +317,10 @@ async fn chunks_arrive_byte_exact_and_numbers_past_the_end_are_refused() {
     let (sent, last) = chunk(&client, fixture.addr, "openarena", &served, 3, vec![])
         .await
         .unwrap();
-    assert_eq!((sent, last.as_slice()), (3, &data[(CHUNK_SIZE * 2) as usize..]));
+    assert_eq!(
+        (sent, last.as_slice()),
+        (3, &data[(CHUNK_SIZE * 2) as usize..])
+    );
     let (_, first) = chunk(&client, fixture.addr, "openarena", &served, 1, vec![])
         .await
         .unwrap();
@@ -321,7 +330,8 @@ async fn chunks_arrive_byte_exact_and_numbers_past_the_end_are_refused() {
         .unwrap();
     assert_eq!(nested, content(1000, 2));
     for index in [5, 6, u32::MAX] {
-        let code = refused_code(chunk(&client, fixture.addr, "openarena", &served, index, vec![]).await);
+        let code =
+            refused_code(chunk(&client, fixture.addr, "openarena", &served, index, vec![]).await);
         assert_eq!(code, WireErrorCode::OutOfRange, "{index}");
     }
     // Still serving after all those refusals.
@@ -344,7 +354,11 @@ async fn a_complete_holder_sends_the_least_sent_of_the_alternatives() {
             .unwrap();
         let place = served.1.place(index).unwrap();
         let start = place.offset as usize;
-        assert_eq!(bytes, &data[start..start + place.length as usize], "chunk {index}");
+        assert_eq!(
+            bytes,
+            &data[start..start + place.length as usize],
+            "chunk {index}"
+        );
         sent.push(index);
     }
     assert_eq!(sent, [2, 1, 3, 2], "each once before any twice");
@@ -361,7 +375,10 @@ async fn a_complete_holder_sends_the_least_sent_of_the_alternatives() {
             Duration::from_secs(10),
         )
         .await;
-    assert!(matches!(result, Err(TransportError::Protocol { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(TransportError::Protocol { .. })),
+        "{result:?}"
+    );
 }
 
 /// Chunks are named by the manifest's digest: another digest is refused
@@ -374,7 +391,8 @@ async fn another_manifest_or_a_changed_file_is_refused_as_unknown_manifest() {
     let client = client();
     let served = served_manifest(&client, fixture.addr).await;
     let other = ("00".repeat(32), served.1.clone());
-    let (code, message) = refused(chunk(&client, fixture.addr, "openarena", &other, 1, vec![]).await);
+    let (code, message) =
+        refused(chunk(&client, fixture.addr, "openarena", &other, 1, vec![]).await);
     assert_eq!(code, WireErrorCode::UnknownManifest);
     assert!(message.contains("0.8.8"), "{message}");
     let garbled = ("not a digest".to_owned(), served.1.clone());
@@ -386,7 +404,11 @@ async fn another_manifest_or_a_changed_file_is_refused_as_unknown_manifest() {
     let code = refused_code(chunk(&client, fixture.addr, "openarena", &served, 1, vec![]).await);
     assert_eq!(code, WireErrorCode::UnknownManifest);
     // Other files still serve.
-    assert!(chunk(&client, fixture.addr, "openarena", &served, 0, vec![]).await.is_ok());
+    assert!(
+        chunk(&client, fixture.addr, "openarena", &served, 0, vec![])
+            .await
+            .is_ok()
+    );
 }
 
 /// A complete holder answers `Subscribe` with every chunk the asker lacks,
@@ -412,7 +434,12 @@ async fn a_complete_holder_says_it_holds_every_chunk_the_asker_lacks() {
     );
     assert_eq!(subscription.next().await.unwrap(), None);
     let mut refused = client
-        .subscribe(fixture.addr, &id("openarena"), &"00".repeat(32), "00".into())
+        .subscribe(
+            fixture.addr,
+            &id("openarena"),
+            &"00".repeat(32),
+            "00".into(),
+        )
         .await
         .unwrap();
     assert!(matches!(

@@ -40,6 +40,7 @@ pub async fn run(client: &mut IpcClient, output: Output, all: bool) -> Result<()
                 yes_no(g.installed),
                 size(g.size),
                 g.peers.to_string(),
+                g.downloading.to_string(),
             ]
         })
         .collect();
@@ -53,7 +54,8 @@ pub async fn run(client: &mut IpcClient, output: Output, all: bool) -> Result<()
                 "DOWNLOADED",
                 "INSTALLED",
                 "SIZE",
-                "PEERS"
+                "PEERS",
+                "DOWNLOADING"
             ],
             &rows
         )

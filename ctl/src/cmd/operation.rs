@@ -336,7 +336,14 @@ impl Progress {
     }
 
     /// `from_downloaders`: bytes so far from peers downloading it too.
-    fn update(&mut self, done: u64, total: u64, bytes_per_sec: u64, peers: u32, from_downloaders: u64) {
+    fn update(
+        &mut self,
+        done: u64,
+        total: u64,
+        bytes_per_sec: u64,
+        peers: u32,
+        from_downloaders: u64,
+    ) {
         match self {
             Self::Bar(bar) => {
                 bar.set_length(total);

@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use super::{CommandOutcome, Daemon, DaemonEvent, Operation};
 use crate::download::gather::{Candidate, GatherError, GatherEvent, GatheredManifest, gather};
 use crate::download::{self, DownloadEvent, DownloadRequest, DownloadStats, Source, SwarmLink};
-use crate::swarm::Partial;
 use crate::error_chain::err_chain;
 use crate::event_sender::EventSender;
 use crate::library::SENTINEL;
 use crate::peer_db::PeerState;
+use crate::swarm::Partial;
 
 /// A download checked against the file list, not started yet.
 #[derive(Debug)]
@@ -140,9 +140,10 @@ impl Daemon {
                 continue;
             };
             for peer in self.peers.connected() {
-                let announced = peer.games.iter().find(|g| {
-                    &g.id == id && g.manifest.as_deref() == Some(feed.manifest.as_str())
-                });
+                let announced = peer
+                    .games
+                    .iter()
+                    .find(|g| &g.id == id && g.manifest.as_deref() == Some(feed.manifest.as_str()));
                 if let Some(game) = announced {
                     let _ = feed.sources.try_send(Source {
                         peer_id: peer.info.peer_id.clone(),

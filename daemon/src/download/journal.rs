@@ -208,7 +208,10 @@ mod tests {
             let hex = set.to_hex();
             assert_eq!(hex.len(), len.div_ceil(8) * 2);
             assert_eq!(ChunkSet::from_hex(len, &hex), Some(set.clone()));
-            assert_eq!(set.iter().collect::<Vec<_>>(), (0..len).step_by(3).collect::<Vec<_>>());
+            assert_eq!(
+                set.iter().collect::<Vec<_>>(),
+                (0..len).step_by(3).collect::<Vec<_>>()
+            );
             let full = ChunkSet::full(len);
             assert_eq!(full.count(), len);
             assert_eq!(full.without(&set).count(), len - set.count());

@@ -36,10 +36,10 @@ use tokio_util::sync::CancellationToken;
 use crate::error_chain::err_chain;
 use crate::event_sender::EventSender;
 use crate::library::SENTINEL;
+use crate::manifest_id::ManifestId;
 use crate::swarm::{Partial, Swarm};
 use crate::transport::PeerClient;
 use journal::{ChunkSet, Journal};
-use crate::manifest_id::ManifestId;
 use plan::{AfterFailure, ChunkId, FetchFailure, PeerIdx, Plan};
 use sentinel::{Durability, SentinelError};
 
@@ -162,13 +162,15 @@ pub struct DownloadStats {
 impl DownloadStats {
     /// Bytes from complete holders and from other downloaders.
     pub fn by_kind(per_peer: &[(String, u64, bool)]) -> (u64, u64) {
-        per_peer.iter().fold((0, 0), |(seeders, others), (_, bytes, complete)| {
-            if *complete {
-                (seeders + bytes, others)
-            } else {
-                (seeders, others + bytes)
-            }
-        })
+        per_peer
+            .iter()
+            .fold((0, 0), |(seeders, others), (_, bytes, complete)| {
+                if *complete {
+                    (seeders + bytes, others)
+                } else {
+                    (seeders, others + bytes)
+                }
+            })
     }
 }
 
@@ -414,7 +416,11 @@ async fn transfer(
             let dropped: Vec<String> = plan
                 .peers()
                 .iter()
-                .filter_map(|p| p.dropped.as_ref().map(|why| format!("{}: {why}", p.peer_id)))
+                .filter_map(|p| {
+                    p.dropped
+                        .as_ref()
+                        .map(|why| format!("{}: {why}", p.peer_id))
+                })
                 .collect();
             let error = if changed_at.is_empty() {
                 DownloadError::NoSources(dropped)
@@ -700,7 +706,11 @@ async fn subscribe(
             Ok(None) => return, // a complete holder's answer ends here
             Err(err) => {
                 if !source.complete {
-                    report(News::Gone(format!("its availability stream failed: {}", err_chain(&err)))).await;
+                    report(News::Gone(format!(
+                        "its availability stream failed: {}",
+                        err_chain(&err)
+                    )))
+                    .await;
                 }
                 return;
             }
@@ -752,7 +762,11 @@ fn fetch_task(
         .chain(alternatives)
         .map(candidate)
         .collect();
-    let (client, id, numbering) = (Arc::clone(client), request.id.clone(), Arc::clone(numbering));
+    let (client, id, numbering) = (
+        Arc::clone(client),
+        request.id.clone(),
+        Arc::clone(numbering),
+    );
     let manifest = partial.manifest.to_hex();
     let timeout = plan.timeout_for(peer, plan.chunk(chunk_id).length);
     async move {

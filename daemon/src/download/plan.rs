@@ -993,7 +993,10 @@ mod tests {
         assert_eq!(taken.len(), SLOTS_PER_PEER);
         plan.drop_peer(0, "left".into());
         let served = simulate(&mut plan, &[1, 1]);
-        assert!(plan.is_finished(), "chunks stranded on the source that left");
+        assert!(
+            plan.is_finished(),
+            "chunks stranded on the source that left"
+        );
         assert_eq!(served, [0, 6]);
     }
 
@@ -1018,7 +1021,10 @@ mod tests {
         assert_eq!(from_seeder, (30..40).collect::<Vec<_>>());
         // The downloader is asked only for chunks it holds.
         while let Some(id) = plan.next_for(other) {
-            assert!(id < 30, "asked a downloader for chunk {id} it does not hold");
+            assert!(
+                id < 30,
+                "asked a downloader for chunk {id} it does not hold"
+            );
             plan.completed(id, other, Duration::from_millis(10));
         }
     }
@@ -1030,7 +1036,9 @@ mod tests {
         let mut firsts = Vec::new();
         for seed in 0..8 {
             let mut plan = Plan::new(
-                (0..64).map(|i| (0, i * 10, 10, format!("h{i}"), false)).collect(),
+                (0..64)
+                    .map(|i| (0, i * 10, 10, format!("h{i}"), false))
+                    .collect(),
                 seed,
             );
             plan.add_peer("seeder".into(), true);
@@ -1105,7 +1113,14 @@ mod tests {
                         } else {
                             asked
                         };
-                        fetches.push(Fetch { to: d, from, asked, chunk, left: 1.0, started: tick });
+                        fetches.push(Fetch {
+                            to: d,
+                            from,
+                            asked,
+                            chunk,
+                            left: 1.0,
+                            started: tick,
+                        });
                     }
                 }
             }
@@ -1185,7 +1200,10 @@ mod tests {
             "alone {alone} ticks ({alone_sent:.1} chunks sent), 1 -> 8: {eight} ticks, seeder sent {sent:.1} chunks ({:.2}x)",
             sent / CHUNKS as f64
         );
-        assert!(sent / (CHUNKS as f64) <= 1.3, "seeder sent {sent:.1} of {CHUNKS}");
+        assert!(
+            sent / (CHUNKS as f64) <= 1.3,
+            "seeder sent {sent:.1} of {CHUNKS}"
+        );
         assert!(
             f64::from(eight) <= 1.3 * f64::from(alone),
             "eight took {eight} ticks, one alone {alone}"
@@ -1208,7 +1226,10 @@ mod tests {
         }
         for id in 0..6 {
             let holders = in_flight.iter().filter(|(c, _)| *c == id).count();
-            assert!(holders <= MAX_HOLDERS, "chunk {id} fetched {holders} times at once");
+            assert!(
+                holders <= MAX_HOLDERS,
+                "chunk {id} fetched {holders} times at once"
+            );
         }
         assert!(
             in_flight.len() > 2,

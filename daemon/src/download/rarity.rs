@@ -60,7 +60,10 @@ impl Rarity {
             return;
         }
         let bucket = &mut self.buckets[held_by];
-        debug_assert_eq!(bucket[position as usize], id, "chunk {id} not in bucket {held_by}");
+        debug_assert_eq!(
+            bucket[position as usize], id,
+            "chunk {id} not in bucket {held_by}"
+        );
         bucket.swap_remove(position as usize);
         if let Some(&moved) = bucket.get(position as usize) {
             self.at[moved] = position;

@@ -17,8 +17,8 @@ use lanspread_proto::model::{GameId, IgnoredRoot, Version};
 use crate::catalog::Catalog;
 pub use beneath::{OpenBeneathError, open_beneath};
 pub use index::LibraryIndex;
-use index::{IndexedFile, IndexedRoot, RootFingerprint};
 pub use index::mtime_ns;
+use index::{IndexedFile, IndexedRoot, RootFingerprint};
 pub use manifest::{FileStamp, ManifestError, game_manifest, game_manifest_stamped, hash_chunks};
 pub use version_ini::{VersionIniError, parse_version_ini, read_version_ini};
 

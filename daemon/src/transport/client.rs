@@ -145,7 +145,10 @@ impl PeerClient {
                     code: refusal.code,
                     message: refusal.message,
                 }),
-                DataHeader::Data { chunk: sent, length } => {
+                DataHeader::Data {
+                    chunk: sent,
+                    length,
+                } => {
                     let Request::GetChunk {
                         chunk,
                         alternatives,
@@ -155,7 +158,10 @@ impl PeerClient {
                         unreachable!("built above")
                     };
                     if sent != *chunk && !alternatives.contains(&sent) {
-                        return Err(protocol(addr, format!("sent chunk {sent}, which was not asked for")));
+                        return Err(protocol(
+                            addr,
+                            format!("sent chunk {sent}, which was not asked for"),
+                        ));
                     }
                     if length_of(sent) != Some(length) {
                         return Err(protocol(

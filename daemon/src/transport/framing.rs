@@ -60,7 +60,10 @@ pub async fn read_json_line<T: serde::de::DeserializeOwned>(
     max: u64,
 ) -> Result<Option<T>, FrameError> {
     let mut line = Vec::new();
-    (&mut *reader).take(max).read_until(b'\n', &mut line).await?;
+    (&mut *reader)
+        .take(max)
+        .read_until(b'\n', &mut line)
+        .await?;
     if line.is_empty() {
         return Ok(None);
     }
@@ -126,7 +129,13 @@ mod tests {
         ));
         let mut input = &b"{\"type\":\"Data\",\"chunk\":5,\"length\":3}\nabc"[..];
         let header = read_data_header(&mut input).await.unwrap();
-        assert_eq!(header, DataHeader::Data { chunk: 5, length: 3 });
+        assert_eq!(
+            header,
+            DataHeader::Data {
+                chunk: 5,
+                length: 3
+            }
+        );
         let unlimited = RateLimiter::default();
         assert_eq!(
             read_exact_data(&mut input, 3, &unlimited).await.unwrap(),

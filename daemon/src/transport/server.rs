@@ -9,8 +9,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lanspread_proto::model::GameId;
 use lanspread_proto::wire::{
-    Availability, DataHeader, MAX_ALTERNATIVES, MAX_REQUEST_BYTES, Request, Response,
-    WIRE_VERSION, WireError, WireErrorCode,
+    Availability, DataHeader, MAX_ALTERNATIVES, MAX_REQUEST_BYTES, Request, Response, WIRE_VERSION,
+    WireError, WireErrorCode,
 };
 use s2n_quic::Server;
 use s2n_quic::provider::limits::Limits;
@@ -176,8 +176,7 @@ async fn serve_connection(
         match stream {
             Ok(Some(stream)) => {
                 tokio::spawn(
-                    serve_stream(stream, Arc::clone(&context), shutdown.clone())
-                        .in_current_span(),
+                    serve_stream(stream, Arc::clone(&context), shutdown.clone()).in_current_span(),
                 );
             }
             Ok(None) => break,
@@ -247,9 +246,29 @@ async fn serve_stream(
             manifest,
             chunk,
             alternatives,
-        } => send_chunk(&mut stream, &library, &context, &id, &manifest, chunk, &alternatives).await,
+        } => {
+            send_chunk(
+                &mut stream,
+                &library,
+                &context,
+                &id,
+                &manifest,
+                chunk,
+                &alternatives,
+            )
+            .await
+        }
         Request::Subscribe { id, manifest, have } => {
-            subscribe(&mut stream, &library, &context, &id, &manifest, &have, &shutdown).await
+            subscribe(
+                &mut stream,
+                &library,
+                &context,
+                &id,
+                &manifest,
+                &have,
+                &shutdown,
+            )
+            .await
         }
     };
     if let Err(err) = result {
@@ -427,9 +446,8 @@ fn open_chunk(
     manifest: &str,
     candidates: &[u32],
 ) -> Result<ChunkSource, WireError> {
-    let manifest = ManifestId::from_hex(manifest).ok_or_else(|| {
-        refusal(WireErrorCode::BadRequest, "manifest is not a digest".into())
-    })?;
+    let manifest = ManifestId::from_hex(manifest)
+        .ok_or_else(|| refusal(WireErrorCode::BadRequest, "manifest is not a digest".into()))?;
     if let Some(prepared) = prepared(library, context, id).filter(|p| p.manifest == manifest) {
         let chunk = context.sent.choose(id, &prepared, candidates);
         let place = locate(&prepared.table, chunk)?;
@@ -481,7 +499,10 @@ fn locate(table: &ChunkTable, chunk: u32) -> Result<crate::manifest_id::ChunkPla
     table.place(chunk).ok_or_else(|| {
         refusal(
             WireErrorCode::OutOfRange,
-            format!("chunk {chunk} is past the {} chunks of the manifest", table.len()),
+            format!(
+                "chunk {chunk} is past the {} chunks of the manifest",
+                table.len()
+            ),
         )
     })
 }
@@ -571,7 +592,9 @@ async fn subscribe(
     if let Some(prepared) = prepared(library, context, id).filter(|p| p.manifest == manifest) {
         let line = match parse_have(&prepared.table) {
             Ok(theirs) => Availability::Have {
-                chunks: ChunkSet::full(prepared.table.len()).without(&theirs).to_hex(),
+                chunks: ChunkSet::full(prepared.table.len())
+                    .without(&theirs)
+                    .to_hex(),
                 complete: true,
             },
             Err(err) => Availability::Error(err),
