@@ -78,10 +78,10 @@ bench-extract:
 bench-ipc:
     scripts/bench-ipc.sh
 
-# Every benchmark of docs/lab.md#benchmarks in the network lab (root, under 10 minutes):
+# Every benchmark of docs/lab.md#benchmarks in the network lab (root, about 15 minutes):
 # writes bench/results/latest.json, latest.md and multi-peer.svg, and
 # compares with the previous latest.json. `just bench single,multi` runs some.
 bench ONLY="":
-    scripts/apt-install.sh nginx-light curl libarchive-tools rsync avahi-daemon dbus iproute2 util-linux python3
+    scripts/apt-install.sh nginx-light curl libarchive-tools rsync b3sum aria2 mktorrent opentracker avahi-daemon dbus iproute2 util-linux python3
     cargo build --quiet --locked --release --bins --examples
     python3 bench/run.py {{ if ONLY == "" { "" } else { "--only " + ONLY } }}

@@ -13,7 +13,7 @@ whole run is bounded to 20 minutes (SIGALRM); a full run takes about 9.
 
     bench/run.py [--only NAME[,NAME...]]
 
-Scenario names: single, multi, fanout, fanout-bt, fanout8, fanout8-bt,
+Scenario names: single, multi, fanout, fanout-bt, fanout8, fanout8-bt, prepare,
 discovery, idle, mesh, extract, many.
 
 The fan-out scenarios shape every link of the swarm in both directions
@@ -1221,6 +1221,62 @@ def scenario_extract(_work):
     }
 
 
+PREPARE_GIB = 10
+
+
+def scenario_prepare(work):
+    """A 10 GiB game: seeder start → manifest ready, against b3sum over the same files."""
+    games = os.path.join(work, "prepare-games")
+    game = os.path.join(games, GAME)
+    os.makedirs(game, exist_ok=True)
+    # Ten 1 GiB files from one random 64 MiB block (BLAKE3 does not care
+    # that it repeats; writing 10 GiB of urandom would take minutes).
+    block = os.urandom(64 * MIB)
+    files = []
+    for i in range(PREPARE_GIB):
+        path = os.path.join(game, f"pak{i}.eti")
+        with open(path, "wb") as f:
+            for _ in range(1024 // 64):
+                f.write(block)
+        files.append(path)
+    with open(os.path.join(game, "version.ini"), "w") as f:
+        f.write("version=prepare\n")
+    size = PREPARE_GIB << 30
+    # Both read from the page cache (24 GiB of RAM hold the game): warm it.
+    for path in files:
+        with open(path, "rb") as f:
+            while f.read(64 * MIB):
+                pass
+    b3, daemon_s = [], []
+    for _ in range(2):
+        started = time.monotonic()
+        subprocess.run(["b3sum", "--no-names", *files], check=True, stdout=subprocess.DEVNULL)
+        b3.append(time.monotonic() - started)
+        daemon = Daemon(work, "h1", "prepare", games)
+        try:
+            while True:
+                entry = next((g for g in daemon.ctl("games") if g["id"] == GAME), None)
+                if entry and entry.get("version") and "preparing" not in entry:
+                    break
+                if time.monotonic() - daemon.started > 600:
+                    raise RuntimeError("prepare: the manifest was not ready in 10 minutes")
+                time.sleep(0.1)
+            daemon_s.append(time.monotonic() - daemon.started)
+        finally:
+            daemon.stop()
+            shutil.rmtree(daemon.dir)  # its index: the next run hashes again
+        log(f"  b3sum {b3[-1]:.1f} s, lanspreadd start → ready {daemon_s[-1]:.1f} s")
+    shutil.rmtree(games)
+    return {
+        "game_gib": PREPARE_GIB,
+        "b3sum_s": summary(b3),
+        "lanspread_ready_s": summary(daemon_s),
+        "ready_over_b3sum": summary([d / b for d, b in zip(daemon_s, b3)]),
+        "lanspread_gib_per_s": summary([PREPARE_GIB / d for d in daemon_s]),
+        "b3sum_gib_per_s": summary([PREPARE_GIB / b for b in b3]),
+    }
+
+
 SCENARIOS = {
     "single": scenario_single,
     "multi": scenario_multi,
@@ -1233,6 +1289,7 @@ SCENARIOS = {
     "mesh": scenario_mesh,
     "extract": scenario_extract,
     "many": scenario_many,
+    "prepare": scenario_prepare,
 }
 
 # ---------------------------------------------------------------- report
@@ -1286,6 +1343,9 @@ ROWS = [
     ("many", "rsync_files_per_s", "many files: rsync daemon → rsync -a + sync", "files/s", True),
     ("many", "lanspread_mib_per_s", "many files: lanspread", "MiB/s", True),
     ("many", "rsync_mib_per_s", "many files: rsync", "MiB/s", True),
+    ("prepare", "lanspread_ready_s", "10 GiB game: lanspreadd start → manifest ready", "s", False),
+    ("prepare", "b3sum_s", "10 GiB game: b3sum over the same files", "s", False),
+    ("prepare", "ready_over_b3sum", "manifest ready ÷ b3sum (1.0 = as fast)", "", False),
 ]
 
 
@@ -1503,6 +1563,7 @@ def svg_sources(progress, path, title):
 
 # Tools only some scenarios use.
 SCENARIO_TOOLS = {"single": ("nginx", "curl"), "extract": ("bsdtar",), "many": ("rsync",),
+                  "prepare": ("b3sum",),
                   "fanout-bt": ("aria2c", "mktorrent", "opentracker", "curl"),
                   "fanout8-bt": ("aria2c", "mktorrent", "opentracker", "curl")}
 BT_PACKAGES = {"aria2c": "aria2", "mktorrent": "mktorrent", "opentracker": "opentracker"}

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error_chain::err_chain;
 use crate::event_sender::EventSender;
-use crate::library::{FileStamp, LibraryIndex, LocalFile, ManifestError, game_manifest_stamped};
+use crate::library::{FileStamp, LibraryIndex, ManifestError, game_manifest_stamped};
 use crate::manifest_id::{ChunkTable, ManifestId};
 use crate::serve::{ServedGame, ServedLibrary};
 
@@ -54,9 +54,11 @@ pub struct Manifests {
 
 #[derive(Debug)]
 struct Entry {
-    /// What was hashed: valid only while the game is served like this.
+    /// What was hashed: valid only while the game is served like this
+    /// (its version and the digest of its file list, so a lookup costs the
+    /// same for 10 files or 150,000).
     version: Version,
-    source: Vec<LocalFile>,
+    source: u64,
     state: State,
 }
 
@@ -93,7 +95,7 @@ impl Manifests {
     pub fn lookup(&self, id: &GameId, game: &ServedGame) -> Lookup {
         let entries = self.lock();
         match entries.get(id) {
-            Some(entry) if entry.version == game.version && entry.source == game.files => {
+            Some(entry) if entry.version == game.version && entry.source == game.files_digest => {
                 match &entry.state {
                     State::Ready(prepared) => Lookup::Ready(Arc::clone(prepared)),
                     State::Preparing(progress) => Lookup::Preparing(*progress),
@@ -118,7 +120,7 @@ impl Manifests {
     fn is_current(&self, id: &GameId, game: &ServedGame) -> bool {
         self.lock().get(id).is_some_and(|e| {
             e.version == game.version
-                && e.source == game.files
+                && e.source == game.files_digest
                 && !matches!(e.state, State::Preparing(_))
         })
     }
@@ -134,7 +136,7 @@ impl Manifests {
             id.clone(),
             Entry {
                 version: game.version.clone(),
-                source: game.files.clone(),
+                source: game.files_digest,
                 state,
             },
         );

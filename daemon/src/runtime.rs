@@ -48,6 +48,8 @@ pub struct RuntimeFeeds {
     pub prepare: EventSender<PrepareEvent>,
     /// What the downloads hold, for the server.
     pub swarm: Arc<crate::swarm::Swarm>,
+    /// Where the QUIC server reports.
+    pub serve: EventSender<crate::transport::ServeEvent>,
 }
 
 /// The running peer runtime.
@@ -81,7 +83,9 @@ impl PeerRuntime {
             QuicServer::bind(config.listen, &config.tls)?
         };
         let client = Arc::new(
-            PeerClient::new(&config.tls)?.with_download_limit(Arc::clone(&config.limits.download)),
+            PeerClient::new(&config.tls)?
+                .with_download_limit(Arc::clone(&config.limits.download))
+                .with_peer_id(&identity.peer_id),
         );
         let listen = server.local_addr();
         let tasks = CancellationToken::new();
@@ -101,6 +105,7 @@ impl PeerRuntime {
             upload_limit: Arc::clone(&config.limits.upload),
             swarm: feeds.swarm,
             sent: Default::default(),
+            events: feeds.serve,
         });
         serving.handle().spawn(server.serve(context, tasks.clone()));
         tokio::spawn(ping::run(

@@ -32,9 +32,12 @@ pub struct ServedGame {
     pub version: Version,
     pub size: u64,
     pub files: Vec<LocalFile>,
-    /// The paths of its regular files, so a chunk request checks its path
-    /// in constant time however many files the game has.
+    /// The paths of its regular files, so an open checks its path in
+    /// constant time however many files the game has.
     pub regular_files: std::collections::HashSet<String>,
+    /// A digest of `files` (paths, kinds, sizes), taken once per scan, so
+    /// "is this still the game that was hashed?" costs O(1) per request.
+    pub files_digest: u64,
 }
 
 impl ServedLibrary {
@@ -58,6 +61,7 @@ impl ServedLibrary {
                             .filter(|f| !f.is_dir)
                             .map(|f| f.relative_path.clone())
                             .collect(),
+                        files_digest: files_digest(&game.files),
                         files: game.files.clone(),
                     },
                 ))
@@ -136,6 +140,20 @@ impl ServedLibrary {
             }
         })
     }
+}
+
+/// A 64-bit digest of a file list (BLAKE3, truncated): equal lists, equal
+/// digests; different ones collide with probability 2^-64.
+pub fn files_digest(files: &[LocalFile]) -> u64 {
+    let mut hasher = blake3::Hasher::new();
+    for file in files {
+        hasher.update(&(file.relative_path.len() as u64).to_le_bytes());
+        hasher.update(file.relative_path.as_bytes());
+        hasher.update(&[u8::from(file.is_dir)]);
+        hasher.update(&file.size.to_le_bytes());
+    }
+    let bytes = hasher.finalize();
+    u64::from_le_bytes(bytes.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 /// Checks a peer-supplied relative path before it touches the filesystem:

@@ -110,6 +110,11 @@ impl Partial {
         self.lock().finished = true;
     }
 
+    /// Whether the download finished.
+    pub fn is_finished(&self) -> bool {
+        self.lock().finished
+    }
+
     /// Whether chunk `chunk` may be served: verified, and the download
     /// still serves.
     pub fn holds(&self, chunk: usize) -> bool {

@@ -88,6 +88,54 @@ async fn three_downloaders_started_together_serve_each_other() {
     for leech in &leeches {
         assert_identical(game.path(), &leech.games());
     }
+    // Availability latency: from a chunk verified on one downloader to
+    // another hearing of it (both logs, one clock). Never before it was
+    // verified; the median is reported (the target is 100 ms).
+    let ids: Vec<String> = leeches.iter().map(peer_id).collect();
+    let verified: Vec<std::collections::HashMap<u64, f64>> = leeches
+        .iter()
+        .map(|leech| log_events(&leech.log_text(), "chunk verified; serving it", "chunk="))
+        .collect();
+    let mut latencies = Vec::new();
+    for leech in &leeches {
+        for line in leech
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("source verified chunks"))
+        {
+            let Some(source) = ids
+                .iter()
+                .position(|id| line.contains(&format!("peer={id}")))
+            else {
+                continue;
+            };
+            let heard = timestamp(line);
+            for chunk in numbers_after(line, "chunks=") {
+                let at = verified[source].get(&chunk).unwrap_or_else(|| {
+                    panic!(
+                        "told about chunk {chunk} that {} never verified",
+                        ids[source]
+                    )
+                });
+                assert!(
+                    heard >= *at,
+                    "told about chunk {chunk} before it was verified"
+                );
+                latencies.push(heard - at);
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    assert!(
+        !latencies.is_empty(),
+        "no availability news between downloaders"
+    );
+    eprintln!(
+        "measured: availability latency over {} notices: median {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        latencies[latencies.len() / 2] * 1000.0,
+        latencies[latencies.len() - 1] * 1000.0
+    );
     for (host, (_, from_downloaders)) in ["h2", "h3", "h4"].iter().zip(&outcomes) {
         assert!(
             *from_downloaders > 0,
@@ -98,6 +146,45 @@ async fn three_downloaders_started_together_serve_each_other() {
         ratio < 1.5,
         "the seeder sent {seeder_sent} bytes for a {game_bytes}-byte game"
     );
+}
+
+/// Seconds since the epoch of a log line's RFC 3339 timestamp (UTC, as the
+/// daemon writes it: `2026-11-29T04:33:20.123456Z ...`).
+fn timestamp(line: &str) -> f64 {
+    let stamp = line.split_whitespace().next().unwrap();
+    let (date, time) = stamp.trim_end_matches('Z').split_once('T').unwrap();
+    let day: u64 = date.rsplit('-').next().unwrap().parse().unwrap();
+    let mut parts = time.split(':');
+    let hours: f64 = parts.next().unwrap().parse().unwrap();
+    let minutes: f64 = parts.next().unwrap().parse().unwrap();
+    let seconds: f64 = parts.next().unwrap().parse().unwrap();
+    day as f64 * 86_400.0 + hours * 3600.0 + minutes * 60.0 + seconds
+}
+
+/// The numbers in `line` right after `key` (`chunk=5` or `chunks=[1, 2]`).
+fn numbers_after(line: &str, key: &str) -> Vec<u64> {
+    let Some((_, rest)) = line.split_once(key) else {
+        return Vec::new();
+    };
+    let rest = rest.trim_start_matches('[');
+    let end = rest.find([']', ' ']).unwrap_or(rest.len());
+    rest[..end]
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
+}
+
+/// For each log line with `message`, the number after `key` and the
+/// line's time.
+fn log_events(log: &str, message: &str, key: &str) -> std::collections::HashMap<u64, f64> {
+    log.lines()
+        .filter(|l| l.contains(message))
+        .flat_map(|l| {
+            numbers_after(l, key)
+                .into_iter()
+                .map(move |n| (n, timestamp(l)))
+        })
+        .collect()
 }
 
 fn dir_bytes(root: &std::path::Path) -> u64 {

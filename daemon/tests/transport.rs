@@ -19,7 +19,8 @@ use lanspreadd::manifest_id::{ChunkTable, ManifestId};
 use lanspreadd::prepare::{Manifests, PrepareEvent, Preparer};
 use lanspreadd::serve::ServedLibrary;
 use lanspreadd::transport::{
-    HANDSHAKE_TIMEOUT, PeerClient, QuicServer, ServeContext, TlsIdentity, TransportError,
+    HANDSHAKE_TIMEOUT, PeerClient, QuicServer, ServeContext, ServeEvent, TlsIdentity,
+    TransportError,
 };
 use tempfile::TempDir;
 use tokio::sync::watch;
@@ -109,6 +110,7 @@ impl Fixture {
             upload_limit: Default::default(),
             swarm: Default::default(),
             sent: Default::default(),
+            events: EventSender::<ServeEvent>::new(tokio::sync::mpsc::channel::<ServeEvent>(16).0),
         });
         tokio::spawn(server.serve(context, shutdown.clone()));
         Self {

@@ -88,10 +88,13 @@ pub enum Request {
     /// it verifies from now on, as a stream of [`Availability`] lines
     /// until it stops holding the manifest. `have` is the asker's own set
     /// (hex, see [`Availability::Have`]): it is not told about those.
+    /// `peer_id` is the asker's: it is downloading this manifest too, so a
+    /// server downloading it as well takes the asker as a source at once.
     Subscribe {
         id: GameId,
         manifest: String,
         have: String,
+        peer_id: String,
     },
 }
 

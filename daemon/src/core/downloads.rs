@@ -131,6 +131,34 @@ impl Daemon {
             .collect()
     }
 
+    /// A peer subscribed to a manifest we are downloading: it downloads it
+    /// too, so our download takes it as a source now rather than after
+    /// its next announcement reaches us.
+    pub(super) fn on_serve_event(&mut self, event: crate::transport::ServeEvent) {
+        let crate::transport::ServeEvent::Follower {
+            id,
+            manifest,
+            peer_id,
+        } = event;
+        let Some(Operation::Download(_, Some(feed))) = self.operations.get(&id) else {
+            return;
+        };
+        let Some(peer) = self
+            .peers
+            .get(&peer_id)
+            .filter(|p| p.state == PeerState::Connected)
+        else {
+            return; // not known yet: its announcement will bring it
+        };
+        if feed.manifest == manifest {
+            let _ = feed.sources.try_send(Source {
+                peer_id,
+                addr: peer.dial_addr(),
+                complete: false,
+            });
+        }
+    }
+
     /// Offers every running download the peers that now announce its
     /// manifest (complete or downloading it); a download ignores those it
     /// already has.

@@ -17,6 +17,7 @@ use crate::download::gather::GatherEvent;
 use crate::monitor::MonitorEvent;
 use crate::ping::PingEvent;
 use crate::prepare::PrepareEvent;
+use crate::transport::ServeEvent;
 use crate::verify::VerifyEvent;
 
 /// Everything that can change the daemon's state.
@@ -49,6 +50,14 @@ pub enum DaemonEvent {
     Prepare(PrepareEvent),
     /// `GetGame` is waiting for peers that prepare the file list.
     Gather(GatherEvent),
+    /// The QUIC server learned that a peer follows one of our downloads.
+    Serve(ServeEvent),
+}
+
+impl From<ServeEvent> for DaemonEvent {
+    fn from(event: ServeEvent) -> Self {
+        Self::Serve(event)
+    }
 }
 
 /// The answer to a command.

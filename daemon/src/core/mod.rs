@@ -254,6 +254,7 @@ impl Daemon {
             DaemonEvent::Monitor(MonitorEvent::FullRescan) => self.rescan(),
             DaemonEvent::Prepare(event) => self.on_prepare_event(event),
             DaemonEvent::Gather(event) => self.on_gather_event(event),
+            DaemonEvent::Serve(event) => self.on_serve_event(event),
         }
     }
 

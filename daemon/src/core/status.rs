@@ -40,6 +40,7 @@ impl Daemon {
             pings: EventSender::new(self.inbox.clone()),
             prepare: EventSender::new(self.inbox.clone()),
             swarm: Arc::clone(&self.swarm),
+            serve: EventSender::new(self.inbox.clone()),
         };
         self.runtime = match PeerRuntime::start(config, &self.identity, feeds) {
             Ok(runtime) => {

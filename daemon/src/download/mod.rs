@@ -525,7 +525,9 @@ async fn transfer(
                         } else {
                             // Verified and written: served to the swarm
                             // from now on.
-                            partial.verified([numbering.global[got] as usize]);
+                            let global = numbering.global[got];
+                            partial.verified([global as usize]);
+                            tracing::debug!(chunk = global, "chunk verified; serving it");
                             unsynced.files.insert(file);
                             unsynced.chunks.push(got);
                         }
@@ -720,7 +722,10 @@ async fn subscribe(
                 Some(set) => News::Holds(set.iter().map(|c| c as u32).collect()),
                 None => News::Gone("sent an unreadable chunk set".into()),
             },
-            Availability::More { chunks } => News::Holds(chunks),
+            Availability::More { chunks } => {
+                tracing::debug!(peer = %source.peer_id, ?chunks, "source verified chunks");
+                News::Holds(chunks)
+            }
             Availability::Gone { reason } => News::Gone(reason),
             Availability::Error(refusal) => News::Gone(refusal.message),
         };

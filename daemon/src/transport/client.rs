@@ -50,6 +50,8 @@ pub struct PeerClient {
     next_lane: AtomicUsize,
     /// The daemon's download limit, shared by every chunk read.
     download_limit: Arc<RateLimiter>,
+    /// Our peer id, sent with `Subscribe` (empty until set).
+    peer_id: String,
 }
 
 impl PeerClient {
@@ -84,7 +86,15 @@ impl PeerClient {
             connections: Mutex::new(HashMap::new()),
             next_lane: AtomicUsize::new(0),
             download_limit: Arc::default(),
+            peer_id: String::new(),
         })
+    }
+
+    /// Names us in `Subscribe` requests (so a peer downloading the same
+    /// manifest takes us as a source at once).
+    pub fn with_peer_id(mut self, peer_id: &str) -> Self {
+        self.peer_id = peer_id.to_owned();
+        self
     }
 
     /// Paces every chunk read by `limit` (the daemon's download limit).
@@ -194,6 +204,7 @@ impl PeerClient {
             id: id.clone(),
             manifest: manifest.to_owned(),
             have,
+            peer_id: self.peer_id.clone(),
         };
         let stream = self
             .bounded(addr, REQUEST_TIMEOUT, self.open_stream(addr, 0, &request))

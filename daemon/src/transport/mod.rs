@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use client::PeerClient;
 pub use rate::{RateLimiter, RateLimiters};
-pub use server::{QuicServer, ServeContext};
+pub use server::{QuicServer, ServeContext, ServeEvent};
 pub use serving_runtime::{SERVING_NICE, SERVING_THREAD_NAME, ServingRuntime};
 pub use tls::TlsIdentity;
 

@@ -27,6 +27,7 @@ use super::{
     STREAM_WRITE_TIMEOUT, TransportError,
 };
 use crate::download::journal::ChunkSet;
+use crate::event_sender::EventSender;
 use crate::library::{FileStamp, open_beneath};
 use crate::manifest_id::{ChunkTable, ManifestId};
 use crate::prepare::{Lookup, Manifests, PreparedManifest};
@@ -50,6 +51,21 @@ pub struct ServeContext {
     pub swarm: Arc<Swarm>,
     /// How often each chunk of each complete game was sent.
     pub sent: SendCounts,
+    /// Where the server reports peers that follow a download here.
+    pub events: EventSender<ServeEvent>,
+}
+
+/// What the server tells the core.
+#[derive(Debug)]
+pub enum ServeEvent {
+    /// Peer `peer_id` subscribed to manifest `manifest` of game `id`,
+    /// which this daemon is downloading: that peer is downloading it too,
+    /// and is a source for our download from now on.
+    Follower {
+        id: GameId,
+        manifest: String,
+        peer_id: String,
+    },
 }
 
 /// How long a subscription waits after a change before it sends, so chunks
@@ -258,7 +274,24 @@ async fn serve_stream(
             )
             .await
         }
-        Request::Subscribe { id, manifest, have } => {
+        Request::Subscribe {
+            id,
+            manifest,
+            have,
+            peer_id,
+        } => {
+            if context
+                .swarm
+                .get(&id)
+                .is_some_and(|p| p.manifest.to_hex() == manifest)
+            {
+                let follower = ServeEvent::Follower {
+                    id: id.clone(),
+                    manifest: manifest.clone(),
+                    peer_id,
+                };
+                let _ = context.events.send(follower).await;
+            }
             subscribe(
                 &mut stream,
                 &library,
@@ -292,11 +325,14 @@ fn prepared(
     }
 }
 
-/// A download of `id` to announce and serve: one that still serves and is
-/// not superseded by a complete game ready to serve.
+/// A download of `id` to announce: one that still serves, unless it
+/// finished and the complete game is ready to serve (a running download,
+/// an update, wins over the old version it replaces).
 fn partial(library: &ServedLibrary, context: &ServeContext, id: &GameId) -> Option<Arc<Partial>> {
     let partial = context.swarm.get(id)?;
-    (partial.held().is_ok() && prepared(library, context, id).is_none()).then_some(partial)
+    let shown = partial.held().is_ok()
+        && (!partial.is_finished() || prepared(library, context, id).is_none());
+    shown.then_some(partial)
 }
 
 /// The `ListGames` answer: complete games (with their manifest's digest
