@@ -9,7 +9,7 @@ received from seeders and from other downloaders). Each figure is the
 median of several runs, with min and max; the previous latest.json is
 compared and differences over 10 % are pointed out. Root only. Everything
 started here is ended by pid (through `lab.sh down`), also on failure; the
-whole run is bounded to 20 minutes (SIGALRM); a full run takes about 9.
+whole run is bounded to 30 minutes (SIGALRM); a full run takes about 15.
 
     bench/run.py [--only NAME[,NAME...]]
 
@@ -66,7 +66,7 @@ RESULTS = os.environ.get("LANSPREAD_BENCH_RESULTS") or os.path.join(ROOT, "bench
 LAB_ID = os.environ.get("LANSPREAD_BENCH_LAB", "bench")
 GAME = "openarena"
 MIB = 1 << 20
-TOTAL_LIMIT_S = 1200
+TOTAL_LIMIT_S = 1800
 RUNS = 3
 LAB_HOSTS = 9  # h1 seeds to h2..h9 in fanout8
 HZ = os.sysconf("SC_CLK_TCK")

@@ -106,6 +106,7 @@ impl PeerRuntime {
             swarm: feeds.swarm,
             sent: Default::default(),
             events: feeds.serve,
+            uploads: Default::default(),
         });
         serving.handle().spawn(server.serve(context, tasks.clone()));
         tokio::spawn(ping::run(

@@ -342,7 +342,7 @@ impl Drop for Tmux {
 async fn top_in_tmux_shows_the_download_its_rate_and_sources_and_quits_on_q() {
     let game = make_game(CHUNK_SIZE * 24);
     let lab = Lab::up(2);
-    let _seed = lab.spawn_daemon("h1", "seed", copy_game(game.path()));
+    let seed = lab.spawn_daemon("h1", "seed", copy_game(game.path()));
     lab.shape("h1", "50mbit");
     let leech = lab.spawn_daemon("h2", "leech", |_| {});
     wait_peers(&leech, 1).await;
@@ -371,10 +371,47 @@ async fn top_in_tmux_shows_the_download_its_rate_and_sources_and_quits_on_q() {
         "{}",
         String::from_utf8_lossy(&started.stderr)
     );
+    // The seeder's own top, which shows whom it serves.
+    let seed_tmux = Tmux(format!("lanspread-top-seed-{}", std::process::id()));
+    let seed_command = format!(
+        "{} --socket {} top",
+        common::lanspreadctl().display(),
+        seed.socket.display(),
+    );
+    assert!(
+        seed_tmux
+            .run(&[
+                "new-session",
+                "-d",
+                "-s",
+                &seed_tmux.0,
+                "-x",
+                "150",
+                "-y",
+                "40",
+                &seed_command
+            ])
+            .status
+            .success()
+    );
     let mut events = leech.client().await;
     events.subscribe().await.unwrap();
     start_download(&mut leech.client().await).await;
     wait_progress(&mut events, 0.2).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let screen = seed_tmux.screen();
+        // "serving: leech 6.0 MiB/s", and the leech's round-trip time.
+        if screen.contains("serving: leech") && screen.contains(" ms") {
+            eprintln!("{screen}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the seeder's top never showed whom it serves:\n{screen}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // The screen follows the events; give it a few of them.
     let deadline = Instant::now() + Duration::from_secs(10);
     let screen = loop {

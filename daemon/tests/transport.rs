@@ -111,6 +111,7 @@ impl Fixture {
             swarm: Default::default(),
             sent: Default::default(),
             events: EventSender::<ServeEvent>::new(tokio::sync::mpsc::channel::<ServeEvent>(16).0),
+            uploads: Default::default(),
         });
         tokio::spawn(server.serve(context, shutdown.clone()));
         Self {

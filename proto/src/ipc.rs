@@ -350,6 +350,19 @@ pub struct EventMessage {
 }
 
 /// Everything the daemon reports on its event stream.
+/// What this daemon is sending to one peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadPeer {
+    /// Its peer id, or empty when the address belongs to no known peer.
+    pub peer_id: String,
+    /// Its name, or its address when unknown.
+    pub name: String,
+    /// Bytes of chunk data sent to it since this daemon started.
+    pub bytes: u64,
+    /// Bytes per second over the last interval.
+    pub rate: u64,
+}
+
 /// What one source of a download sent so far.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceBytes {
@@ -488,6 +501,18 @@ pub enum PeerEvent {
     },
     PeerLost {
         peer_id: String,
+    },
+    /// What this daemon is sending to peers: about once a second while it
+    /// serves chunks (the peers with a rate above 0), and once with an
+    /// empty list when serving stops.
+    Uploading {
+        peers: Vec<UploadPeer>,
+    },
+    /// A peer's round-trip time changed noticeably (first measured, or by
+    /// more than a quarter; at most every 5 s per peer).
+    PeerRtt {
+        peer_id: String,
+        rtt_us: u64,
     },
     PeerCountChanged {
         count: u32,

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::IsTerminal;
 
 use lanspread_proto::client::IpcClient;
-use lanspread_proto::ipc::PeerEvent;
+use lanspread_proto::ipc::{PeerEvent, UploadPeer};
 use lanspread_proto::model::{DaemonStatus, KnownPeer, PeerInfo, PeerState};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
@@ -103,11 +103,21 @@ struct View {
     peers: BTreeMap<String, (PeerInfo, &'static str)>,
     operations: BTreeMap<String, Operation>,
     recent: VecDeque<String>,
+    /// Round-trip time per peer id, in microseconds.
+    rtt: BTreeMap<String, u64>,
+    /// Who this daemon is sending chunks to, and how fast.
+    uploads: Vec<UploadPeer>,
 }
 
 impl View {
     fn new(status: DaemonStatus, peers: Vec<KnownPeer>) -> Self {
+        let rtt = peers
+            .iter()
+            .filter_map(|p| Some((p.peer_id.clone(), p.rtt_us?)))
+            .collect();
         Self {
+            rtt,
+            uploads: Vec::new(),
             status,
             peers: peers
                 .into_iter()
@@ -150,6 +160,8 @@ impl View {
         let note = match &event {
             PeerEvent::LibrarySnapshot { .. } | PeerEvent::GotGameFiles { .. } => None,
             PeerEvent::DownloadGameFilesProgress { .. }
+            | PeerEvent::Uploading { .. }
+            | PeerEvent::PeerRtt { .. }
             | PeerEvent::InstallGameProgress { .. }
             | PeerEvent::VerifyGameProgress { .. } => None,
             other => serde_json::to_value(other).ok().and_then(|v| {
@@ -273,6 +285,10 @@ impl View {
             PeerEvent::VerifyGameFailed { id, reason } => {
                 self.operation(&id, "verify").state = format!("failed: {reason}");
             }
+            PeerEvent::Uploading { peers } => self.uploads = peers,
+            PeerEvent::PeerRtt { peer_id, rtt_us } => {
+                self.rtt.insert(peer_id, rtt_us);
+            }
             PeerEvent::LibrarySnapshot { .. }
             | PeerEvent::GameDirChanged { .. }
             | PeerEvent::GotGameFiles { .. }
@@ -301,9 +317,18 @@ impl View {
                 self.status.name, self.status.peer_id, game_dir, self.status.peer_count
             )),
             Line::from(format!(
-                "limits: upload {}, download {}   serving: who is served is not reported by the daemon yet",
+                "limits: upload {}, download {}   serving: {}",
                 limit(self.status.limits.upload),
-                limit(self.status.limits.download)
+                limit(self.status.limits.download),
+                if self.uploads.is_empty() {
+                    "nobody".to_owned()
+                } else {
+                    self.uploads
+                        .iter()
+                        .map(|u| format!("{} {}", u.name, rate(u.rate)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
             )),
         ])
         .block(Block::bordered().title(" lanspread top — q quits "));
@@ -311,11 +336,15 @@ impl View {
 
         let bold = Style::default().add_modifier(Modifier::BOLD);
         let rows = self.peers.values().map(|(peer, state)| {
+            let rtt = self
+                .rtt
+                .get(&peer.peer_id)
+                .map_or_else(|| "-".into(), |us| format!("{:.2} ms", *us as f64 / 1000.0));
             Row::new(vec![
                 peer.name.clone(),
                 peer.address.clone(),
                 (*state).to_owned(),
-                "-".into(),
+                rtt,
             ])
         });
         let table = Table::new(

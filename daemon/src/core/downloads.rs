@@ -135,11 +135,16 @@ impl Daemon {
     /// too, so our download takes it as a source now rather than after
     /// its next announcement reaches us.
     pub(super) fn on_serve_event(&mut self, event: crate::transport::ServeEvent) {
-        let crate::transport::ServeEvent::Follower {
-            id,
-            manifest,
-            peer_id,
-        } = event;
+        let (id, manifest, peer_id) = match event {
+            crate::transport::ServeEvent::Follower {
+                id,
+                manifest,
+                peer_id,
+            } => (id, manifest, peer_id),
+            crate::transport::ServeEvent::Uploads { totals } => {
+                return self.on_uploads(totals);
+            }
+        };
         let Some(Operation::Download(_, Some(feed))) = self.operations.get(&id) else {
             return;
         };

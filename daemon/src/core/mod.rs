@@ -137,6 +137,10 @@ pub struct Daemon {
     /// What the running downloads hold, served to peers downloading the
     /// same manifest.
     swarm: Arc<crate::swarm::Swarm>,
+    /// Upload totals per peer address at the last report, and when.
+    upload_totals: std::collections::HashMap<std::net::IpAddr, (u64, Instant)>,
+    /// Per peer, the round-trip time last published and when.
+    rtt_published: std::collections::HashMap<String, (u64, Instant)>,
 }
 
 /// What [`Daemon::new`] needs.
@@ -197,6 +201,8 @@ impl Daemon {
             inbox: inbox.clone(),
             limits,
             swarm: Default::default(),
+            upload_totals: Default::default(),
+            rtt_published: Default::default(),
         };
         (daemon, CoreHandle { inbox }, inbox_rx)
     }

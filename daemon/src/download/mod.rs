@@ -589,6 +589,9 @@ async fn transfer(
         .map_err(|err| Ended::Failed(DownloadError::Disk(err)))?;
     // version.ini is on disk now: the whole game is served until the core
     // retires this download (once the game is served complete).
+    for chunk in &sentinel_chunks {
+        tracing::debug!(chunk, "chunk verified; serving it");
+    }
     partial.verified(sentinel_chunks);
     partial.finish();
     Journal::remove(&request.state_dir, &request.id);

@@ -51,13 +51,56 @@ pub struct ServeContext {
     pub swarm: Arc<Swarm>,
     /// How often each chunk of each complete game was sent.
     pub sent: SendCounts,
-    /// Where the server reports peers that follow a download here.
+    /// Where the server reports peers that follow a download here, and
+    /// what it uploads.
     pub events: EventSender<ServeEvent>,
+    /// Chunk bytes sent per peer address.
+    pub uploads: UploadMeter,
+}
+
+/// How often uploads are reported while chunks are being sent.
+const UPLOAD_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Chunk bytes sent to each peer address since the server started. Sending
+/// wakes the reporter; an idle server has no timer running.
+#[derive(Debug, Default)]
+pub struct UploadMeter {
+    sent: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u64>>,
+    sending: tokio::sync::Notify,
+}
+
+impl UploadMeter {
+    fn add(&self, to: std::net::IpAddr, bytes: usize) {
+        *self
+            .sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(to)
+            .or_default() += bytes as u64;
+        self.sending.notify_one();
+    }
+
+    fn totals(&self) -> Vec<(std::net::IpAddr, u64)> {
+        let mut totals: Vec<_> = self
+            .sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(ip, bytes)| (*ip, *bytes))
+            .collect();
+        totals.sort();
+        totals
+    }
 }
 
 /// What the server tells the core.
 #[derive(Debug)]
 pub enum ServeEvent {
+    /// Chunk bytes sent per peer address so far: about once a second while
+    /// chunks are sent, and once more when sending stopped.
+    Uploads {
+        totals: Vec<(std::net::IpAddr, u64)>,
+    },
     /// Peer `peer_id` subscribed to manifest `manifest` of game `id`,
     /// which this daemon is downloading: that peer is downloading it too,
     /// and is a source for our download from now on.
@@ -144,6 +187,7 @@ impl QuicServer {
     /// Serves until `shutdown` is cancelled.
     pub async fn serve(mut self, context: Arc<ServeContext>, shutdown: CancellationToken) {
         tracing::info!(listen = %self.local_addr, "quic listening");
+        tokio::spawn(report_uploads(Arc::clone(&context), shutdown.clone()));
         loop {
             let connection = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -175,12 +219,45 @@ pub(super) fn limits() -> Result<Limits, String> {
         .map_err(|err| err.to_string())
 }
 
+/// Reports the upload totals while chunks are being sent: woken by the
+/// first bytes sent, then once a second until a second passes without any.
+async fn report_uploads(context: Arc<ServeContext>, shutdown: CancellationToken) {
+    let mut last = context.uploads.totals();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = context.uploads.sending.notified() => {}
+        }
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(UPLOAD_REPORT_INTERVAL) => {}
+            }
+            let totals = context.uploads.totals();
+            let moved = totals != last;
+            last = totals.clone();
+            if context
+                .events
+                .send(ServeEvent::Uploads { totals })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if !moved {
+                break; // the report that says it stopped
+            }
+        }
+    }
+}
+
 async fn serve_connection(
     mut connection: s2n_quic::Connection,
     context: Arc<ServeContext>,
     shutdown: CancellationToken,
 ) {
     tracing::debug!("peer connected");
+    let remote = connection.remote_addr().ok().map(|a| a.ip());
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => {
@@ -192,7 +269,8 @@ async fn serve_connection(
         match stream {
             Ok(Some(stream)) => {
                 tokio::spawn(
-                    serve_stream(stream, Arc::clone(&context), shutdown.clone()).in_current_span(),
+                    serve_stream(stream, Arc::clone(&context), shutdown.clone(), remote)
+                        .in_current_span(),
                 );
             }
             Ok(None) => break,
@@ -209,6 +287,7 @@ async fn serve_stream(
     mut stream: BidirectionalStream,
     context: Arc<ServeContext>,
     shutdown: CancellationToken,
+    remote: Option<std::net::IpAddr>,
 ) {
     let request = match tokio::time::timeout(
         REQUEST_READ_TIMEOUT,
@@ -263,16 +342,14 @@ async fn serve_stream(
             chunk,
             alternatives,
         } => {
-            send_chunk(
-                &mut stream,
-                &library,
-                &context,
-                &id,
-                &manifest,
+            let request = ChunkRequest {
+                id: &id,
+                manifest: &manifest,
                 chunk,
-                &alternatives,
-            )
-            .await
+                alternatives: &alternatives,
+                remote,
+            };
+            send_chunk(&mut stream, &library, &context, request).await
         }
         Request::Subscribe {
             id,
@@ -429,6 +506,15 @@ struct ChunkSource {
     still_valid: Box<dyn Fn(&std::fs::File) -> bool + Send + Sync>,
 }
 
+/// A `GetChunk` and who asked.
+struct ChunkRequest<'a> {
+    id: &'a GameId,
+    manifest: &'a str,
+    chunk: u32,
+    alternatives: &'a [u32],
+    remote: Option<std::net::IpAddr>,
+}
+
 /// Answers `GetChunk`: from the complete game if it holds this manifest
 /// (the least-sent of the chunk and its alternatives), else from the
 /// download of it if that verified the chunk.
@@ -436,11 +522,15 @@ async fn send_chunk(
     stream: &mut BidirectionalStream,
     library: &Arc<ServedLibrary>,
     context: &Arc<ServeContext>,
-    id: &GameId,
-    manifest: &str,
-    chunk: u32,
-    alternatives: &[u32],
+    request: ChunkRequest<'_>,
 ) -> Result<(), std::io::Error> {
+    let ChunkRequest {
+        id,
+        manifest,
+        chunk,
+        alternatives,
+        remote,
+    } = request;
     let opened = {
         let (library, context, id, manifest) = (
             Arc::clone(library),
@@ -471,7 +561,8 @@ async fn send_chunk(
         }),
     )
     .await?;
-    send_data(stream, source, &context.upload_limit).await
+    let meter = remote.map(|ip| (&context.uploads, ip));
+    send_data(stream, source, &context.upload_limit, meter).await
 }
 
 /// Finds and opens the chunk to send. Blocking.
@@ -555,10 +646,12 @@ fn stamp_of(file: &std::fs::File) -> Option<FileStamp> {
 /// taken, or a download that ended, stops the stream: the receiver sees it
 /// cut short, never bytes it could take for the manifest's), then waits
 /// for the upload limit before it goes out.
+/// Each block sent is counted for its peer in `meter`.
 async fn send_data(
     stream: &mut BidirectionalStream,
     source: ChunkSource,
     upload_limit: &RateLimiter,
+    meter: Option<(&UploadMeter, std::net::IpAddr)>,
 ) -> Result<(), std::io::Error> {
     let source = Arc::new(source);
     let end = source.offset + source.length;
@@ -595,7 +688,11 @@ async fn send_data(
             block[0] ^= 0xff;
         }
         upload_limit.acquire(block.len()).await;
+        let sent = block.len();
         send_bytes(stream, block).await?;
+        if let Some((meter, to)) = meter {
+            meter.add(to, sent);
+        }
     }
     Ok(())
 }
