@@ -1254,10 +1254,11 @@ def scenario_prepare(work):
         b3.append(time.monotonic() - started)
         daemon = Daemon(work, "h1", "prepare", games)
         try:
+            # The preparer logs "file list ready" when peers can have it.
             while True:
-                entry = next((g for g in daemon.ctl("games") if g["id"] == GAME), None)
-                if entry and entry.get("version") and "preparing" not in entry:
-                    break
+                with open(daemon.log, errors="replace") as log_file:
+                    if "file list ready" in log_file.read():
+                        break
                 if time.monotonic() - daemon.started > 600:
                     raise RuntimeError("prepare: the manifest was not ready in 10 minutes")
                 time.sleep(0.1)

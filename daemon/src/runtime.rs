@@ -107,6 +107,7 @@ impl PeerRuntime {
             sent: Default::default(),
             events: feeds.serve,
             uploads: Default::default(),
+            budget: Default::default(),
         });
         serving.handle().spawn(server.serve(context, tasks.clone()));
         tokio::spawn(ping::run(

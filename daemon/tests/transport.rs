@@ -112,6 +112,7 @@ impl Fixture {
             sent: Default::default(),
             events: EventSender::<ServeEvent>::new(tokio::sync::mpsc::channel::<ServeEvent>(16).0),
             uploads: Default::default(),
+            budget: Default::default(),
         });
         tokio::spawn(server.serve(context, shutdown.clone()));
         Self {

@@ -42,6 +42,10 @@ pub const MDNS_SERVICE_TYPE: &str = "_lanspread._udp";
 /// BLAKE3 chunk hashes.
 pub const CHUNK_SIZE: u64 = 4 * 1024 * 1024;
 
+/// Longest `have` a `Subscribe` carries, in hex digits (a set of up to
+/// 131,072 chunks, a 512 GiB game); a larger set is sent empty.
+pub const MAX_HAVE_HEX: usize = 32 * 1024;
+
 /// Largest encoded [`Request`] a server reads, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
@@ -87,7 +91,9 @@ pub enum Request {
     /// Which chunks of manifest `manifest` the peer holds, then each chunk
     /// it verifies from now on, as a stream of [`Availability`] lines
     /// until it stops holding the manifest. `have` is the asker's own set
-    /// (hex, see [`Availability::Have`]): it is not told about those.
+    /// (hex, see [`Availability::Have`]): it is not told about those. An
+    /// empty `have` stands for "nothing" (an asker whose set would not fit
+    /// in [`MAX_REQUEST_BYTES`] sends it empty).
     /// `peer_id` is the asker's: it is downloading this manifest too, so a
     /// server downloading it as well takes the asker as a source at once.
     Subscribe {

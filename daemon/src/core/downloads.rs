@@ -160,6 +160,7 @@ impl Daemon {
                 peer_id,
                 addr: peer.dial_addr(),
                 complete: false,
+                tentative: false,
             });
         }
     }
@@ -182,6 +183,7 @@ impl Daemon {
                         peer_id: peer.info.peer_id.clone(),
                         addr: peer.dial_addr(),
                         complete: game.complete,
+                        tentative: false,
                     });
                 }
             }
@@ -319,6 +321,7 @@ impl Daemon {
                 peer_id: h.peer_id.clone(),
                 addr: h.addr,
                 complete: h.complete,
+                tentative: false,
             })
             .collect();
         if sources.is_empty() {
@@ -355,6 +358,7 @@ impl Daemon {
     pub(super) fn start_download(&mut self, prepared: PreparedDownload, cancel: CancellationToken) {
         let events = EventSender::new(self.inbox.clone());
         let id = prepared.request.id.clone();
+        let id_of_download = id.clone();
         let partial = prepared.partial.unwrap_or_else(|| {
             Partial::new(
                 id.clone(),
@@ -389,6 +393,33 @@ impl Daemon {
         ));
         // Peers may already announce the manifest (downloading it too).
         self.offer_sources();
+        self.probe_sources(&id_of_download);
+    }
+
+    /// Offers the download of `id` every connected peer that does not
+    /// announce its manifest, tentatively: one that started downloading it
+    /// at the same moment has not announced it yet, and asking it (one
+    /// round trip) finds it at once instead of after its next ping; the
+    /// others refuse and are dropped quietly. Both sides learn: a peer we
+    /// subscribe to takes us as a source too (`on_serve_event`).
+    fn probe_sources(&self, id: &GameId) {
+        let Some(Operation::Download(_, Some(feed))) = self.operations.get(id) else {
+            return;
+        };
+        for peer in self.peers.connected() {
+            let announces = peer
+                .games
+                .iter()
+                .any(|g| &g.id == id && g.manifest.as_deref() == Some(feed.manifest.as_str()));
+            if !announces {
+                let _ = feed.sources.try_send(Source {
+                    peer_id: peer.info.peer_id.clone(),
+                    addr: peer.dial_addr(),
+                    complete: false,
+                    tentative: true,
+                });
+            }
+        }
     }
 
     /// `CancelDownload`: tells the download to stop; it ends with

@@ -63,6 +63,7 @@ impl Daemon {
                                 peer_id: h.peer_id.clone(),
                                 addr: h.addr,
                                 complete: h.complete,
+                                tentative: false,
                             })
                             .collect::<Vec<_>>();
                         against = Some((manifest.files, sources));

@@ -60,6 +60,10 @@ pub struct Source {
     pub peer_id: String,
     pub addr: SocketAddr,
     pub complete: bool,
+    /// Not known to hold the manifest: a connected peer asked in case it
+    /// started downloading it at the same moment (its refusal drops it
+    /// quietly).
+    pub tentative: bool,
 }
 
 /// Everything a download needs.
@@ -199,6 +203,8 @@ enum News {
     Holds(Vec<u32>),
     /// It no longer serves this manifest.
     Gone(String),
+    /// A tentative source does not hold the manifest.
+    NotHere,
 }
 
 /// How long a download waits with nothing to fetch and nothing in flight
@@ -477,6 +483,9 @@ async fn transfer(
                     plan.drop_peer(peer, format!("left: {reason}"));
                     abort_fetches_of(&mut running, peer);
                 }
+                News::NotHere => {
+                    plan.drop_peer(peer, "does not download this manifest".into());
+                }
             },
             _ = progress.tick() => {
                 let now = Instant::now();
@@ -671,7 +680,7 @@ impl Joiner {
             peer,
             self.news.clone(),
         ));
-        tracing::debug!(peer = %source.peer_id, complete = source.complete, "source joined");
+        tracing::debug!(peer = %source.peer_id, complete = source.complete, tentative = source.tentative, "source joined");
     }
 }
 
@@ -690,11 +699,16 @@ async fn subscribe(
         let news = news.clone();
         async move { news.send((peer, item)).await.is_ok() }
     };
-    let mut subscription = match client
-        .subscribe(source.addr, &id, &manifest, have.to_hex())
-        .await
-    {
+    let mut have = have.to_hex();
+    if have.len() > lanspread_proto::wire::MAX_HAVE_HEX {
+        have.clear(); // "nothing": the source tells us everything it holds
+    }
+    let mut subscription = match client.subscribe(source.addr, &id, &manifest, have).await {
         Ok(subscription) => subscription,
+        Err(_) if source.tentative => {
+            report(News::NotHere).await;
+            return;
+        }
         Err(err) => {
             // A complete holder is asked for chunks directly (a failure
             // there counts as usual); a downloader we cannot follow serves
@@ -730,9 +744,10 @@ async fn subscribe(
                 News::Holds(chunks)
             }
             Availability::Gone { reason } => News::Gone(reason),
+            Availability::Error(_) if source.tentative => News::NotHere,
             Availability::Error(refusal) => News::Gone(refusal.message),
         };
-        let last = matches!(item, News::Gone(_));
+        let last = matches!(item, News::Gone(_) | News::NotHere);
         if !report(item).await || last {
             return;
         }

@@ -391,14 +391,6 @@ impl Plan {
         })
     }
 
-    /// Sources that are downloading the game themselves, still active.
-    fn active_downloader_sources(&self) -> usize {
-        self.peers
-            .iter()
-            .filter(|p| p.dropped.is_none() && !p.complete)
-            .count()
-    }
-
     /// Whether chunk `id` is done.
     pub fn is_done(&self, id: ChunkId) -> bool {
         self.chunks[id].state == ChunkState::Done
@@ -554,16 +546,13 @@ impl Plan {
         if slot.failures_in_row > 0 {
             return slot.in_flight == 0;
         }
-        // A complete holder's uplink is shared by every downloader of the
-        // game: each asks it for its share of the usual budget, so the
-        // seeder sends few chunks at once and each becomes available to the
-        // other downloaders sooner.
-        let sharing = if slot.complete {
-            1 + self.active_downloader_sources()
-        } else {
-            1
-        };
-        let budget = (SLOTS_PER_PEER as u64 * CHUNK_SIZE / sharing as u64).max(1);
+        // The usual budget is shared by the active sources: it is about what
+        // our own link can have in flight, not each of theirs. With many
+        // sources (a swarm) each has about one chunk in flight for us, so
+        // every chunk arrives — and can be passed on — soon after it was
+        // asked for, instead of all of them late.
+        let sharing = self.active_peers().max(1) as u64;
+        let budget = (SLOTS_PER_PEER as u64 * CHUNK_SIZE / sharing).max(1);
         slot.in_flight < MAX_CHUNKS_IN_FLIGHT && slot.in_flight_bytes < budget
     }
 
@@ -1013,6 +1002,10 @@ mod tests {
         assert!(plan.is_finished());
     }
 
+    fn plan_alone_budget() -> Plan {
+        plan(10, 1)
+    }
+
     #[test]
     fn a_source_that_leaves_gives_back_its_chunks_in_flight() {
         let mut plan = plan(6, 2);
@@ -1020,7 +1013,8 @@ mod tests {
         while let Some(id) = plan.next_for(0) {
             taken.push(id);
         }
-        assert_eq!(taken.len(), SLOTS_PER_PEER);
+        // Two sources share the budget of four full chunks.
+        assert_eq!(taken.len(), SLOTS_PER_PEER / 2);
         plan.drop_peer(0, "left".into());
         let served = simulate(&mut plan, &[1, 1]);
         assert!(
@@ -1028,6 +1022,13 @@ mod tests {
             "chunks stranded on the source that left"
         );
         assert_eq!(served, [0, 6]);
+        // Alone now, the other source gets the whole budget.
+        let mut fresh = plan_alone_budget();
+        let mut taken = 0;
+        while fresh.next_for(0).is_some() {
+            taken += 1;
+        }
+        assert_eq!(taken, SLOTS_PER_PEER);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! chunks this daemon's downloads verified). A refused request gets an
 //! error answer; the connection and the server live on.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -56,6 +57,91 @@ pub struct ServeContext {
     pub events: EventSender<ServeEvent>,
     /// Chunk bytes sent per peer address.
     pub uploads: UploadMeter,
+    /// Chunk bytes being sent at once, to all peers together.
+    pub budget: UploadBudget,
+}
+
+/// How many chunk bytes the server has on the wire at once (sent and not
+/// yet acknowledged), to all peers together: four full chunks (or as many
+/// small ones). A request beyond it waits its turn (first come, first
+/// served). Many downloaders asking one seeder at
+/// once would otherwise each get a sliver of its uplink for every chunk
+/// they asked for, and no chunk would arrive — to be passed on to the
+/// others — until all of them did; in turn, each chunk goes out at a good
+/// share of the link and the swarm can start sharing it.
+pub const UPLOAD_BUDGET_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The most of [`UPLOAD_BUDGET_BYTES`] one connection holds at once
+/// (three full chunks): a peer that stops reading can stall only its own
+/// requests, never everyone's.
+pub const UPLOAD_BUDGET_PER_PEER_BYTES: u64 = 12 * 1024 * 1024;
+
+/// The budget's unit, in bytes (a permit of the semaphore).
+const BUDGET_UNIT: u64 = 1024;
+
+/// [`UPLOAD_BUDGET_BYTES`] as a fair (FIFO) semaphore of KiB permits, and
+/// one of [`UPLOAD_BUDGET_PER_PEER_BYTES`] per connection (taken first).
+#[derive(Debug)]
+pub struct UploadBudget {
+    all: Arc<tokio::sync::Semaphore>,
+    per_peer: std::sync::Mutex<HashMap<SocketAddr, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl Default for UploadBudget {
+    fn default() -> Self {
+        Self {
+            all: Arc::new(tokio::sync::Semaphore::new(
+                (UPLOAD_BUDGET_BYTES / BUDGET_UNIT) as usize,
+            )),
+            per_peer: Default::default(),
+        }
+    }
+}
+
+/// A turn to send: released when dropped.
+struct Turn {
+    _peer: Option<tokio::sync::OwnedSemaphorePermit>,
+    _all: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl UploadBudget {
+    /// The semaphore of the connection from `addr`.
+    fn connection_semaphore(&self, addr: SocketAddr) -> Arc<tokio::sync::Semaphore> {
+        let mut per_peer = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+        if per_peer.len() > 256 {
+            // Forget connections with no turn running.
+            per_peer.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        Arc::clone(per_peer.entry(addr).or_insert_with(|| {
+            Arc::new(tokio::sync::Semaphore::new(
+                (UPLOAD_BUDGET_PER_PEER_BYTES / BUDGET_UNIT) as usize,
+            ))
+        }))
+    }
+
+    /// Waits until `bytes` more may be sent on the connection from `to`.
+    async fn acquire(&self, to: Option<SocketAddr>, bytes: u64) -> Turn {
+        let units = bytes
+            .div_ceil(BUDGET_UNIT)
+            .clamp(1, UPLOAD_BUDGET_PER_PEER_BYTES / BUDGET_UNIT) as u32;
+        let peer = match to {
+            Some(addr) => Some(
+                self.connection_semaphore(addr)
+                    .acquire_many_owned(units)
+                    .await
+                    .expect("the budget is never closed"),
+            ),
+            None => None,
+        };
+        let all = Arc::clone(&self.all)
+            .acquire_many_owned(units)
+            .await
+            .expect("the budget is never closed");
+        Turn {
+            _peer: peer,
+            _all: all,
+        }
+    }
 }
 
 /// How often uploads are reported while chunks are being sent.
@@ -257,7 +343,7 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     tracing::debug!("peer connected");
-    let remote = connection.remote_addr().ok().map(|a| a.ip());
+    let remote = connection.remote_addr().ok();
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => {
@@ -287,7 +373,7 @@ async fn serve_stream(
     mut stream: BidirectionalStream,
     context: Arc<ServeContext>,
     shutdown: CancellationToken,
-    remote: Option<std::net::IpAddr>,
+    remote: Option<SocketAddr>,
 ) {
     let request = match tokio::time::timeout(
         REQUEST_READ_TIMEOUT,
@@ -512,7 +598,7 @@ struct ChunkRequest<'a> {
     manifest: &'a str,
     chunk: u32,
     alternatives: &'a [u32],
-    remote: Option<std::net::IpAddr>,
+    remote: Option<SocketAddr>,
 }
 
 /// Answers `GetChunk`: from the complete game if it holds this manifest
@@ -531,6 +617,12 @@ async fn send_chunk(
         alternatives,
         remote,
     } = request;
+    // Wait for our turn before choosing among the alternatives, so the
+    // choice sees every chunk sent before it.
+    let _turn = context
+        .budget
+        .acquire(remote, chunk_length(library, context, id, manifest, chunk))
+        .await;
     let opened = {
         let (library, context, id, manifest) = (
             Arc::clone(library),
@@ -561,8 +653,39 @@ async fn send_chunk(
         }),
     )
     .await?;
-    let meter = remote.map(|ip| (&context.uploads, ip));
-    send_data(stream, source, &context.upload_limit, meter).await
+    let meter = remote.map(|addr| (&context.uploads, addr.ip()));
+    send_data(stream, source, &context.upload_limit, meter).await?;
+    // Our turn ends when the peer has the bytes, not when QUIC buffered
+    // them: otherwise every queued chunk would be buffered at once and
+    // share the link until all arrive together.
+    match tokio::time::timeout(STREAM_WRITE_TIMEOUT, stream.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(std::io::Error::other(err)),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "peer stopped acknowledging",
+        )),
+    }
+}
+
+/// The length of chunk `chunk` of manifest `manifest`, as far as this
+/// server holds it (a full chunk otherwise): what a request will send.
+fn chunk_length(
+    library: &ServedLibrary,
+    context: &ServeContext,
+    id: &GameId,
+    manifest: &str,
+    chunk: u32,
+) -> u64 {
+    let table = prepared(library, context, id)
+        .filter(|p| p.manifest.to_hex() == manifest)
+        .map(|p| p.table.place(chunk))
+        .or_else(|| {
+            let partial = context.swarm.get(id)?;
+            (partial.manifest.to_hex() == manifest).then(|| partial.table.place(chunk))
+        })
+        .flatten();
+    table.map_or(lanspread_proto::wire::CHUNK_SIZE, |place| place.length)
 }
 
 /// Finds and opens the chunk to send. Blocking.
@@ -715,6 +838,9 @@ async fn subscribe(
         return send_bytes(stream, refuse(err)).await;
     };
     let parse_have = |table: &ChunkTable| {
+        if have.is_empty() {
+            return Ok(ChunkSet::new(table.len()));
+        }
         ChunkSet::from_hex(table.len(), have).ok_or_else(|| {
             refusal(
                 WireErrorCode::BadRequest,
