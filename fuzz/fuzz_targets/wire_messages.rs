@@ -2,7 +2,7 @@
 //! whatever decodes re-encodes to something that decodes to the same value.
 #![no_main]
 
-use lanspread_proto::wire::{DataHeader, Request, Response};
+use lanspread_proto::wire::{Availability, DataHeader, Request, Response};
 use libfuzzer_sys::fuzz_target;
 
 fn round_trip<T>(data: &[u8])
@@ -19,4 +19,5 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<Request>(data);
     round_trip::<Response>(data);
     round_trip::<DataHeader>(data);
+    round_trip::<Availability>(data);
 });

@@ -57,6 +57,11 @@ impl ChunkSet {
         self.len
     }
 
+    /// Whether the set is over no chunk at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// A set holding all `len` chunks.
     pub fn full(len: usize) -> Self {
         let mut set = Self {

@@ -397,7 +397,7 @@ async fn transfer(
 
     loop {
         // Hand out work to every free slot.
-        for peer in 0..plan.peers().len() {
+        for (peer, &addr) in addrs.iter().enumerate() {
             while let Some(chunk_id) = plan.next_for(peer) {
                 let alternatives = plan.alternatives(peer, chunk_id);
                 let task = fetch_task(
@@ -409,7 +409,7 @@ async fn transfer(
                     chunk_id,
                     alternatives,
                     peer,
-                    addrs[peer],
+                    addr,
                 );
                 let handle = fetches.spawn(task);
                 running.insert((chunk_id, peer), handle);

@@ -386,7 +386,10 @@ impl Plan {
         (0..self.peers.len()).any(|p| {
             let slot = &self.peers[p];
             slot.dropped.is_none()
-                && slot.holdings.as_ref().is_some_and(|h| h.pending.len() > 0)
+                && slot
+                    .holdings
+                    .as_ref()
+                    .is_some_and(|h| !h.pending.is_empty())
                 && self.has_room(p)
         })
     }
@@ -1127,14 +1130,14 @@ mod tests {
         let mut seeder_count = vec![0u32; chunks];
         let mut tick = 0u32;
         while (1..=n).any(|d| !plans[d].is_finished()) {
-            for d in 1..=n {
+            for (d, plan) in plans.iter_mut().enumerate().skip(1) {
                 for from in 0..=n {
-                    while let Some(asked) = plans[d].next_for(from) {
+                    while let Some(asked) = plan.next_for(from) {
                         // The seeder sends the least-sent of the asked
                         // chunk and its alternatives (the asked one first
                         // among equals), as the server does.
                         let chunk = if from == 0 {
-                            let alternatives = plans[d].alternatives(from, asked);
+                            let alternatives = plan.alternatives(from, asked);
                             let chunk = std::iter::once(asked)
                                 .chain(alternatives)
                                 .min_by_key(|&c| seeder_count[c])

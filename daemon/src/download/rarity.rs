@@ -35,6 +35,10 @@ impl Rarity {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn contains(&self, id: ChunkId) -> bool {
         self.at[id] != ABSENT
     }
