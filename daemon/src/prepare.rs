@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error_chain::err_chain;
 use crate::event_sender::EventSender;
-use crate::library::{FileStamp, LibraryIndex, ManifestError, game_manifest_stamped};
+use crate::library::{FileStamp, LibraryIndex, ManifestError, game_manifest};
 use crate::manifest_id::{ChunkTable, ManifestId};
 use crate::serve::{ServedGame, ServedLibrary};
 
@@ -240,7 +240,7 @@ impl Preparer {
                         progress,
                     });
                 };
-                game_manifest_stamped(
+                game_manifest(
                     &root,
                     &id,
                     &files,

@@ -178,14 +178,6 @@ impl Swarm {
         }
     }
 
-    /// Ends and forgets the download of `id`, if any.
-    pub fn retire_game(&self, id: &GameId, reason: &str) {
-        let partial = self.lock().get(id).cloned();
-        if let Some(partial) = partial {
-            self.retire(&partial, reason);
-        }
-    }
-
     /// Retires the download of `id` if it finished (the game is served as
     /// a complete one from now on).
     pub fn retire_finished(&self, id: &GameId) {

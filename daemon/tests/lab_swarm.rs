@@ -22,6 +22,27 @@ async fn begin(daemon: &LabDaemon) {
     client.download(&id(), vec![]).await.unwrap();
 }
 
+/// Daemons with empty game directories on `hosts` (named `leech-hN`).
+fn spawn_leeches(lab: &Lab, hosts: &[&str]) -> Vec<LabDaemon> {
+    hosts
+        .iter()
+        .map(|h| lab.spawn_daemon(h, &format!("leech-{h}"), |_| {}))
+        .collect()
+}
+
+/// Waits until each of `daemons` is connected to `peers` peers; then a
+/// subscribed event client of each.
+async fn connected_events(daemons: &[LabDaemon], peers: u32) -> Vec<IpcClient> {
+    for daemon in daemons {
+        wait_peers(daemon, peers).await;
+    }
+    let mut events = Vec::new();
+    for daemon in daemons {
+        events.push(events_of(daemon).await);
+    }
+    events
+}
+
 /// A subscribed event client.
 async fn events_of(daemon: &LabDaemon) -> IpcClient {
     let mut events = daemon.client().await;
@@ -63,17 +84,8 @@ async fn three_downloaders_started_together_serve_each_other() {
         lab.shape_both(host, "100mbit");
     }
     let _seed = lab.spawn_daemon("h1", "seed", copy_game(game.path()));
-    let leeches: Vec<LabDaemon> = ["h2", "h3", "h4"]
-        .iter()
-        .map(|h| lab.spawn_daemon(h, &format!("leech-{h}"), |_| {}))
-        .collect();
-    for leech in &leeches {
-        wait_peers(leech, 3).await;
-    }
-    let mut events = Vec::new();
-    for leech in &leeches {
-        events.push(events_of(leech).await);
-    }
+    let leeches = spawn_leeches(&lab, &["h2", "h3", "h4"]);
+    let mut events = connected_events(&leeches, 3).await;
     let sent_before = lab.sent_bytes("h1");
     let started = std::time::Instant::now();
     futures::future::join_all(leeches.iter().map(begin)).await;
@@ -217,19 +229,10 @@ async fn a_serving_downloader_killed_mid_download_leaves_the_others_to_finish() 
     }
     let _seed = lab.spawn_daemon("h1", "seed", copy_game(game.path()));
     let victim = lab.spawn_daemon("h2", "victim", |_| {});
-    let others: Vec<LabDaemon> = ["h3", "h4"]
-        .iter()
-        .map(|h| lab.spawn_daemon(h, &format!("leech-{h}"), |_| {}))
-        .collect();
+    let others = spawn_leeches(&lab, &["h3", "h4"]);
     wait_peers(&victim, 3).await;
-    for other in &others {
-        wait_peers(other, 3).await;
-    }
     let mut victim_events = events_of(&victim).await;
-    let mut events = Vec::new();
-    for other in &others {
-        events.push(events_of(other).await);
-    }
+    let mut events = connected_events(&others, 3).await;
     begin(&victim).await;
     for other in &others {
         begin(other).await;
@@ -263,20 +266,11 @@ async fn a_downloader_serving_corrupt_chunks_is_evicted() {
     lab.shape_both("h1", "60mbit");
     let _seed = lab.spawn_daemon("h1", "seed", copy_game(game.path()));
     let liar = lab.spawn_with_env("h2", "liar", &[("LANSPREAD_TEST_CORRUPT_EVERY", "1")]);
-    let honest: Vec<LabDaemon> = ["h3", "h4"]
-        .iter()
-        .map(|h| lab.spawn_daemon(h, &format!("leech-{h}"), |_| {}))
-        .collect();
+    let honest = spawn_leeches(&lab, &["h3", "h4"]);
     wait_peers(&liar, 3).await;
-    for leech in &honest {
-        wait_peers(leech, 3).await;
-    }
     let liar_id = peer_id(&liar);
     let mut liar_events = events_of(&liar).await;
-    let mut events = Vec::new();
-    for leech in &honest {
-        events.push(events_of(leech).await);
-    }
+    let mut events = connected_events(&honest, 3).await;
     begin(&liar).await;
     // The liar gets a head start: it holds chunks the others lack.
     wait_progress(&mut liar_events, 0.2).await;

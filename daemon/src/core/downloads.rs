@@ -4,7 +4,7 @@
 
 use lanspread_proto::ipc::{
     CancelRequested, CommandResult, DownloadStarted, ErrorCode, GameFilesPage, GameFilesResult,
-    IpcError, PAGE_BYTES, PeerEvent, SourceBytes,
+    IpcError, PAGE_BYTES, PeerEvent,
 };
 use lanspread_proto::model::{GameFile, GameId, Version};
 use tokio::sync::oneshot;
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CommandOutcome, Daemon, DaemonEvent, Operation};
 use crate::download::gather::{Candidate, GatherError, GatherEvent, GatheredManifest, gather};
-use crate::download::{self, DownloadEvent, DownloadRequest, DownloadStats, Source, SwarmLink};
+use crate::download::{self, DownloadEvent, DownloadRequest, Source, SwarmLink, bytes_by_kind};
 use crate::error_chain::err_chain;
 use crate::event_sender::EventSender;
 use crate::library::SENTINEL;
@@ -37,6 +37,18 @@ pub struct SourceFeed {
     /// The manifest's digest, as peers announce it.
     manifest: String,
     sources: tokio::sync::mpsc::Sender<Source>,
+}
+
+impl SourceFeed {
+    /// Offers `peer` to the download (it ignores peers it already has).
+    fn offer(&self, peer: &crate::peer_db::PeerEntry, complete: bool, tentative: bool) {
+        let _ = self.sources.try_send(Source {
+            peer_id: peer.info.peer_id.clone(),
+            addr: peer.dial_addr(),
+            complete,
+            tentative,
+        });
+    }
 }
 
 /// The outcome of asking peers for a file list.
@@ -156,12 +168,7 @@ impl Daemon {
             return; // not known yet: its announcement will bring it
         };
         if feed.manifest == manifest {
-            let _ = feed.sources.try_send(Source {
-                peer_id,
-                addr: peer.dial_addr(),
-                complete: false,
-                tentative: false,
-            });
+            feed.offer(peer, false, false);
         }
     }
 
@@ -169,23 +176,31 @@ impl Daemon {
     /// manifest (complete or downloading it); a download ignores those it
     /// already has.
     pub(super) fn offer_sources(&self) {
-        for (id, operation) in &self.operations {
-            let Operation::Download(_, Some(feed)) = operation else {
-                continue;
-            };
-            for peer in self.peers.connected() {
-                let announced = peer
-                    .games
-                    .iter()
-                    .find(|g| &g.id == id && g.manifest.as_deref() == Some(feed.manifest.as_str()));
-                if let Some(game) = announced {
-                    let _ = feed.sources.try_send(Source {
-                        peer_id: peer.info.peer_id.clone(),
-                        addr: peer.dial_addr(),
-                        complete: game.complete,
-                        tentative: false,
-                    });
-                }
+        for id in self.operations.keys() {
+            self.offer_sources_to(id, false);
+        }
+    }
+
+    /// Offers the download of `id` the connected peers that announce its
+    /// manifest. With `probe` (when the download starts), also every other
+    /// connected peer, tentatively: one that started downloading it at the
+    /// same moment has not announced it yet, and asking it (one round
+    /// trip) finds it at once instead of after its next ping; the others
+    /// refuse and are dropped quietly. Both sides learn: a peer we
+    /// subscribe to takes us as a source too (`on_serve_event`).
+    fn offer_sources_to(&self, id: &GameId, probe: bool) {
+        let Some(Operation::Download(_, Some(feed))) = self.operations.get(id) else {
+            return;
+        };
+        for peer in self.peers.connected() {
+            let announced = peer
+                .games
+                .iter()
+                .find(|g| &g.id == id && g.manifest.as_deref() == Some(feed.manifest.as_str()));
+            match announced {
+                Some(game) => feed.offer(peer, game.complete, false),
+                None if probe => feed.offer(peer, false, true),
+                None => {}
             }
         }
     }
@@ -391,35 +406,9 @@ impl Daemon {
             cancel,
             link,
         ));
-        // Peers may already announce the manifest (downloading it too).
-        self.offer_sources();
-        self.probe_sources(&id_of_download);
-    }
-
-    /// Offers the download of `id` every connected peer that does not
-    /// announce its manifest, tentatively: one that started downloading it
-    /// at the same moment has not announced it yet, and asking it (one
-    /// round trip) finds it at once instead of after its next ping; the
-    /// others refuse and are dropped quietly. Both sides learn: a peer we
-    /// subscribe to takes us as a source too (`on_serve_event`).
-    fn probe_sources(&self, id: &GameId) {
-        let Some(Operation::Download(_, Some(feed))) = self.operations.get(id) else {
-            return;
-        };
-        for peer in self.peers.connected() {
-            let announces = peer
-                .games
-                .iter()
-                .any(|g| &g.id == id && g.manifest.as_deref() == Some(feed.manifest.as_str()));
-            if !announces {
-                let _ = feed.sources.try_send(Source {
-                    peer_id: peer.info.peer_id.clone(),
-                    addr: peer.dial_addr(),
-                    complete: false,
-                    tentative: true,
-                });
-            }
-        }
+        // Peers may already announce the manifest, or be starting to
+        // download it too.
+        self.offer_sources_to(&id_of_download, true);
     }
 
     /// `CancelDownload`: tells the download to stop; it ends with
@@ -448,7 +437,7 @@ impl Daemon {
                 peers,
                 sources,
             } => {
-                let (bytes_from_seeders, bytes_from_downloaders) = DownloadStats::by_kind(&sources);
+                let (bytes_from_seeders, bytes_from_downloaders) = bytes_by_kind(&sources);
                 (
                     None,
                     PeerEvent::DownloadGameFilesProgress {
@@ -459,20 +448,12 @@ impl Daemon {
                         peers,
                         bytes_from_seeders,
                         bytes_from_downloaders,
-                        sources: sources
-                            .into_iter()
-                            .map(|(peer_id, bytes, complete)| SourceBytes {
-                                peer_id,
-                                bytes,
-                                complete,
-                            })
-                            .collect(),
+                        sources,
                     },
                 )
             }
             DownloadEvent::Finished { id, stats } => {
-                let (bytes_from_seeders, bytes_from_downloaders) =
-                    DownloadStats::by_kind(&stats.per_peer);
+                let (bytes_from_seeders, bytes_from_downloaders) = bytes_by_kind(&stats.per_peer);
                 (
                     Some(id.clone()),
                     PeerEvent::DownloadGameFilesFinished {

@@ -88,6 +88,7 @@ impl Daemon {
                             &|_| {},
                             &no_cancel,
                         )
+                        .map(|(files, _)| files)
                         .map_err(|err| err_chain(&err))
                     })
                     .await

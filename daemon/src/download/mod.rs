@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lanspread_proto::ipc::SourceBytes;
 use lanspread_proto::model::{GameFileDescription, GameId, Version};
 use lanspread_proto::wire::{Availability, CHUNK_SIZE, WireErrorCode};
 use tokio::sync::mpsc;
@@ -134,8 +135,8 @@ pub enum DownloadEvent {
         bytes_total: u64,
         rate: u64,
         peers: u32,
-        /// Bytes so far per source: (peer id, bytes, complete holder).
-        sources: Vec<(String, u64, bool)>,
+        /// Bytes so far per source.
+        sources: Vec<SourceBytes>,
     },
     Finished {
         id: GameId,
@@ -159,23 +160,19 @@ pub struct DownloadStats {
     /// Chunks taken from the resume journal.
     pub chunks_resumed: u64,
     pub seconds: f64,
-    /// Bytes per source: (peer id, bytes, complete holder).
-    pub per_peer: Vec<(String, u64, bool)>,
+    /// Bytes per source.
+    pub per_peer: Vec<SourceBytes>,
 }
 
-impl DownloadStats {
-    /// Bytes from complete holders and from other downloaders.
-    pub fn by_kind(per_peer: &[(String, u64, bool)]) -> (u64, u64) {
-        per_peer
-            .iter()
-            .fold((0, 0), |(seeders, others), (_, bytes, complete)| {
-                if *complete {
-                    (seeders + bytes, others)
-                } else {
-                    (seeders, others + bytes)
-                }
-            })
-    }
+/// Bytes from complete holders and from other downloaders.
+pub fn bytes_by_kind(sources: &[SourceBytes]) -> (u64, u64) {
+    sources.iter().fold((0, 0), |(seeders, others), source| {
+        if source.complete {
+            (seeders + source.bytes, others)
+        } else {
+            (seeders, others + source.bytes)
+        }
+    })
 }
 
 /// What one fetch task produced.
@@ -623,15 +620,19 @@ async fn transfer(
 }
 
 /// Bytes per source (one entry per peer id and kind).
-fn per_source(plan: &Plan) -> Vec<(String, u64, bool)> {
-    let mut sources: Vec<(String, u64, bool)> = Vec::new();
+fn per_source(plan: &Plan) -> Vec<SourceBytes> {
+    let mut sources: Vec<SourceBytes> = Vec::new();
     for peer in plan.peers() {
         match sources
             .iter_mut()
-            .find(|(id, _, complete)| *id == peer.peer_id && *complete == peer.complete)
+            .find(|s| s.peer_id == peer.peer_id && s.complete == peer.complete)
         {
-            Some(entry) => entry.1 += peer.bytes,
-            None => sources.push((peer.peer_id.clone(), peer.bytes, peer.complete)),
+            Some(entry) => entry.bytes += peer.bytes,
+            None => sources.push(SourceBytes {
+                peer_id: peer.peer_id.clone(),
+                bytes: peer.bytes,
+                complete: peer.complete,
+            }),
         }
     }
     sources

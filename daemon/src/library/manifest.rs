@@ -50,33 +50,19 @@ struct Job {
     chunk: usize,
 }
 
+/// Size and modification time of a file when its hashes were taken: while
+/// both hold, its bytes are those the hashes describe.
+pub type FileStamp = (u64, Option<i128>);
+
 /// The manifest of the game `id` rooted at `root`, listing `files`.
 /// Hashes cached in `index` (valid for the file's size and mtime) are
 /// reused; the others are computed by `workers` threads and stored in
 /// `index` (and saved to `state_dir` when given). `progress` is called
 /// with the bytes covered so far at most every [`PROGRESS_EVERY`];
-/// `cancel` stops the work early.
+/// `cancel` stops the work early. Each entry comes with its [`FileStamp`]
+/// (`None` for a directory), so a server can tell later whether a file
+/// still holds the bytes its hashes describe.
 pub fn game_manifest(
-    root: &Path,
-    id: &GameId,
-    files: &[LocalFile],
-    index: &Mutex<LibraryIndex>,
-    state_dir: Option<&Path>,
-    progress: &(dyn Fn(u64) + Sync),
-    cancel: &AtomicBool,
-) -> Result<Vec<GameFileDescription>, ManifestError> {
-    game_manifest_stamped(root, id, files, index, state_dir, progress, cancel)
-        .map(|(manifest, _)| manifest)
-}
-
-/// Size and modification time of a file when its hashes were taken: while
-/// both hold, its bytes are those the hashes describe.
-pub type FileStamp = (u64, Option<i128>);
-
-/// [`game_manifest`], with each entry's [`FileStamp`] (`None` for a
-/// directory), so a server can tell later whether a file still holds the
-/// bytes its hashes describe.
-pub fn game_manifest_stamped(
     root: &Path,
     id: &GameId,
     files: &[LocalFile],

@@ -19,7 +19,7 @@ pub use beneath::{OpenBeneathError, open_beneath};
 pub use index::LibraryIndex;
 pub use index::mtime_ns;
 use index::{IndexedFile, IndexedRoot, RootFingerprint};
-pub use manifest::{FileStamp, ManifestError, game_manifest, game_manifest_stamped, hash_chunks};
+pub use manifest::{FileStamp, ManifestError, game_manifest, hash_chunks};
 pub use version_ini::{VersionIniError, parse_version_ini, read_version_ini};
 
 /// The sentinel file whose presence means "downloaded".

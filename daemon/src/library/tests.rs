@@ -203,7 +203,8 @@ fn chunk_hashes_are_cached_in_the_index_and_survive_a_restart() {
         &report,
         &no_cancel,
     )
-    .unwrap();
+    .unwrap()
+    .0;
     // The last report covers the whole game.
     assert_eq!(
         reported.lock().unwrap().last(),
@@ -234,7 +235,8 @@ fn chunk_hashes_are_cached_in_the_index_and_survive_a_restart() {
         &report,
         &no_cancel,
     )
-    .unwrap();
+    .unwrap()
+    .0;
     let pak = manifest
         .iter()
         .find(|f| f.relative_path == "pak0.eti")

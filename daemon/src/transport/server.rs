@@ -617,29 +617,29 @@ async fn send_chunk(
         alternatives,
         remote,
     } = request;
-    // Wait for our turn before choosing among the alternatives, so the
-    // choice sees every chunk sent before it.
-    let _turn = context
-        .budget
-        .acquire(remote, chunk_length(library, context, id, manifest, chunk))
-        .await;
-    let opened = {
-        let (library, context, id, manifest) = (
-            Arc::clone(library),
-            Arc::clone(context),
-            id.clone(),
-            manifest.to_owned(),
-        );
-        let mut candidates = vec![chunk];
-        candidates.extend(alternatives.iter().take(MAX_ALTERNATIVES));
-        tokio::task::spawn_blocking(move || {
-            open_chunk(&library, &context, &id, &manifest, &candidates)
-        })
-        .await
-        .map_err(std::io::Error::other)?
+    let opened = match holder(library, context, id, manifest) {
+        Err(refused) => Err(refused),
+        Ok(holder) => {
+            // Wait for our turn before choosing among the alternatives, so
+            // the choice sees every chunk sent before it.
+            let length = holder
+                .table()
+                .place(chunk)
+                .map_or(lanspread_proto::wire::CHUNK_SIZE, |place| place.length);
+            let turn = context.budget.acquire(remote, length).await;
+            let (library, context, id) = (Arc::clone(library), Arc::clone(context), id.clone());
+            let mut candidates = vec![chunk];
+            candidates.extend(alternatives.iter().take(MAX_ALTERNATIVES));
+            tokio::task::spawn_blocking(move || {
+                open_chunk(&library, &context, &id, holder, &candidates)
+            })
+            .await
+            .map_err(std::io::Error::other)?
+            .map(|source| (source, turn))
+        }
     };
-    let source = match opened {
-        Ok(source) => source,
+    let (source, _turn) = match opened {
+        Ok(opened) => opened,
         Err(refused) => {
             tracing::debug!(game = %id, chunk, reason = %refused.message, "chunk request refused");
             return send_bytes(stream, encode_header(&DataHeader::Error(refused))).await;
@@ -668,24 +668,39 @@ async fn send_chunk(
     }
 }
 
-/// The length of chunk `chunk` of manifest `manifest`, as far as this
-/// server holds it (a full chunk otherwise): what a request will send.
-fn chunk_length(
+/// Who holds a manifest here: the complete game, or a download of it.
+enum Holder {
+    Complete(Arc<PreparedManifest>),
+    Partial(Arc<Partial>),
+}
+
+impl Holder {
+    fn table(&self) -> &ChunkTable {
+        match self {
+            Self::Complete(prepared) => &prepared.table,
+            Self::Partial(partial) => &partial.table,
+        }
+    }
+}
+
+/// The holder of manifest `manifest` (hex) of game `id`, or the refusal:
+/// `bad_request` for a digest that is not one, `unknown_manifest` for one
+/// not held here.
+fn holder(
     library: &ServedLibrary,
     context: &ServeContext,
     id: &GameId,
     manifest: &str,
-    chunk: u32,
-) -> u64 {
-    let table = prepared(library, context, id)
-        .filter(|p| p.manifest.to_hex() == manifest)
-        .map(|p| p.table.place(chunk))
-        .or_else(|| {
-            let partial = context.swarm.get(id)?;
-            (partial.manifest.to_hex() == manifest).then(|| partial.table.place(chunk))
-        })
-        .flatten();
-    table.map_or(lanspread_proto::wire::CHUNK_SIZE, |place| place.length)
+) -> Result<Holder, WireError> {
+    let manifest = ManifestId::from_hex(manifest)
+        .ok_or_else(|| refusal(WireErrorCode::BadRequest, "manifest is not a digest".into()))?;
+    if let Some(prepared) = prepared(library, context, id).filter(|p| p.manifest == manifest) {
+        return Ok(Holder::Complete(prepared));
+    }
+    match context.swarm.get(id).filter(|p| p.manifest == manifest) {
+        Some(partial) => Ok(Holder::Partial(partial)),
+        None => Err(unknown_manifest(library, context, id)),
+    }
 }
 
 /// Finds and opens the chunk to send. Blocking.
@@ -693,33 +708,31 @@ fn open_chunk(
     library: &ServedLibrary,
     context: &ServeContext,
     id: &GameId,
-    manifest: &str,
+    holder: Holder,
     candidates: &[u32],
 ) -> Result<ChunkSource, WireError> {
-    let manifest = ManifestId::from_hex(manifest)
-        .ok_or_else(|| refusal(WireErrorCode::BadRequest, "manifest is not a digest".into()))?;
-    if let Some(prepared) = prepared(library, context, id).filter(|p| p.manifest == manifest) {
-        let chunk = context.sent.choose(id, &prepared, candidates);
-        let place = locate(&prepared.table, chunk)?;
-        let path = &prepared.files[place.file].relative_path;
-        let file = library.open_file(id, path)?;
-        let stamp = prepared.stamps[place.file];
-        let path = path.clone();
-        let unchanged = move |file: &std::fs::File| stamp.is_some() && stamp_of(file) == stamp;
-        if !unchanged(&file) {
-            tracing::info!(game = %id, path = %path, "file changed since its file list was made; refusing its chunks");
-            return Err(unknown_manifest(library, context, id));
+    let partial = match holder {
+        Holder::Partial(partial) => partial,
+        Holder::Complete(prepared) => {
+            let chunk = context.sent.choose(id, &prepared, candidates);
+            let place = locate(&prepared.table, chunk)?;
+            let path = &prepared.files[place.file].relative_path;
+            let file = library.open_file(id, path)?;
+            let stamp = prepared.stamps[place.file];
+            let path = path.clone();
+            let unchanged = move |file: &std::fs::File| stamp.is_some() && stamp_of(file) == stamp;
+            if !unchanged(&file) {
+                tracing::info!(game = %id, path = %path, "file changed since its file list was made; refusing its chunks");
+                return Err(unknown_manifest(library, context, id));
+            }
+            return Ok(ChunkSource {
+                file,
+                chunk,
+                offset: place.offset,
+                length: place.length,
+                still_valid: Box::new(unchanged),
+            });
         }
-        return Ok(ChunkSource {
-            file,
-            chunk,
-            offset: place.offset,
-            length: place.length,
-            still_valid: Box::new(unchanged),
-        });
-    }
-    let Some(partial) = context.swarm.get(id).filter(|p| p.manifest == manifest) else {
-        return Err(unknown_manifest(library, context, id));
     };
     if partial.held().is_err() {
         return Err(unknown_manifest(library, context, id));
@@ -833,9 +846,9 @@ async fn subscribe(
     shutdown: &CancellationToken,
 ) -> Result<(), std::io::Error> {
     let refuse = |err: WireError| encode_header(&Availability::Error(err));
-    let Some(manifest) = ManifestId::from_hex(manifest) else {
-        let err = refusal(WireErrorCode::BadRequest, "manifest is not a digest".into());
-        return send_bytes(stream, refuse(err)).await;
+    let holder = match holder(library, context, id, manifest) {
+        Ok(holder) => holder,
+        Err(err) => return send_bytes(stream, refuse(err)).await,
     };
     let parse_have = |table: &ChunkTable| {
         if have.is_empty() {
@@ -848,20 +861,20 @@ async fn subscribe(
             )
         })
     };
-    if let Some(prepared) = prepared(library, context, id).filter(|p| p.manifest == manifest) {
-        let line = match parse_have(&prepared.table) {
-            Ok(theirs) => Availability::Have {
-                chunks: ChunkSet::full(prepared.table.len())
-                    .without(&theirs)
-                    .to_hex(),
-                complete: true,
-            },
-            Err(err) => Availability::Error(err),
-        };
-        return send_bytes(stream, encode_header(&line)).await;
-    }
-    let Some(partial) = context.swarm.get(id).filter(|p| p.manifest == manifest) else {
-        return send_bytes(stream, refuse(unknown_manifest(library, context, id))).await;
+    let partial = match holder {
+        Holder::Partial(partial) => partial,
+        Holder::Complete(prepared) => {
+            let line = match parse_have(&prepared.table) {
+                Ok(theirs) => Availability::Have {
+                    chunks: ChunkSet::full(prepared.table.len())
+                        .without(&theirs)
+                        .to_hex(),
+                    complete: true,
+                },
+                Err(err) => Availability::Error(err),
+            };
+            return send_bytes(stream, encode_header(&line)).await;
+        }
     };
     let mut told = match parse_have(&partial.table) {
         Ok(theirs) => theirs,
