@@ -235,7 +235,7 @@ async fn repair(
                     )
                     .await;
                 let bytes = match fetched {
-                    Ok((_, bytes)) if blake3::hash(&bytes).to_hex().as_str() == expected => bytes,
+                    Ok((_, data)) if data.hash().to_hex().as_str() == expected => data.to_vec(),
                     Ok(_) => {
                         tracing::warn!(game = %request.id, peer = %source.peer_id, path = %file.relative_path, chunk = c, "repair chunk failed verification");
                         continue;

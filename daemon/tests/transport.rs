@@ -210,6 +210,7 @@ async fn chunk(
             Duration::from_secs(10),
         )
         .await
+        .map(|(sent, data)| (sent, data.to_vec()))
 }
 
 fn refused(result: Result<(u32, Vec<u8>), TransportError>) -> (WireErrorCode, String) {

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod rarity;
 pub mod sentinel;
 pub mod space;
+pub mod store;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ use crate::transport::PeerClient;
 use journal::{ChunkSet, Journal};
 use plan::{AfterFailure, ChunkId, FetchFailure, PeerIdx, Plan};
 use sentinel::{Durability, SentinelError};
+use store::{Claims, Stored};
 
 /// Shortest time one chunk fetch may take before it counts as stalled.
 pub const MIN_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -350,6 +352,8 @@ async fn transfer(
         manifest,
         durability,
     };
+    // Which chunk regions hold verified bytes or are being written.
+    let claims = Arc::new(Claims::new(chunks.len(), |c| chunks[c].4));
     let mut plan = Plan::new(chunks, fastrand::u64(..));
     let numbering = Arc::new(numbering);
     let (news_tx, mut news_rx) = mpsc::channel::<(PeerIdx, News)>(256);
@@ -403,6 +407,7 @@ async fn transfer(
                     &plan,
                     &numbering,
                     &partial,
+                    &claims,
                     chunk_id,
                     alternatives,
                     peer,
@@ -764,6 +769,7 @@ fn fetch_task(
     plan: &Plan,
     numbering: &Arc<Numbering>,
     partial: &Arc<Partial>,
+    claims: &Arc<Claims>,
     chunk_id: ChunkId,
     alternatives: Vec<ChunkId>,
     peer: PeerIdx,
@@ -786,10 +792,11 @@ fn fetch_task(
         .chain(alternatives)
         .map(candidate)
         .collect();
-    let (client, id, numbering) = (
+    let (client, id, numbering, claims) = (
         Arc::clone(client),
         request.id.clone(),
         Arc::clone(numbering),
+        Arc::clone(claims),
     );
     let manifest = partial.manifest.to_hex();
     let timeout = plan.timeout_for(peer, plan.chunk(chunk_id).length);
@@ -832,15 +839,18 @@ fn fetch_task(
         // Verify and write on one blocking thread: one hand-off per
         // chunk, which is what a game of many tiny files pays per file.
         let stored = tokio::task::spawn_blocking(move || {
-            if blake3::hash(&data).to_hex().as_str() != hash {
-                Fetched::Failed(FetchFailure::BadData)
-            } else if is_sentinel {
-                Fetched::Sentinel(data)
-            } else {
-                match sentinel::write_chunk(&path, offset, &data) {
-                    Ok(()) => Fetched::Written,
-                    Err(err) => Fetched::Local(DownloadError::Disk(err)),
-                }
+            if is_sentinel {
+                // Kept in memory until the commit (never written early).
+                return if data.hash().to_hex().as_str() == hash {
+                    Fetched::Sentinel(data.to_vec())
+                } else {
+                    Fetched::Failed(FetchFailure::BadData)
+                };
+            }
+            match store::store_chunk(&claims, got, &data, &hash, &path, offset) {
+                Stored::InPlace => Fetched::Written,
+                Stored::BadData => Fetched::Failed(FetchFailure::BadData),
+                Stored::Disk(err) => Fetched::Local(DownloadError::Disk(err)),
             }
         })
         .await;

@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use lanspread_proto::model::GameFileDescription;
@@ -113,18 +113,6 @@ pub fn begin(root: &Path, files: &[GameFileDescription]) -> Result<Durability, S
     })
 }
 
-/// Step 4: writes one verified chunk at its offset (never truncating). The
-/// chunk is not durable yet: [`Durability::sync`] makes it so, and only
-/// then may it be recorded as done (one sync per journal save, instead of
-/// one per chunk: a sync per 4 MiB chunk cost a quarter of the throughput).
-pub fn write_chunk(path: &Path, offset: u64, data: &[u8]) -> Result<(), SentinelError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io("open", path))?;
-    file.write_all_at(data, offset).map_err(io("write", path))
-}
-
 impl Durability {
     /// Makes every chunk written so far to `paths` (all inside the root)
     /// durable, data and metadata: with one `syncfs` of the root's
@@ -187,6 +175,15 @@ fn sync_dir(dir: &Path) -> Result<(), SentinelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// Step 4 as the download does it (`store::store_chunk`), unverified.
+    fn write_chunk(path: &Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .write_all_at(data, offset)
+    }
 
     fn file(path: &str, size: u64) -> GameFileDescription {
         GameFileDescription {

@@ -20,7 +20,9 @@ use s2n_quic::connection::{Handle, StreamAcceptor};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
-use super::framing::{read_data_header, read_exact_data, read_json_line, read_to_end_bounded};
+use super::framing::{
+    ChunkData, read_data_pieces, read_json_line, read_piece_header, read_to_end_bounded,
+};
 use super::rate::RateLimiter;
 use super::server::limits;
 use super::tls::TlsIdentity;
@@ -122,7 +124,8 @@ impl PeerClient {
 
     /// Fetches chunk `chunk` of manifest `manifest` of game `id`, or, from
     /// a complete holder, whichever of it and `alternatives` the peer
-    /// chooses; returns the chunk sent and its bytes. `length_of` gives
+    /// chooses; returns the chunk sent and its bytes, as the stream's
+    /// pieces (never copied into one buffer). `length_of` gives
     /// each chunk's length: the peer must send one of the asked chunks, at
     /// its length. The peer's refusal is a [`TransportError::Refused`].
     #[allow(clippy::too_many_arguments)]
@@ -135,7 +138,7 @@ impl PeerClient {
         alternatives: Vec<u32>,
         length_of: impl Fn(u32) -> Option<u64>,
         timeout: Duration,
-    ) -> Result<(u32, Vec<u8>), TransportError> {
+    ) -> Result<(u32, ChunkData), TransportError> {
         let request = Request::GetChunk {
             id: id.clone(),
             manifest: manifest.to_owned(),
@@ -144,12 +147,11 @@ impl PeerClient {
         };
         let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % BULK_LANES;
         self.bounded(addr, timeout, async {
-            let stream = self.open_stream(addr, lane, &request).await?;
-            let mut reader = BufReader::new(stream);
-            match read_data_header(&mut reader)
+            let mut stream = self.open_stream(addr, lane, &request).await?;
+            let (header, rest) = read_piece_header(&mut stream)
                 .await
-                .map_err(|err| protocol(addr, err))?
-            {
+                .map_err(|err| protocol(addr, err))?;
+            match header {
                 DataHeader::Error(refusal) => Err(TransportError::Refused {
                     addr: addr.to_string(),
                     code: refusal.code,
@@ -179,7 +181,7 @@ impl PeerClient {
                             format!("announced {length} bytes for chunk {sent} of another length"),
                         ));
                     }
-                    let data = read_exact_data(&mut reader, length, &self.download_limit)
+                    let data = read_data_pieces(&mut stream, rest, length, &self.download_limit)
                         .await
                         .map_err(|err| protocol(addr, err))?;
                     Ok((sent, data))

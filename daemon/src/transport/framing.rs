@@ -1,14 +1,11 @@
 //! Reading and writing the wire messages on one stream, with every length
 //! bounded before memory is spent on it.
 
+use bytes::Bytes;
 use lanspread_proto::wire::DataHeader;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt};
 
 use super::rate::RateLimiter;
-
-/// Largest piece of chunk data read before the download limit is asked
-/// for tokens (small enough that a limit paces smoothly).
-const READ_PIECE_BYTES: u64 = 64 * 1024;
 
 /// Longest accepted [`DataHeader`] line, in bytes.
 pub const MAX_HEADER_BYTES: u64 = 16 * 1024;
@@ -41,18 +38,6 @@ pub async fn read_to_end_bounded(
     Ok(buffer)
 }
 
-/// Reads the `DataHeader` line that precedes file data.
-pub async fn read_data_header(
-    reader: &mut (impl AsyncBufRead + Unpin),
-) -> Result<DataHeader, FrameError> {
-    read_json_line(reader, MAX_HEADER_BYTES)
-        .await?
-        .ok_or(FrameError::Truncated {
-            got: 0,
-            expected: 1,
-        })
-}
-
 /// Reads one JSON line of at most `max` bytes; `None` at the end of the
 /// stream.
 pub async fn read_json_line<T: serde::de::DeserializeOwned>(
@@ -80,30 +65,139 @@ pub async fn read_json_line<T: serde::de::DeserializeOwned>(
     Ok(Some(serde_json::from_slice(&line)?))
 }
 
-/// Reads exactly `length` bytes of data into memory, paced by `limiter`
-/// (the download limit), then checks the stream ends there.
-pub async fn read_exact_data(
-    reader: &mut (impl AsyncRead + Unpin),
+/// A stream that hands out what it received as owned pieces, in order
+/// (s2n-quic's streams do, straight from their reassembly buffers).
+pub trait Pieces {
+    /// The next piece; `None` once the peer finished the stream.
+    fn next_piece(&mut self) -> impl Future<Output = std::io::Result<Option<Bytes>>> + Send;
+}
+
+impl Pieces for s2n_quic::stream::BidirectionalStream {
+    async fn next_piece(&mut self) -> std::io::Result<Option<Bytes>> {
+        self.receive().await.map_err(std::io::Error::other)
+    }
+}
+
+/// A chunk's bytes as they were received: the stream's pieces in order,
+/// never gathered into one buffer (the downloader hashes and writes each
+/// piece while it is in the CPU cache; see `docs/download.md`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChunkData {
+    pieces: Vec<Bytes>,
+    len: u64,
+}
+
+impl ChunkData {
+    /// The pieces, in stream order.
+    pub fn pieces(&self) -> &[Bytes] {
+        &self.pieces
+    }
+
+    /// Bytes in all pieces.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the chunk is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The BLAKE3 hash of the whole chunk.
+    pub fn hash(&self) -> blake3::Hash {
+        let mut hasher = blake3::Hasher::new();
+        for piece in &self.pieces {
+            hasher.update(piece);
+        }
+        hasher.finalize()
+    }
+
+    /// The bytes in one buffer (small chunks kept in memory, tests).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len as usize);
+        for piece in &self.pieces {
+            out.extend_from_slice(piece);
+        }
+        out
+    }
+
+    /// Appends the next piece (empty pieces are skipped).
+    pub fn push_piece(&mut self, piece: Bytes) {
+        if !piece.is_empty() {
+            self.len += piece.len() as u64;
+            self.pieces.push(piece);
+        }
+    }
+}
+
+impl From<Vec<u8>> for ChunkData {
+    fn from(bytes: Vec<u8>) -> Self {
+        let mut data = Self::default();
+        data.push_piece(Bytes::from(bytes));
+        data
+    }
+}
+
+/// Reads the [`DataHeader`] line that precedes chunk data from a stream of
+/// pieces; returns it and what followed it in the last piece read.
+pub async fn read_piece_header(
+    stream: &mut impl Pieces,
+) -> Result<(DataHeader, Bytes), FrameError> {
+    let mut line = Vec::new();
+    loop {
+        let Some(piece) = stream.next_piece().await? else {
+            return Err(FrameError::Truncated {
+                got: line.len() as u64,
+                expected: line.len() as u64 + 1,
+            });
+        };
+        let end = piece.iter().position(|&b| b == b'\n');
+        let head = end.map_or(piece.len(), |at| at + 1);
+        if (line.len() + head) as u64 > MAX_HEADER_BYTES {
+            return Err(FrameError::TooLong(MAX_HEADER_BYTES));
+        }
+        line.extend_from_slice(&piece[..head]);
+        if end.is_some() {
+            return Ok((serde_json::from_slice(&line)?, piece.slice(head..)));
+        }
+    }
+}
+
+/// Reads exactly `length` bytes of data, `first` (what followed the
+/// header) included, as the stream's own pieces (no copy), paced by
+/// `limiter` (the download limit); then checks the stream ends there.
+pub async fn read_data_pieces(
+    stream: &mut impl Pieces,
+    first: Bytes,
     length: u64,
     limiter: &RateLimiter,
-) -> Result<Vec<u8>, FrameError> {
-    let mut data = Vec::with_capacity(length as usize);
-    while (data.len() as u64) < length {
-        let want = (length - data.len() as u64).min(READ_PIECE_BYTES);
-        let got = (&mut *reader).take(want).read_buf(&mut data).await?;
-        if got == 0 {
-            return Err(FrameError::Truncated {
-                got: data.len() as u64,
-                expected: length,
-            });
+) -> Result<ChunkData, FrameError> {
+    let mut data = ChunkData::default();
+    let mut next = Some(first);
+    loop {
+        let Some(piece) = next.take() else {
+            break;
+        };
+        if data.len() + piece.len() as u64 > length {
+            return Err(FrameError::TrailingData(length));
         }
-        limiter.acquire(got).await;
+        limiter.acquire(piece.len()).await;
+        data.push_piece(piece);
+        if data.len() == length {
+            // The stream must end here.
+            if let Some(extra) = stream.next_piece().await? {
+                if !extra.is_empty() {
+                    return Err(FrameError::TrailingData(length));
+                }
+            }
+            return Ok(data);
+        }
+        next = stream.next_piece().await?;
     }
-    let mut probe = [0u8; 1];
-    if reader.read(&mut probe).await? != 0 {
-        return Err(FrameError::TrailingData(length));
-    }
-    Ok(data)
+    Err(FrameError::Truncated {
+        got: data.len(),
+        expected: length,
+    })
 }
 
 /// A JSON line ([`DataHeader`], `Availability`), newline-terminated.
@@ -127,34 +221,73 @@ mod tests {
             read_to_end_bounded(&mut &b"abcd"[..], 3).await,
             Err(FrameError::TooLong(3))
         ));
-        let mut input = &b"{\"type\":\"Data\",\"chunk\":5,\"length\":3}\nabc"[..];
-        let header = read_data_header(&mut input).await.unwrap();
+    }
+
+    /// Pieces from a list, as a QUIC stream would hand them out.
+    struct Listed(std::collections::VecDeque<Bytes>);
+
+    impl Pieces for Listed {
+        async fn next_piece(&mut self) -> std::io::Result<Option<Bytes>> {
+            Ok(self.0.pop_front())
+        }
+    }
+
+    fn listed(pieces: &[&[u8]]) -> Listed {
+        Listed(pieces.iter().map(|p| Bytes::copy_from_slice(p)).collect())
+    }
+
+    #[tokio::test]
+    async fn chunk_data_is_read_as_the_streams_pieces_and_bounded() {
+        let unlimited = RateLimiter::default();
+        // The header split over two pieces, data after it in the second.
+        let mut input = listed(&[
+            b"{\"type\":\"Data\",\"chu",
+            b"nk\":5,\"length\":5}\nab",
+            b"cde",
+        ]);
+        let (header, rest) = read_piece_header(&mut input).await.unwrap();
         assert_eq!(
             header,
             DataHeader::Data {
                 chunk: 5,
-                length: 3
+                length: 5
             }
         );
-        let unlimited = RateLimiter::default();
-        assert_eq!(
-            read_exact_data(&mut input, 3, &unlimited).await.unwrap(),
-            b"abc"
-        );
-        let mut short = &b"ab"[..];
+        let data = read_data_pieces(&mut input, rest, 5, &unlimited)
+            .await
+            .unwrap();
+        assert_eq!(data.to_vec(), b"abcde");
+        assert_eq!(data.pieces().len(), 2, "no piece gathered or copied");
+        assert_eq!(data.hash(), blake3::hash(b"abcde"));
+        // Short, long (in the last piece or in one more), no header end.
+        let mut short = listed(&[b"ab"]);
         assert!(matches!(
-            read_exact_data(&mut short, 3, &unlimited).await,
+            read_data_pieces(&mut short, Bytes::new(), 3, &unlimited).await,
             Err(FrameError::Truncated {
                 got: 2,
                 expected: 3
             })
         ));
-        let mut long = &b"abcd"[..];
+        let mut long = listed(&[b"abcd"]);
         assert!(matches!(
-            read_exact_data(&mut long, 3, &unlimited).await,
+            read_data_pieces(&mut long, Bytes::new(), 3, &unlimited).await,
             Err(FrameError::TrailingData(3))
         ));
-        let mut no_newline = &b"{\"type\":\"Data\""[..];
-        assert!(read_data_header(&mut no_newline).await.is_err());
+        let mut one_more = listed(&[b"abc", b"d"]);
+        assert!(matches!(
+            read_data_pieces(&mut one_more, Bytes::new(), 3, &unlimited).await,
+            Err(FrameError::TrailingData(3))
+        ));
+        let mut no_newline = listed(&[b"{\"type\":\"Data\""]);
+        assert!(matches!(
+            read_piece_header(&mut no_newline).await,
+            Err(FrameError::Truncated { .. })
+        ));
+        let endless = vec![b'x'; MAX_HEADER_BYTES as usize + 1];
+        let mut endless = listed(&[&endless]);
+        assert!(matches!(
+            read_piece_header(&mut endless).await,
+            Err(FrameError::TooLong(_))
+        ));
     }
 }

@@ -15,6 +15,7 @@ mod tls;
 use std::time::Duration;
 
 pub use client::PeerClient;
+pub use framing::ChunkData;
 pub use rate::{RateLimiter, RateLimiters};
 pub use server::{QuicServer, ServeContext, ServeEvent};
 pub use serving_runtime::{SERVING_NICE, SERVING_THREAD_NAME, ServingRuntime};
