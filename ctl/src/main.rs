@@ -62,7 +62,9 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Update a game to the latest version peers hold; waits like download
+    /// Update a game to the latest version peers hold; waits like download.
+    /// Chunks already in place on disk are not fetched; the summary says how
+    /// many bytes were found on disk and how many were fetched
     Update {
         id: String,
         /// Return once the daemon accepted the download

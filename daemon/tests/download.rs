@@ -178,6 +178,82 @@ async fn an_update_replaces_the_sentinel_and_a_second_operation_is_refused() {
     seeder.stop().await.0.unwrap();
 }
 
+/// An update finds the chunks of the new version that are already in
+/// place on disk (same file, same offset), verified by hash, and fetches
+/// only the rest: a changed chunk in a big file, a changed small file, a
+/// new file; a file that shrank keeps its first chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_fetches_only_the_chunks_that_changed() {
+    let lan = MemoryLan::default();
+    let v2_pak = {
+        let mut pak = content(CHUNK_SIZE * 5 + 777, 1);
+        let third = (CHUNK_SIZE * 2 + 10) as usize;
+        pak[third..third + 4096].fill(0xab);
+        pak
+    };
+    let seeder = TestDaemon::start_on(&lan, |d| {
+        seed_game(d, "2.0");
+        let root = d.join("openarena");
+        write(&root.join("pak0.eti"), &v2_pak);
+        write(&root.join("maps/deep/dm1.eti"), &content(100_000, 7));
+        write(&root.join("new.eti"), &content(CHUNK_SIZE + 5, 8));
+        write(&root.join("shrunk.eti"), &content(CHUNK_SIZE, 9));
+    })
+    .await;
+    let leech = TestDaemon::start_on(&lan, |d| {
+        seed_game(d, "1.0");
+        write(
+            &d.join("openarena/shrunk.eti"),
+            &content(CHUNK_SIZE * 2 + 10, 9),
+        );
+    })
+    .await;
+    let mut client = leech.client().await;
+    connected(&mut client, 1).await;
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+    let files: GameFilesResult = client.fetch_latest(&id("openarena")).await.unwrap();
+    assert_eq!(files.version.as_str(), "2.0");
+    client.download(&id("openarena"), vec![]).await.unwrap();
+    let finished = wait_for_event(&mut events, TIMEOUT_DL, "DownloadGameFilesFinished", |e| {
+        matches!(e, PeerEvent::DownloadGameFilesFinished { .. })
+    })
+    .await;
+    let PeerEvent::DownloadGameFilesFinished {
+        bytes_reused,
+        chunks_fetched,
+        bytes_from_seeders,
+        ..
+    } = finished.event
+    else {
+        unreachable!()
+    };
+    eprintln!(
+        "measured: reused {bytes_reused} bytes, fetched {chunks_fetched} chunks ({bytes_from_seeders} bytes)"
+    );
+    // pak0: all but its third chunk; shrunk: its first chunk.
+    assert_eq!(bytes_reused, CHUNK_SIZE * 4 + 777 + CHUNK_SIZE);
+    // pak0's third chunk, dm1, new.eti's two chunks, version.ini.
+    assert_eq!(chunks_fetched, 5);
+    assert_eq!(
+        bytes_from_seeders,
+        CHUNK_SIZE + 100_000 + CHUNK_SIZE + 5 + "version=2.0\n".len() as u64
+    );
+    let (ours, theirs) = (
+        leech.game_dir.path().join("openarena"),
+        seeder.game_dir.path().join("openarena"),
+    );
+    assert_same_tree(&theirs, &ours);
+    for rel in ["new.eti", "shrunk.eti"] {
+        assert!(
+            std::fs::read(ours.join(rel)).unwrap() == std::fs::read(theirs.join(rel)).unwrap(),
+            "{rel} differs"
+        );
+    }
+    leech.stop().await.0.unwrap();
+    seeder.stop().await.0.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_download_leaves_no_sentinel_and_a_new_one_succeeds() {
     let lan = MemoryLan::default();

@@ -429,6 +429,9 @@ pub enum PeerEvent {
         /// Bytes received so far per source.
         #[serde(default)]
         sources: Vec<SourceBytes>,
+        /// Bytes found already in place on disk so far (not fetched).
+        #[serde(default)]
+        bytes_reused: u64,
     },
     DownloadGameFilesFinished {
         id: GameId,
@@ -446,6 +449,10 @@ pub enum PeerEvent {
         /// Bytes received from peers that were downloading it too.
         #[serde(default)]
         bytes_from_downloaders: u64,
+        /// Bytes found already in place on disk (an update's unchanged
+        /// chunks), not fetched.
+        #[serde(default)]
+        bytes_reused: u64,
     },
     DownloadGameFilesFailed {
         id: GameId,

@@ -163,10 +163,15 @@ async fn download(
                 rate,
                 peers,
                 bytes_from_downloaders,
+                bytes_reused,
                 ..
-            } if *event_id == id => {
-                progress.update(bytes_done, bytes_total, rate, peers, bytes_from_downloaders)
-            }
+            } if *event_id == id => progress.update(
+                bytes_done,
+                bytes_total,
+                rate,
+                peers,
+                (bytes_reused, bytes_from_downloaders),
+            ),
             PeerEvent::DownloadGameFilesFinished {
                 id: ref event_id,
                 bytes,
@@ -174,6 +179,7 @@ async fn download(
                 chunks_resumed,
                 bytes_from_seeders,
                 bytes_from_downloaders,
+                bytes_reused,
                 ..
             } if *event_id == id => {
                 progress.finish();
@@ -187,10 +193,12 @@ async fn download(
                         String::new()
                     };
                     println!(
-                        "downloaded {id} {} ({}) in {secs:.1} s, {}{resumed}; {} from complete holders, {} from other downloaders",
+                        "downloaded {id} {} ({}) in {secs:.1} s, {}{resumed}; {} already on disk, {} fetched: {} from complete holders, {} from other downloaders",
                         files.version,
                         size(bytes),
                         rate((bytes as f64 / secs) as u64),
+                        size(bytes_reused),
+                        size(bytes_from_seeders + bytes_from_downloaders),
                         size(bytes_from_seeders),
                         size(bytes_from_downloaders),
                     );
@@ -342,14 +350,15 @@ impl Progress {
         total: u64,
         bytes_per_sec: u64,
         peers: u32,
-        from_downloaders: u64,
+        (reused, from_downloaders): (u64, u64),
     ) {
         match self {
             Self::Bar(bar) => {
                 bar.set_length(total);
                 bar.set_position(done);
                 bar.set_message(format!(
-                    "{peers} peers, {} from downloaders",
+                    "{peers} peers, {} already on disk, {} from downloaders",
+                    size(reused),
                     size(from_downloaders)
                 ));
             }
@@ -360,10 +369,11 @@ impl Progress {
                 *last = Some(Instant::now());
                 let percent = done as f64 * 100.0 / total.max(1) as f64;
                 eprintln!(
-                    "{id}: {percent:.0}% ({} of {}) at {} from {peers} peers ({} from other downloaders)",
+                    "{id}: {percent:.0}% ({} of {}) at {} from {peers} peers ({} already on disk, {} from other downloaders)",
                     size(done),
                     size(total),
                     rate(bytes_per_sec),
+                    size(reused),
                     size(from_downloaders)
                 );
             }

@@ -436,6 +436,7 @@ impl Daemon {
                 rate,
                 peers,
                 sources,
+                bytes_reused,
             } => {
                 let (bytes_from_seeders, bytes_from_downloaders) = bytes_by_kind(&sources);
                 (
@@ -449,6 +450,7 @@ impl Daemon {
                         bytes_from_seeders,
                         bytes_from_downloaders,
                         sources,
+                        bytes_reused,
                     },
                 )
             }
@@ -464,6 +466,7 @@ impl Daemon {
                         millis: (stats.seconds * 1000.0) as u64,
                         bytes_from_seeders,
                         bytes_from_downloaders,
+                        bytes_reused: stats.bytes_reused,
                     },
                 )
             }

@@ -18,6 +18,7 @@ pub mod gather;
 pub mod journal;
 pub mod plan;
 pub mod rarity;
+pub mod reuse;
 pub mod sentinel;
 pub mod space;
 pub mod store;
@@ -139,6 +140,8 @@ pub enum DownloadEvent {
         peers: u32,
         /// Bytes so far per source.
         sources: Vec<SourceBytes>,
+        /// Bytes found in place on disk so far.
+        bytes_reused: u64,
     },
     Finished {
         id: GameId,
@@ -161,6 +164,8 @@ pub struct DownloadStats {
     pub chunks_fetched: u64,
     /// Chunks taken from the resume journal.
     pub chunks_resumed: u64,
+    /// Bytes found in place on disk ([`reuse`]), not fetched.
+    pub bytes_reused: u64,
     pub seconds: f64,
     /// Bytes per source.
     pub per_peer: Vec<SourceBytes>,
@@ -290,9 +295,9 @@ async fn transfer(
         request.files.clone(),
         request.version.clone(),
     );
-    let (durability, manifest) = tokio::task::spawn_blocking(move || {
+    let (durability, old_sizes, manifest) = tokio::task::spawn_blocking(move || {
         let manifest = ManifestId::of(&version, &files);
-        sentinel::begin(&root, &files).map(|durability| (durability, manifest))
+        sentinel::begin(&root, &files).map(|(durability, old)| (durability, old, manifest))
     })
     .await
     .map_err(|_| Ended::Failed(DownloadError::Panicked("preparing files")))?
@@ -342,6 +347,24 @@ async fn transfer(
             chunks.push((file_idx, offset, length, hash.clone(), already));
         }
     }
+    emit(DownloadEvent::Begin {
+        id: request.id.clone(),
+    })
+    .await;
+    // Files written to since the last sync, and their chunks: those enter
+    // `done` only once synced (see `save_journal`).
+    let mut unsynced = Unsynced::default();
+    // Chunks already in place on disk (an update's unchanged ones) count
+    // as done without crossing the network; they enter the journal with
+    // the next save, which syncs their files first.
+    let mut reused = 0u64;
+    for id in reuse_in_place(request, &old_sizes, &chunks, &emit, cancel).await? {
+        let (file, _, length, _, already) = &mut chunks[id];
+        *already = true;
+        reused += *length;
+        unsynced.files.insert(*file);
+        unsynced.chunks.push(id);
+    }
     // What a resumed download already holds is served at once.
     partial.verified(
         (0..chunks.len())
@@ -368,14 +391,11 @@ async fn transfer(
     for source in &request.sources {
         joiner.join(&mut plan, &mut addrs, &mut subscriptions, source);
     }
-    emit(DownloadEvent::Begin {
-        id: request.id.clone(),
-    })
-    .await;
     tracing::info!(
         files = request.files.len(),
         bytes = plan.total_bytes(),
         resumed_chunks = resumed,
+        reused_bytes = reused,
         peers = request.sources.len(),
         manifest = %partial.manifest,
         "download started"
@@ -389,9 +409,6 @@ async fn transfer(
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_progress = (Instant::now(), plan.done_bytes());
     let mut last_journal = Instant::now();
-    // Files written to since the last sync, and their chunks: those enter
-    // `done` only once synced (see `save_journal`).
-    let mut unsynced = Unsynced::default();
     // Sources that left because they no longer hold this manifest.
     let mut changed_at: Vec<String> = Vec::new();
     let mut stall = Box::pin(tokio::time::sleep(STALL_TIMEOUT));
@@ -501,6 +518,7 @@ async fn transfer(
                     rate,
                     peers: plan.active_peers() as u32,
                     sources: per_source(&plan),
+                    bytes_reused: reused,
                 })
                 .await;
                 if !unsynced.is_empty() && last_journal.elapsed() >= JOURNAL_INTERVAL {
@@ -610,6 +628,7 @@ async fn transfer(
         bytes: plan.total_bytes(),
         chunks_fetched: fetched,
         chunks_resumed: resumed,
+        bytes_reused: reused,
         seconds: started.elapsed().as_secs_f64(),
         per_peer: per_source(&plan),
     };
@@ -617,11 +636,102 @@ async fn transfer(
         bytes = stats.bytes,
         chunks_fetched = stats.chunks_fetched,
         chunks_resumed = stats.chunks_resumed,
+        bytes_reused = stats.bytes_reused,
         seconds = format!("{:.2}", stats.seconds),
         per_peer = ?stats.per_peer,
         "download finished"
     );
     Ok(stats)
+}
+
+/// A plan chunk before the plan: (file, offset, length, hash, done).
+type PlannedChunk = (usize, u64, u64, String, bool);
+
+/// Looks for the chunks still needed in place on disk ([`reuse`]), on a
+/// blocking thread, publishing progress meanwhile; returns those found.
+async fn reuse_in_place<F: Future<Output = ()>>(
+    request: &DownloadRequest,
+    old_sizes: &[u64],
+    chunks: &[PlannedChunk],
+    emit: &impl Fn(DownloadEvent) -> F,
+    cancel: &CancellationToken,
+) -> Result<Vec<ChunkId>, Ended> {
+    let wanted: Vec<reuse::Wanted> = chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, (file, offset, length, _, done))| !done && offset + length <= old_sizes[*file])
+        .map(|(id, (file, offset, length, hash, _))| reuse::Wanted {
+            id,
+            file: *file,
+            offset: *offset,
+            length: *length,
+            hash: hash.clone(),
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let total: u64 = chunks.iter().map(|c| c.2).sum();
+    let before: u64 = chunks.iter().filter(|c| c.4).map(|c| c.2).sum();
+    let progress = Arc::new(reuse::Progress::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (root, files, old_sizes) = (
+        request.root.clone(),
+        request.files.clone(),
+        old_sizes.to_vec(),
+    );
+    let (pass_progress, pass_stop) = (Arc::clone(&progress), Arc::clone(&stop));
+    let mut pass = tokio::task::spawn_blocking(move || {
+        reuse::find_in_place(
+            &root,
+            &files,
+            &old_sizes,
+            &wanted,
+            &pass_progress,
+            &pass_stop,
+        )
+    });
+    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last = (Instant::now(), 0u64);
+    let found = loop {
+        tokio::select! {
+            joined = &mut pass => break joined,
+            () = cancel.cancelled(), if !stop.load(std::sync::atomic::Ordering::Relaxed) => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            _ = tick.tick() => {
+                let reused = progress.reused.load(std::sync::atomic::Ordering::Relaxed);
+                let checked = progress.checked.load(std::sync::atomic::Ordering::Relaxed);
+                let secs = last.0.elapsed().as_secs_f64().max(1e-3);
+                let rate = ((checked - last.1) as f64 / secs) as u64;
+                last = (Instant::now(), checked);
+                emit(DownloadEvent::Progress {
+                    id: request.id.clone(),
+                    bytes_done: before + reused,
+                    bytes_total: total,
+                    rate,
+                    peers: 0,
+                    sources: Vec::new(),
+                    bytes_reused: reused,
+                })
+                .await;
+            }
+        }
+    };
+    if cancel.is_cancelled() {
+        return Err(Ended::Cancelled);
+    }
+    let found = found
+        .map_err(|_| Ended::Failed(DownloadError::Panicked("looking for chunks on disk")))?
+        .map_err(|err| Ended::Failed(DownloadError::Disk(err)))?;
+    tracing::info!(
+        chunks = found.len(),
+        bytes = progress.reused.load(std::sync::atomic::Ordering::Relaxed),
+        read = progress.checked.load(std::sync::atomic::Ordering::Relaxed),
+        "chunks found in place on disk"
+    );
+    Ok(found)
 }
 
 /// Bytes per source (one entry per peer id and kind).

@@ -64,9 +64,14 @@ pub struct Durability {
 
 /// Step 3: parks an old `version.ini`, creates folders, and pre-creates
 /// every non-sentinel file at its final size, in one pass over the list.
-/// Existing data is kept (a resumed download relies on it); only a file of
-/// the wrong size is resized.
-pub fn begin(root: &Path, files: &[GameFileDescription]) -> Result<Durability, SentinelError> {
+/// Existing data is kept (a resumed download and local reuse rely on it);
+/// only a file of the wrong size is resized. Also returns, per entry of
+/// `files`, how many bytes of it were on disk before (0 for a new file, a
+/// folder or the sentinel): only those can hold reusable chunks.
+pub fn begin(
+    root: &Path,
+    files: &[GameFileDescription],
+) -> Result<(Durability, Vec<u64>), SentinelError> {
     std::fs::create_dir_all(root).map_err(io("create", root))?;
     let root_dir = File::open(root).map_err(io("open", root))?;
     let root_dev = root_dir.metadata().map_err(io("stat", root))?.dev();
@@ -78,7 +83,8 @@ pub fn begin(root: &Path, files: &[GameFileDescription]) -> Result<Durability, S
     // Files of one folder usually follow each other: its parent is
     // created once, not once per file.
     let mut last_parent: Option<PathBuf> = None;
-    for file in files {
+    let mut old_sizes = vec![0; files.len()];
+    for (file, old_size) in files.iter().zip(&mut old_sizes) {
         let path = root.join(&file.relative_path);
         if file.is_dir {
             std::fs::create_dir_all(&path).map_err(io("create", &path))?;
@@ -101,16 +107,18 @@ pub fn begin(root: &Path, files: &[GameFileDescription]) -> Result<Durability, S
             .map_err(io("create", &path))?;
         let metadata = handle.metadata().map_err(io("stat", &path))?;
         one_filesystem &= metadata.dev() == root_dev;
+        *old_size = metadata.len();
         if metadata.len() != file.size {
             handle.set_len(file.size).map_err(io("size", &path))?;
         }
     }
     sync_dir(root)?;
-    Ok(Durability {
+    let durability = Durability {
         root: root_dir,
         root_path: root.to_owned(),
         one_filesystem,
-    })
+    };
+    Ok((durability, old_sizes))
 }
 
 impl Durability {
@@ -213,7 +221,8 @@ mod tests {
                 chunk_hashes: vec![],
             },
         ];
-        begin(&root, &files).unwrap();
+        let (_, old_sizes) = begin(&root, &files).unwrap();
+        assert_eq!(old_sizes, [23, 0, 0, 0, 0], "what each file held before");
         assert!(!root.join(SENTINEL).exists());
         assert_eq!(std::fs::read(root.join(DISCARDED)).unwrap(), b"1.0");
         assert_eq!(std::fs::metadata(root.join("data.eti")).unwrap().len(), 8);
@@ -241,7 +250,7 @@ mod tests {
         let files: Vec<_> = (0..SYNCFS_MIN_FILES)
             .map(|i| file(&format!("d{}/f{i}", i % 3), 2))
             .collect();
-        let durability = begin(&root, &files).unwrap();
+        let (durability, _) = begin(&root, &files).unwrap();
         assert!(durability.one_filesystem);
         let paths: Vec<PathBuf> = files.iter().map(|f| root.join(&f.relative_path)).collect();
         for path in &paths {
