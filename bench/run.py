@@ -976,24 +976,36 @@ def scenario_discovery(work):
 
 
 MESH_HOSTS = 12
+MESH20_HOSTS = 20
 MESH_IDLE_S = 60
 
 
 def scenario_mesh(_work):
     """12 lab hosts start a daemon each at once: time until all see all; idle CPU, RSS."""
+    return mesh(MESH_HOSTS)
+
+
+def scenario_mesh20(_work):
+    """The same with 20 hosts: idle CPU with 19 peers (a LAN party's size)."""
+    return mesh(MESH20_HOSTS)
+
+
+def mesh(hosts):
+    """`hosts` lab hosts start a daemon each at once: time until all see all;
+    idle CPU, RSS."""
     global LAB_ID
     # Not "<LAB_ID>-…": `lab.sh down --id X` removes every lsl-X-* namespace.
     lab_id = f"{LAB_ID}mesh"
     work = tempfile.mkdtemp(prefix="mesh.", dir="/var/tmp")
     subprocess.run([LAB, "down", "--id", lab_id], stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
-    subprocess.run([LAB, "up", str(MESH_HOSTS), "--id", lab_id], check=True,
+    subprocess.run([LAB, "up", str(hosts), "--id", lab_id], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     main_lab, LAB_ID = LAB_ID, lab_id
     daemons = []
     try:
         started = time.monotonic()
-        daemons = [Daemon(work, f"h{i}", f"mesh{i}", None) for i in range(1, MESH_HOSTS + 1)]
+        daemons = [Daemon(work, f"h{i}", f"mesh{i}", None) for i in range(1, hosts + 1)]
         # Event streams (lanspreadctl events), not polling: the figure is
         # when each daemon reported all its peers connected.
         streams = [Events(d.socket) for d in daemons]
@@ -1003,10 +1015,10 @@ def scenario_mesh(_work):
                 left = max(0.01, started + 60 - time.monotonic())
                 try:
                     at, _ = stream.wait(lambda e: e["type"] == "PeerCountChanged"
-                                        and e["count"] == MESH_HOSTS - 1,
+                                        and e["count"] == hosts - 1,
                                         "all peers connected", left)
                 except RuntimeError:
-                    if daemons[i].ctl("status")["peer_count"] < MESH_HOSTS - 1:
+                    if daemons[i].ctl("status")["peer_count"] < hosts - 1:
                         counts = [d.ctl("status")["peer_count"] for d in daemons]
                         raise RuntimeError(f"mesh incomplete after 60 s: peer counts {counts}")
                     at = time.monotonic()  # connected before the stream began
@@ -1032,7 +1044,7 @@ def scenario_mesh(_work):
                        stderr=subprocess.DEVNULL)
         shutil.rmtree(work, ignore_errors=True)
     return {
-        "hosts": MESH_HOSTS,
+        "hosts": hosts,
         "all_see_all_s": round(max(seen_all), 2),
         "each_sees_all_s": summary(seen_all),
         "idle_cpu_percent_per_daemon": summary(cpu, 3),
@@ -1288,6 +1300,7 @@ SCENARIOS = {
     "discovery": scenario_discovery,
     "idle": scenario_idle,
     "mesh": scenario_mesh,
+    "mesh20": scenario_mesh20,
     "extract": scenario_extract,
     "many": scenario_many,
     "prepare": scenario_prepare,
@@ -1333,6 +1346,8 @@ ROWS = [
     ("mesh", "each_sees_all_s", "mesh of 12 started together: start → sees all 11 others", "s", False),
     ("mesh", "idle_cpu_percent_per_daemon", "mesh of 12: idle CPU per daemon (11 peers)", "%", False),
     ("mesh", "idle_rss_mib_per_daemon", "mesh of 12: RSS per daemon", "MiB", False),
+    ("mesh20", "each_sees_all_s", "mesh of 20 started together: start → sees all 19 others", "s", False),
+    ("mesh20", "idle_cpu_percent_per_daemon", "mesh of 20: idle CPU per daemon (19 peers)", "%", False),
     ("idle", "idle_cpu_percent_10s_windows", "idle CPU, 2 peers (10 s windows over 60 s)", "%", False),
     ("idle", "idle_cpu_percent_60s", "idle CPU, 2 peers (whole 60 s)", "%", False),
     ("idle", "sigterm_to_exit_s", "SIGTERM → exit, idle daemon with 2 peers", "s", False),

@@ -13,6 +13,7 @@ pub mod error_chain;
 pub mod event_sender;
 pub mod faults;
 pub mod game_dir;
+pub mod generation;
 pub mod identity;
 pub mod install;
 pub mod ipc;

@@ -13,7 +13,6 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lanspread_proto::model::GameId;
@@ -30,9 +29,14 @@ pub const QUIET_PERIOD: Duration = Duration::from_millis(400);
 /// Every this often, everything is rescanned, events or not.
 pub const FALLBACK_SCAN_INTERVAL: Duration = Duration::from_secs(300);
 
-/// How often the watcher thread checks its watches against the disk
-/// (new roots, a recreated game directory).
-const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// While the game directory is missing (nothing to watch), how often the
+/// watcher thread looks whether it is back.
+const MISSING_DIR_POLL: Duration = Duration::from_secs(1);
+
+/// While it is watched, how often the watcher thread checks its watches
+/// against the disk anyway (events about the game directory itself make it
+/// check at once; this only bounds what a lost event could cost).
+const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What the monitor asks of the core.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,12 +61,13 @@ pub enum Change {
 /// A source of filesystem changes. The daemon uses [`NotifyWatcher`].
 pub trait ChangeSource: Send + Sync + std::fmt::Debug {
     /// Starts watching whatever `game_dir` holds (and follows it when it
-    /// changes) until `stop`, reporting to `changes`.
+    /// changes) until `stop`, reporting to `changes`. Called from within
+    /// the runtime.
     fn start(
         &self,
         game_dir: watch::Receiver<Option<PathBuf>>,
         changes: mpsc::UnboundedSender<Change>,
-        stop: Arc<AtomicBool>,
+        stop: CancellationToken,
     ) -> std::io::Result<std::thread::JoinHandle<()>>;
 }
 
@@ -75,18 +80,42 @@ impl ChangeSource for NotifyWatcher {
         &self,
         game_dir: watch::Receiver<Option<PathBuf>>,
         changes: mpsc::UnboundedSender<Change>,
-        stop: Arc<AtomicBool>,
+        stop: CancellationToken,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        // The thread sleeps on one channel: filesystem events, and a wake-up
+        // when the game directory setting changes or the monitor stops (a
+        // small task turns those into messages), so it never polls.
+        let (inbox, messages) = std::sync::mpsc::channel();
+        let mut setting = game_dir.clone();
+        let (wake, stopping) = (inbox.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stopping.cancelled() => break,
+                    changed = setting.changed() => if changed.is_err() { break },
+                }
+                if wake.send(Message::Wake).is_err() {
+                    return;
+                }
+            }
+            let _ = wake.send(Message::Wake);
+        });
         std::thread::Builder::new()
             .name("monitor".into())
-            .spawn(move || watch_thread(game_dir, &changes, &stop))
+            .spawn(move || watch_thread(game_dir, inbox, messages, &changes, &stop))
     }
+}
+
+/// What wakes the watcher thread.
+enum Message {
+    Fs(notify::Result<notify::Event>),
+    /// The game directory setting changed, or the monitor stops.
+    Wake,
 }
 
 /// What the watcher thread keeps between rounds.
 struct Watches {
     watcher: notify::RecommendedWatcher,
-    events: std::sync::mpsc::Receiver<notify::Result<notify::Event>>,
     game_dir: Option<PathBuf>,
     /// Identity (device, inode) of the watched game directory.
     identity: Option<(u64, u64)>,
@@ -95,11 +124,14 @@ struct Watches {
 
 fn watch_thread(
     mut game_dir: watch::Receiver<Option<PathBuf>>,
+    inbox: std::sync::mpsc::Sender<Message>,
+    messages: std::sync::mpsc::Receiver<Message>,
     changes: &mpsc::UnboundedSender<Change>,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) {
-    let (tx, events) = std::sync::mpsc::channel();
-    let watcher = match notify::recommended_watcher(tx) {
+    let watcher = match notify::recommended_watcher(move |event| {
+        let _ = inbox.send(Message::Fs(event));
+    }) {
         Ok(watcher) => watcher,
         Err(err) => {
             tracing::error!(cause = %err, "cannot start the filesystem watcher; only the fallback scan will notice changes");
@@ -108,35 +140,45 @@ fn watch_thread(
     };
     let mut watches = Watches {
         watcher,
-        events,
         game_dir: None,
         identity: None,
         roots: HashSet::new(),
     };
     let initial = game_dir.borrow_and_update().clone();
     watches.retarget(initial);
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_cancelled() {
         if game_dir.has_changed().unwrap_or(false) {
             let dir = game_dir.borrow_and_update().clone();
             watches.retarget(dir);
         }
         watches.resync(changes);
-        let deadline = std::time::Instant::now() + RESYNC_INTERVAL;
+        let wait = if watches.identity.is_some() {
+            RESYNC_INTERVAL
+        } else {
+            MISSING_DIR_POLL
+        };
+        let deadline = std::time::Instant::now() + wait;
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match watches
-                .events
-                .recv_timeout(left.min(Duration::from_millis(100)))
-            {
-                Ok(Ok(event)) => watches.on_event(&event, changes),
-                Ok(Err(err)) => tracing::debug!(cause = %err, "watcher error"),
+            match messages.recv_timeout(left) {
+                Ok(Message::Fs(Ok(event))) => {
+                    if watches.on_event(&event, changes) == Resync::Now {
+                        break;
+                    }
+                }
+                Ok(Message::Fs(Err(err))) => tracing::debug!(cause = %err, "watcher error"),
+                Ok(Message::Wake) => break,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            if stop.load(Ordering::Relaxed) || game_dir.has_changed().unwrap_or(false) {
-                break;
-            }
         }
     }
+}
+
+/// Whether an event calls for checking the watches against the disk.
+#[derive(Debug, PartialEq, Eq)]
+enum Resync {
+    Now,
+    Later,
 }
 
 impl Watches {
@@ -211,17 +253,26 @@ impl Watches {
         }
     }
 
-    fn on_event(&mut self, event: &notify::Event, changes: &mpsc::UnboundedSender<Change>) {
+    /// Reports the roots an event touched; an event about the game
+    /// directory itself (deleted, moved) asks for a resync.
+    fn on_event(
+        &mut self,
+        event: &notify::Event,
+        changes: &mpsc::UnboundedSender<Change>,
+    ) -> Resync {
         // Reads (opens, closes after reading) change nothing: a seeder
         // serving files must not trigger rescans.
         if let EventKind::Access(access) = event.kind
             && access != notify::event::AccessKind::Close(notify::event::AccessMode::Write)
         {
-            return;
+            return Resync::Later;
         }
         let Some(game_dir) = self.game_dir.clone() else {
-            return;
+            return Resync::Later;
         };
+        if event.paths.is_empty() || event.paths.contains(&game_dir) {
+            return Resync::Now;
+        }
         for path in &event.paths {
             if let Some(id) = root_id(&game_dir, path) {
                 let _ = changes.send(Change::Root(id));
@@ -238,6 +289,7 @@ impl Watches {
                 self.roots.insert(path.clone());
             }
         }
+        Resync::Later
     }
 }
 
@@ -273,8 +325,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let (tx, changes) = mpsc::unbounded_channel();
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = match source.start(game_dir, tx, Arc::clone(&stop)) {
+    let stop = shutdown.child_token();
+    let thread = match source.start(game_dir, tx, stop.clone()) {
         Ok(thread) => Some(thread),
         Err(err) => {
             tracing::error!(cause = %err, "cannot start the monitor thread; only the fallback scan will notice changes");
@@ -323,7 +375,7 @@ pub async fn run(
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    stop.cancel();
     if let Some(thread) = thread {
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
@@ -387,7 +439,7 @@ mod run_tests {
             &self,
             _game_dir: watch::Receiver<Option<PathBuf>>,
             changes: mpsc::UnboundedSender<Change>,
-            _stop: Arc<AtomicBool>,
+            _stop: CancellationToken,
         ) -> std::io::Result<std::thread::JoinHandle<()>> {
             if self.broken {
                 return Err(std::io::Error::other("inotify instance limit reached"));

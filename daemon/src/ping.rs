@@ -1,8 +1,16 @@
 //! Liveness: pings every known peer over QUIC, fetches a peer's library
-//! when its revision changes, and reports peers that stopped answering.
+//! when its revision changes, and reports peers that stopped answering
+//! (`docs/peer-protocol.md#liveness`).
 //! A peer may be reachable at several addresses (mDNS gives them all):
 //! until one answers, every ping goes to all of them at once and the
 //! first valid answer picks the address in use.
+//!
+//! Changes are pushed, not polled: every ping carries our own library
+//! revision, and when it changes every peer is pinged at once; a peer's
+//! ping that names a revision we have not fetched wakes our pinger for it
+//! ([`Heard`]). So pings only have to prove liveness and can be rare
+//! ([`PING_INTERVAL`]); after a missed answer they come every
+//! [`RETRY_INTERVAL`] until the peer answers or is lost.
 //!
 //! mDNS never reports a cut link, so this task is the only judge of
 //! whether a peer is alive. Lost peers keep being pinged so that a
@@ -14,24 +22,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lanspread_proto::wire::{AnnouncedGame, Request, Response, WIRE_VERSION};
-use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::event_sender::EventSender;
 use crate::library::version_ini::MAX_VERSION_LEN;
-use crate::transport::PeerClient;
+use crate::transport::{PeerClient, RevisionFeed};
 
-/// Time between two pings of the same peer. Also the bound on how long a
-/// library change takes to reach the other peers.
-pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// Time between two pings of a peer that answers. Library changes do not
+/// wait for it (they are pushed); it bounds how long a dead peer goes
+/// unnoticed.
+pub const PING_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Time between pings of a peer that missed an answer.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long one ping may take.
 pub const PING_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// A peer that has not answered for this long is lost. With the interval
-/// and timeout above, a dead peer is reported within about 7.5 s.
-pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A peer that has not answered for this long is lost. With the intervals
+/// and timeout above, a dead peer is reported within about 7 s (the last
+/// answer, 3 s to the next ping, 1.5 s to its timeout, 1 s to the retry,
+/// 1.5 s to its timeout).
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// Most games one peer may announce.
 pub const MAX_ANNOUNCED_GAMES: usize = 10_000;
@@ -73,11 +87,86 @@ struct Liveness {
     reported_unreachable: bool,
 }
 
+/// What pinging peers said of their own library: wakes our pinger for a
+/// peer whose revision is not the one we fetched. Shared with the server,
+/// which answers their pings.
+#[derive(Debug, Default)]
+pub struct Heard {
+    pingers: std::sync::Mutex<HashMap<String, Pinger>>,
+}
+
+/// One running pinger, as [`Heard`] knows it.
+#[derive(Debug)]
+struct Pinger {
+    /// The revision of the peer's library we hold.
+    known: Option<u64>,
+    wake: Arc<Notify>,
+}
+
+impl Heard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pinger>> {
+        self.pingers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Peer `peer_id` says its library is at `revision`.
+    pub fn heard(&self, peer_id: &str, revision: u64) {
+        if let Some(pinger) = self.lock().get(peer_id)
+            && pinger.known != Some(revision)
+        {
+            pinger.wake.notify_one();
+        }
+    }
+
+    /// A pinger for `peer_id` starts: it is woken through the result.
+    fn register(&self, peer_id: &str) -> Arc<Notify> {
+        let wake = Arc::new(Notify::new());
+        self.lock().insert(
+            peer_id.to_owned(),
+            Pinger {
+                known: None,
+                wake: Arc::clone(&wake),
+            },
+        );
+        wake
+    }
+
+    /// The pinger for `peer_id` now holds its library at `revision`.
+    fn fetched(&self, peer_id: &str, revision: Option<u64>) {
+        if let Some(pinger) = self.lock().get_mut(peer_id) {
+            pinger.known = revision;
+        }
+    }
+
+    /// The pinger `wake` belongs to stopped.
+    fn unregister(&self, peer_id: &str, wake: &Arc<Notify>) {
+        let mut pingers = self.lock();
+        if pingers
+            .get(peer_id)
+            .is_some_and(|p| Arc::ptr_eq(&p.wake, wake))
+        {
+            pingers.remove(peer_id);
+        }
+    }
+}
+
+/// What every pinger shares.
+#[derive(Clone, Debug)]
+pub struct Pinging {
+    pub client: Arc<PeerClient>,
+    /// Our peer id, named in our pings.
+    pub peer_id: String,
+    /// Our own revision, sent with each ping; a change pings every peer.
+    pub own: RevisionFeed,
+    pub heard: Arc<Heard>,
+}
+
 /// Keeps one pinger task per target, started as soon as a target appears
 /// and stopped when it goes (or moves), until `shutdown`. Pingers are
 /// independent, so a dead peer's timeouts never delay a live one.
 pub async fn run(
-    client: Arc<PeerClient>,
+    pinging: Pinging,
     mut targets: watch::Receiver<Vec<PingTarget>>,
     core: EventSender<PingEvent>,
     shutdown: CancellationToken,
@@ -98,7 +187,7 @@ pub async fn run(
             if !pingers.contains_key(&target.peer_id) {
                 let stop = shutdown.child_token();
                 pingers.insert(target.peer_id.clone(), (target.addrs.clone(), stop.clone()));
-                tokio::spawn(ping_peer(Arc::clone(&client), target, core.clone(), stop));
+                tokio::spawn(ping_peer(pinging.clone(), target, core.clone(), stop));
             }
         }
         tokio::select! {
@@ -108,9 +197,11 @@ pub async fn run(
     }
 }
 
-/// Pings one peer every [`PING_INTERVAL`] until `stop`.
+/// Pings one peer every [`PING_INTERVAL`] (every [`RETRY_INTERVAL`] after
+/// a missed answer), and at once when our revision changes or the peer
+/// says its library changed, until `stop`.
 async fn ping_peer(
-    client: Arc<PeerClient>,
+    mut pinging: Pinging,
     target: PingTarget,
     core: EventSender<PingEvent>,
     stop: CancellationToken,
@@ -124,18 +215,23 @@ async fn ping_peer(
         revision: None,
         reported_unreachable: false,
     };
-    let mut ticker = tokio::time::interval(PING_INTERVAL);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let wake = pinging.heard.register(&target.peer_id);
     // The address that answered last; `None`: try them all.
     let mut in_use: Option<SocketAddr> = None;
+    let mut next = Instant::now();
     loop {
         tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticker.tick() => {}
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep_until(next) => {}
+            () = wake.notified() => {}
+            () = pinging.own.changed() => {}
         }
         let known = state.revision.filter(|_| !state.reported_unreachable);
         let candidates = in_use.map_or_else(|| target.addrs.clone(), |addr| vec![addr]);
-        match probe(&client, &target.peer_id, &candidates, known).await {
+        let ours = pinging.own.current();
+        let probed = probe(&pinging, &target.peer_id, &candidates, known, ours).await;
+        next = Instant::now() + PING_INTERVAL;
+        match probed {
             Ok((addr, rtt, answer)) => {
                 if in_use != Some(addr) {
                     tracing::debug!(peer = %target.peer_id, %addr, "peer answers at this address");
@@ -151,6 +247,7 @@ async fn ping_peer(
                 if let Answer::Library { revision, games } = answer {
                     state.revision = Some(revision);
                     state.reported_unreachable = false;
+                    pinging.heard.fetched(&target.peer_id, Some(revision));
                     emit(PingEvent::Library {
                         peer_id: target.peer_id.clone(),
                         revision,
@@ -161,8 +258,10 @@ async fn ping_peer(
             }
             Err(reason) => {
                 in_use = None;
+                next = Instant::now() + RETRY_INTERVAL;
                 if !state.reported_unreachable && state.last_answer.elapsed() >= PEER_TIMEOUT {
                     state.reported_unreachable = true;
+                    pinging.heard.fetched(&target.peer_id, None);
                     emit(PingEvent::Unreachable {
                         peer_id: target.peer_id.clone(),
                         reason,
@@ -172,6 +271,7 @@ async fn ping_peer(
             }
         }
     }
+    pinging.heard.unregister(&target.peer_id, &wake);
 }
 
 /// A peer's answer to one probe.
@@ -190,18 +290,25 @@ enum Answer {
 /// the library from there too. A failed fetch counts as no answer
 /// (retried next round).
 async fn probe(
-    client: &PeerClient,
+    pinging: &Pinging,
     peer_id: &str,
     addrs: &[SocketAddr],
     known: Option<u64>,
+    ours: u64,
 ) -> Result<(SocketAddr, Duration, Answer), String> {
+    let client = &*pinging.client;
+    let request = Request::Ping {
+        peer_id: pinging.peer_id.clone(),
+        library_revision: ours,
+    };
     if addrs.is_empty() {
         return Err("no address to dial".into());
     }
+    let request = &request;
     let pings = addrs.iter().map(|&addr| {
         Box::pin(async move {
             let sent = Instant::now();
-            ping(client, peer_id, addr)
+            ping(client, request, peer_id, addr)
                 .await
                 .map(|revision| (addr, sent.elapsed(), revision))
                 .map_err(|reason| format!("{addr}: {reason}"))
@@ -216,8 +323,13 @@ async fn probe(
 }
 
 /// One ping; the peer's library revision.
-async fn ping(client: &PeerClient, peer_id: &str, addr: SocketAddr) -> Result<u64, String> {
-    let pong = tokio::time::timeout(PING_TIMEOUT, client.request(addr, &Request::Ping))
+async fn ping(
+    client: &PeerClient,
+    request: &Request,
+    peer_id: &str,
+    addr: SocketAddr,
+) -> Result<u64, String> {
+    let pong = tokio::time::timeout(PING_TIMEOUT, client.request(addr, request))
         .await
         .map_err(|_| format!("no answer within {PING_TIMEOUT:?}"))?
         .map_err(|err| err.to_string())?;

@@ -49,7 +49,7 @@ pub struct Manifests {
     entries: Mutex<HashMap<GameId, Entry>>,
     /// Grows whenever a manifest becomes ready or is dropped (peers then
     /// fetch `ListGames` again: it carries the manifests' digests).
-    generation: std::sync::atomic::AtomicU64,
+    generation: crate::generation::Generation,
 }
 
 #[derive(Debug)]
@@ -127,11 +127,16 @@ impl Manifests {
 
     /// Grows whenever a manifest becomes ready or is dropped.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+        self.generation.get()
+    }
+
+    /// Woken whenever a manifest becomes ready or is dropped.
+    pub fn watch_generation(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     fn set(&self, id: &GameId, game: &ServedGame, state: State) {
-        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.generation.bump();
         self.lock().insert(
             id.clone(),
             Entry {

@@ -98,6 +98,7 @@ impl PeerRuntime {
             events: feeds.prepare,
         };
         tokio::spawn(preparer.run(tasks.clone()));
+        let heard = Arc::new(ping::Heard::default());
         let context = Arc::new(ServeContext {
             peer_id: identity.peer_id.clone(),
             library: feeds.served,
@@ -108,10 +109,17 @@ impl PeerRuntime {
             events: feeds.serve,
             uploads: Default::default(),
             budget: Default::default(),
+            heard: Arc::clone(&heard),
         });
+        let pinging = ping::Pinging {
+            client: Arc::clone(&client),
+            peer_id: identity.peer_id.clone(),
+            own: context.revision_feed(),
+            heard,
+        };
         serving.handle().spawn(server.serve(context, tasks.clone()));
         tokio::spawn(ping::run(
-            Arc::clone(&client),
+            pinging,
             feeds.targets,
             feeds.pings,
             tasks.clone(),

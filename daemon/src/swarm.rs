@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lanspread_proto::model::{GameFileDescription, GameId, Version};
@@ -21,6 +20,7 @@ use lanspread_proto::wire::AnnouncedGame;
 use tokio::sync::watch;
 
 use crate::download::journal::ChunkSet;
+use crate::generation::Generation;
 use crate::manifest_id::{ChunkTable, ManifestId};
 
 /// The downloads whose chunks this daemon serves, by game.
@@ -29,7 +29,7 @@ pub struct Swarm {
     downloads: Mutex<HashMap<GameId, Arc<Partial>>>,
     /// Grows whenever a download is registered or retired, so peers know to
     /// fetch `ListGames` again (added to the library revision in `Pong`).
-    generation: AtomicU64,
+    generation: Generation,
 }
 
 /// One download's manifest and verified chunks.
@@ -160,7 +160,7 @@ impl Swarm {
         if let Some(previous) = previous {
             previous.end("superseded by a new download");
         }
-        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.generation.bump();
     }
 
     /// Ends and forgets `partial` (if it is still the registered download
@@ -174,7 +174,7 @@ impl Swarm {
         {
             downloads.remove(&partial.id);
             drop(downloads);
-            self.generation.fetch_add(1, Ordering::Relaxed);
+            self.generation.bump();
         }
     }
 
@@ -194,7 +194,12 @@ impl Swarm {
 
     /// Grows whenever the set of downloads changes.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+        self.generation.get()
+    }
+
+    /// Woken whenever the set of downloads changes.
+    pub fn watch_generation(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The downloads as `ListGames` announces them (not complete).

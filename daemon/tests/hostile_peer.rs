@@ -119,7 +119,7 @@ async fn liar(lie: Lie) -> SocketAddr {
                             "6.6.6".into()
                         };
                         match request {
-                            Request::Ping => {
+                            Request::Ping { .. } => {
                                 let _ = stream
                                     .send(json(&Response::Pong {
                                         peer_id: LIAR_ID.into(),

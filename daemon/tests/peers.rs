@@ -106,7 +106,7 @@ async fn three_daemons_merge_libraries_and_count_holders_of_the_latest_version()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_library_change_reaches_peers_within_a_ping_interval() {
+async fn a_library_change_is_pushed_to_peers_well_within_a_ping_interval() {
     let lan = MemoryLan::default();
     let a = TestDaemon::start_on(&lan, library_with("openarena", "1")).await;
     let b = TestDaemon::start_on(&lan, |_| {}).await;
@@ -136,8 +136,10 @@ async fn a_library_change_reaches_peers_within_a_ping_interval() {
     )
     .await;
     let took = started.elapsed();
-    // One ping interval, plus the round's own time on a loaded machine.
-    assert!(took < PING_INTERVAL * 3, "took {took:?}");
+    eprintln!("measured: the new library reached the other peer after {took:?}");
+    // Pushed (a's pinger pings b at once with its new revision), not found
+    // by b's next ping, which may be a whole interval away.
+    assert!(took < PING_INTERVAL / 2, "took {took:?}");
     b.stop().await.0.unwrap();
     a.stop().await.0.unwrap();
 }

@@ -113,6 +113,7 @@ impl Fixture {
             events: EventSender::<ServeEvent>::new(tokio::sync::mpsc::channel::<ServeEvent>(16).0),
             uploads: Default::default(),
             budget: Default::default(),
+            heard: Default::default(),
         });
         tokio::spawn(server.serve(context, shutdown.clone()));
         Self {
@@ -213,6 +214,14 @@ async fn chunk(
         .map(|(sent, data)| (sent, data.to_vec()))
 }
 
+/// A ping as a daemon sends it.
+fn ping() -> Request {
+    Request::Ping {
+        peer_id: "client-peer".into(),
+        library_revision: 0,
+    }
+}
+
 fn refused(result: Result<(u32, Vec<u8>), TransportError>) -> (WireErrorCode, String) {
     match result {
         Err(TransportError::Refused { code, message, .. }) => (code, message),
@@ -228,7 +237,7 @@ fn refused_code(result: Result<(u32, Vec<u8>), TransportError>) -> WireErrorCode
 async fn ping_list_and_manifest_describe_the_served_library() {
     let fixture = Fixture::start().await;
     let client = client();
-    let pong = client.request(fixture.addr, &Request::Ping).await.unwrap();
+    let pong = client.request(fixture.addr, &ping()).await.unwrap();
     // The revision is the library's (7) plus what changed in the prepared
     // file lists and the swarm since: it only grows.
     let Response::Pong {
@@ -304,7 +313,7 @@ async fn ping_list_and_manifest_describe_the_served_library() {
     // The connection is reused: many requests, one handshake's worth of time.
     let started = Instant::now();
     for _ in 0..50 {
-        client.request(fixture.addr, &Request::Ping).await.unwrap();
+        client.request(fixture.addr, &ping()).await.unwrap();
     }
     assert!(started.elapsed() < Duration::from_secs(5));
 }
@@ -340,7 +349,7 @@ async fn chunks_arrive_byte_exact_and_numbers_past_the_end_are_refused() {
         assert_eq!(code, WireErrorCode::OutOfRange, "{index}");
     }
     // Still serving after all those refusals.
-    client.request(fixture.addr, &Request::Ping).await.unwrap();
+    client.request(fixture.addr, &ping()).await.unwrap();
 }
 
 /// Asked for a chunk with alternatives, a complete holder sends the one it
@@ -477,7 +486,7 @@ async fn served_files_are_opened_without_following_links_and_unserved_games_are_
             "{game}: {answer:?}"
         );
     }
-    client.request(fixture.addr, &Request::Ping).await.unwrap();
+    client.request(fixture.addr, &ping()).await.unwrap();
 }
 
 /// A raw s2n-quic client, for requests `PeerClient` would never send.
@@ -537,10 +546,7 @@ async fn an_oversized_or_garbled_request_costs_only_itself() {
             "{response:?}"
         );
     }
-    client()
-        .request(fixture.addr, &Request::Ping)
-        .await
-        .unwrap();
+    client().request(fixture.addr, &ping()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,17 +554,14 @@ async fn a_wrong_alpn_fails_fast_and_the_server_lives_on() {
     let fixture = Fixture::start().await;
     let wrong = PeerClient::with_alpn(&TlsIdentity::compiled_in(), b"h3").unwrap();
     let started = Instant::now();
-    let result = wrong.request(fixture.addr, &Request::Ping).await;
+    let result = wrong.request(fixture.addr, &ping()).await;
     assert!(result.is_err(), "{result:?}");
     assert!(
         started.elapsed() < HANDSHAKE_TIMEOUT + Duration::from_secs(2),
         "took {:?}",
         started.elapsed()
     );
-    client()
-        .request(fixture.addr, &Request::Ping)
-        .await
-        .unwrap();
+    client().request(fixture.addr, &ping()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,7 +600,7 @@ async fn a_peer_that_opens_many_streams_and_never_reads_does_not_starve_others()
             "took {:?}",
             started.elapsed()
         );
-        good.request(fixture.addr, &Request::Ping).await.unwrap();
+        good.request(fixture.addr, &ping()).await.unwrap();
     }
     drop(stalled);
 }

@@ -24,12 +24,14 @@ use crate::model::{GameFileDescription, GameId, Version};
 /// 2: `GetGame` may be answered with `Preparing`.
 /// 3: the swarm: chunks named by manifest digest and index (`GetChunk`),
 /// availability streams (`Subscribe`), downloads announced in `Games`.
-pub const WIRE_VERSION: u32 = 3;
+/// 4: `Ping` names the asker and its library revision (a change is pushed
+/// by pinging at once, not found by polling).
+pub const WIRE_VERSION: u32 = 4;
 
 /// ALPN protocol id negotiated on every QUIC connection (carries the wire
 /// version, so a peer of another version fails the handshake, never a
 /// request).
-pub const ALPN: &[u8] = b"lanspread/3";
+pub const ALPN: &[u8] = b"lanspread/4";
 
 /// TLS server name used by clients (the compiled-in certificate is issued
 /// for it).
@@ -70,8 +72,13 @@ pub const MAX_AVAILABILITY_LINE: usize = 1024 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Request {
-    /// Liveness probe; answered by [`Response::Pong`].
-    Ping,
+    /// Liveness probe; answered by [`Response::Pong`]. Says who asks and
+    /// the revision of the asker's own library (as its `Pong` would), so a
+    /// peer learns of a change as soon as the asker pings it.
+    Ping {
+        peer_id: String,
+        library_revision: u64,
+    },
     /// The peer's announced library.
     ListGames,
     /// The file manifest of one game, with chunk hashes (from a peer that

@@ -17,7 +17,7 @@ use std::time::Duration;
 pub use client::PeerClient;
 pub use framing::ChunkData;
 pub use rate::{RateLimiter, RateLimiters};
-pub use server::{QuicServer, ServeContext, ServeEvent};
+pub use server::{QuicServer, RevisionFeed, ServeContext, ServeEvent};
 pub use serving_runtime::{SERVING_NICE, SERVING_THREAD_NAME, ServingRuntime};
 pub use tls::TlsIdentity;
 

@@ -59,6 +59,57 @@ pub struct ServeContext {
     pub uploads: UploadMeter,
     /// Chunk bytes being sent at once, to all peers together.
     pub budget: UploadBudget,
+    /// What pinging peers said of their own library.
+    pub heard: Arc<crate::ping::Heard>,
+}
+
+impl ServeContext {
+    /// What peers are told this daemon's revision is: it changes whenever
+    /// anything `ListGames` answers changes (the library, the downloads
+    /// served, a manifest made ready).
+    pub fn revision(&self) -> u64 {
+        self.library.borrow().revision + self.swarm.generation() + self.manifests.generation()
+    }
+
+    /// A feed of [`Self::revision`] that can be waited on.
+    pub fn revision_feed(&self) -> RevisionFeed {
+        RevisionFeed {
+            library: self.library.clone(),
+            swarm: self.swarm.watch_generation(),
+            manifests: self.manifests.watch_generation(),
+        }
+    }
+}
+
+/// This daemon's revision as peers see it ([`ServeContext::revision`]),
+/// woken when it changes.
+#[derive(Clone, Debug)]
+pub struct RevisionFeed {
+    library: watch::Receiver<Arc<ServedLibrary>>,
+    swarm: watch::Receiver<u64>,
+    manifests: watch::Receiver<u64>,
+}
+
+impl RevisionFeed {
+    /// The revision now (marks it seen).
+    pub fn current(&mut self) -> u64 {
+        self.library.borrow_and_update().revision
+            + *self.swarm.borrow_and_update()
+            + *self.manifests.borrow_and_update()
+    }
+
+    /// Waits until the revision changed since [`Self::current`] was last
+    /// read; never returns once the daemon is shutting down.
+    pub async fn changed(&mut self) {
+        let changed = tokio::select! {
+            changed = self.library.changed() => changed.is_ok(),
+            changed = self.swarm.changed() => changed.is_ok(),
+            changed = self.manifests.changed() => changed.is_ok(),
+        };
+        if !changed {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// How many chunk bytes the server has on the wire at once (sent and not
@@ -402,13 +453,17 @@ async fn serve_stream(
     };
     let library = Arc::clone(&context.library.borrow());
     let result = match request {
-        Request::Ping => {
+        Request::Ping {
+            peer_id,
+            library_revision,
+        } => {
+            // A ping also says what the asker's library is now: if it
+            // changed, our pinger asks for it at once.
+            context.heard.heard(&peer_id, library_revision);
             let pong = Response::Pong {
                 peer_id: context.peer_id.clone(),
                 wire_version: WIRE_VERSION,
-                library_revision: library.revision
-                    + context.swarm.generation()
-                    + context.manifests.generation(),
+                library_revision: context.revision(),
             };
             send_json(&mut stream, &pong).await
         }
