@@ -254,6 +254,60 @@ async fn an_update_fetches_only_the_chunks_that_changed() {
     seeder.stop().await.0.unwrap();
 }
 
+/// The chunk lanes of a connection close when idle (only the request lane
+/// is kept alive): a second download after that idle time reconnects them
+/// and completes, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_after_the_chunk_lanes_went_idle_reconnects_them() {
+    let lan = MemoryLan::default();
+    let seeder = TestDaemon::start_on(&lan, |d| {
+        seed_game(d, "1.0");
+        let other = d.join("teeworlds");
+        write(&other.join("version.ini"), b"version=0.7\n");
+        write(&other.join("data.eti"), &content(CHUNK_SIZE * 3 + 5, 4));
+    })
+    .await;
+    let leech = TestDaemon::start_on(&lan, |_| {}).await;
+    let mut client = leech.client().await;
+    connected(&mut client, 1).await;
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+    for (game, wait) in [
+        ("openarena", Duration::ZERO),
+        (
+            "teeworlds",
+            lanspreadd::transport::IDLE_TIMEOUT + Duration::from_secs(2),
+        ),
+    ] {
+        tokio::time::sleep(wait).await;
+        let _: GameFilesResult = client.get_game(&id(game)).await.unwrap();
+        client.download(&id(game), vec![]).await.unwrap();
+        let end = wait_for_event(&mut events, TIMEOUT_DL, "the download's end", |e| {
+            matches!(
+                e,
+                PeerEvent::DownloadGameFilesFinished { .. }
+                    | PeerEvent::DownloadGameFilesFailed { .. }
+            )
+        })
+        .await;
+        assert!(
+            matches!(end.event, PeerEvent::DownloadGameFilesFinished { .. }),
+            "{game}: {:?}",
+            end.event
+        );
+    }
+    assert_same_tree(
+        &seeder.game_dir.path().join("openarena"),
+        &leech.game_dir.path().join("openarena"),
+    );
+    assert_eq!(
+        std::fs::read(leech.game_dir.path().join("teeworlds/data.eti")).unwrap(),
+        content(CHUNK_SIZE * 3 + 5, 4)
+    );
+    leech.stop().await.0.unwrap();
+    seeder.stop().await.0.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_download_leaves_no_sentinel_and_a_new_one_succeeds() {
     let lan = MemoryLan::default();

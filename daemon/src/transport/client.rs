@@ -276,8 +276,11 @@ impl PeerClient {
         let mut stream = match handle.open_bidirectional_stream().await {
             Ok(stream) => stream,
             Err(_) => {
-                // The cached connection died (peer restarted): one fresh try.
-                self.forget(addr).await;
+                // The cached connection died (peer restarted, or an idle
+                // chunk lane closed): one fresh try on this lane.
+                if let Some(dead) = self.connections.lock().await.remove(&(addr, lane)) {
+                    dead.handle.close(0u32.into());
+                }
                 handle = self.connection(addr, lane).await?;
                 handle
                     .open_bidirectional_stream()
@@ -309,7 +312,10 @@ impl PeerClient {
                     addr: addr.to_string(),
                     reason: err.to_string(),
                 })?;
-        let _ = connection.keep_alive(true);
+        // Lane 0 carries pings and requests and is kept open; the other
+        // lanes only carry chunks, and an idle one may close (15 s) rather
+        // than cost a keep-alive packet per peer forever.
+        let _ = connection.keep_alive(lane == 0);
         let (handle, acceptor) = connection.split();
         let mut connections = self.connections.lock().await;
         if let Some(cached) = connections.get(&(addr, lane)) {
