@@ -352,6 +352,25 @@ class LinkSampler:
 # ---------------------------------------------------------------- scenarios
 
 
+JUMBO_MTU = 9000
+
+
+def scenario_jumbo(work):
+    """The single-seeder scenario with jumbo frames (MTU 9000 on h1 and h2's
+    links): lanspread probes the path MTU up to 9000, TCP uses it too."""
+    for host in ("h1", "h2"):
+        lab("mtu", host, str(JUMBO_MTU))
+    run_dir = os.path.join(work, "jumbo-run")
+    os.makedirs(run_dir, exist_ok=True)
+    try:
+        out = scenario_single(run_dir)
+    finally:
+        for host in ("h1", "h2"):
+            lab("mtu", host, "1500", check=False)
+    out["mtu"] = JUMBO_MTU
+    return out
+
+
 def scenario_single(work):
     """1 GiB from one seeder (h1) to h2, unshaped: lanspread vs nginx + curl."""
     size = 1024 * MIB
@@ -1292,6 +1311,7 @@ def scenario_prepare(work):
 
 SCENARIOS = {
     "single": scenario_single,
+    "jumbo": scenario_jumbo,
     "multi": scenario_multi,
     "fanout": scenario_fanout,
     "fanout-bt": scenario_fanout_bt,
@@ -1316,6 +1336,10 @@ ROWS = [
     ("single", "https_cpu_s_per_gib_nginx", "CPU per GiB, nginx", "s", False),
     ("single", "lanspread_cpu_s_per_gib_downloader", "CPU per GiB, lanspread downloader", "s", False),
     ("single", "https_cpu_s_per_gib_curl", "CPU per GiB, curl", "s", False),
+    ("jumbo", "lanspread_mib_per_s", "MTU 9000, 1 seeder, 1 GiB: lanspread", "MiB/s", True),
+    ("jumbo", "https_mib_per_s", "MTU 9000, 1 seeder, 1 GiB: nginx + curl", "MiB/s", True),
+    ("jumbo", "lanspread_cpu_s_per_gib_seeder", "MTU 9000, CPU per GiB, lanspread seeder", "s", False),
+    ("jumbo", "lanspread_cpu_s_per_gib_downloader", "MTU 9000, CPU per GiB, lanspread downloader", "s", False),
     ("multi", "achieved_mbit", "3 seeders (400+400+100 Mbit/s): achieved", "Mbit/s", True),
     ("multi", "achieved_over_sum", "3 seeders: achieved ÷ sum of links", "", True),
     ("fanout", "one_alone_s", "fan-out 1 → 4 (all links 400 Mbit/s both ways, 128 MiB), lanspread: one alone", "s", False),
@@ -1421,6 +1445,9 @@ def markdown(report, notes):
     extra = []
     if "single" in s:
         extra.append(f"- lanspread ÷ HTTPS baseline, one seeder: **{s['single']['lanspread_over_https']}**")
+    if "jumbo" in s:
+        extra.append(f"- with jumbo frames (MTU {s['jumbo']['mtu']}), lanspread ÷ HTTPS: "
+                     f"**{s['jumbo']['lanspread_over_https']}**")
     if "multi" in s:
         extra.append(f"- 3 seeders, bytes served per seeder (median run): {s['multi']['bytes_share_median_run']}; "
                      f"share of link capacity: {s['multi']['link_share']}. "

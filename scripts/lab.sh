@@ -18,6 +18,8 @@
 #                                  end of the host's veth, vHOST in the bridge's
 #                                  namespace)
 #   lab.sh unshape HOST            remove both limits
+#   lab.sh mtu HOST SIZE           set the MTU of HOST's link (both veth ends;
+#                                  e.g. 9000 for jumbo frames)
 #   lab.sh avahi-restart HOST      kill the host's avahi-daemon and start it again
 #                                  (with the same configuration)
 #   lab.sh down [--id ID]          end every process in the lab (by pid) and remove it
@@ -180,6 +182,16 @@ case $command in
                 rate "$rate" burst 256kb latency 200ms
         fi
         ;;
+    mtu)
+        host=${1:?usage: lab.sh mtu HOST SIZE}
+        size=${2:?usage: lab.sh mtu HOST SIZE}
+        anchor_pid "$host" > /dev/null
+        # Both ends of the host's veth, and the bridge (which takes the
+        # smallest MTU of its ports when it is not set).
+        ip -n "$bridge_ns" link set "v$host" mtu "$size"
+        ip -n "$(host_ns "$host")" link set eth0 mtu "$size"
+        ip -n "$bridge_ns" link set br0 mtu "$size" 2> /dev/null || true
+        ;;
     unshape)
         host=${1:?usage: lab.sh unshape HOST}
         ip netns exec "$(host_ns "$host")" tc qdisc del dev eth0 root 2> /dev/null || true
@@ -212,7 +224,7 @@ case $command in
         echo "lab $id: down"
         ;;
     *)
-        sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

@@ -79,7 +79,7 @@ impl PeerClient {
             .map_err(|err| start(err.to_string()))?
             .with_limits(limits().map_err(start)?)
             .map_err(|err| start(err.to_string()))?
-            .with_io("0.0.0.0:0")
+            .with_io(super::io(([0, 0, 0, 0], 0).into()).map_err(|err| start(err.to_string()))?)
             .map_err(|err| start(err.to_string()))?
             .start()
             .map_err(|err| start(err.to_string()))?;

@@ -43,6 +43,23 @@ pub const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Streams a peer may have open on one connection at once.
 pub const MAX_STREAMS_PER_CONNECTION: u64 = 64;
 
+/// Largest IP packet the endpoints probe for (s2n-quic's path MTU
+/// discovery). Ethernet's 1500 is where it starts to matter: on a LAN with
+/// jumbo frames (9000) each datagram carries six times the data, for the
+/// same per-packet cost of encryption and system calls. A path that cannot
+/// carry it loses only the probes, and the connection stays at the largest
+/// size that got through (the lab's 1500-byte veths are such a path).
+pub const MAX_MTU: u16 = 9000;
+
+/// The UDP socket of an endpoint bound to `addr`, with the settings above
+/// (GSO and GRO are s2n-quic's defaults where the kernel has them).
+fn io(addr: std::net::SocketAddr) -> std::io::Result<s2n_quic::provider::io::Default> {
+    s2n_quic::provider::io::Default::builder()
+        .with_receive_address(addr)?
+        .with_max_mtu(MAX_MTU)?
+        .build()
+}
+
 /// Why a transport operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {

@@ -309,7 +309,7 @@ impl QuicServer {
             .map_err(|err| start(err.to_string()))?
             .with_limits(limits().map_err(start)?)
             .map_err(|err| start(err.to_string()))?
-            .with_io(listen)
+            .with_io(super::io(listen).map_err(|err| start(err.to_string()))?)
             .map_err(|err| start(err.to_string()))?
             .start()
             .map_err(|err| start(err.to_string()))?;
