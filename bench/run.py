@@ -106,6 +106,15 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS")
 
 
+def peak_rss_kib(pid):
+    """The process's peak resident set (VmHWM) so far."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM")
+
+
 def summary(samples, digits=2):
     return {"median": round(statistics.median(samples), digits),
             "min": round(min(samples), digits), "max": round(max(samples), digits),
@@ -378,11 +387,12 @@ def scenario_single(work):
     write_game(seed_games, size, "single")
     source = os.path.join(seed_games, GAME, "pak0.eti")
     seeder = Daemon(work, "h1", "seed", seed_games)
-    ours, ours_cpu_seed, ours_cpu_leech = [], [], []
+    ours, ours_cpu_seed, ours_cpu_leech, leech_peak = [], [], [], []
     for run in range(RUNS):
         leech = leech_in(work, "h2", f"leech{run}", 1)
         got, secs, cpu = download(leech, watch_pids=[seeder.pid],
                                   profile="single" if run == 0 else None)
+        leech_peak.append(peak_rss_kib(leech.pid) / 1024)
         leech.stop()
         if not same_file(source, os.path.join(leech.games, GAME, "pak0.eti")):
             raise RuntimeError("lanspread: downloaded bytes differ")
@@ -392,6 +402,7 @@ def scenario_single(work):
         ours_cpu_leech.append(cpu[leech.pid] / gib)
         log(f"  lanspread run {run + 1}: {ours[-1]:.0f} MiB/s")
         shutil.rmtree(leech.dir)
+    seeder_peak = peak_rss_kib(seeder.pid) / 1024
     seeder.stop()
 
     # The baseline: the same file over HTTPS (TLS 1.3 only, the same
@@ -477,6 +488,10 @@ http {{
         "lanspread_cpu_s_per_gib_downloader": summary(ours_cpu_leech),
         "https_cpu_s_per_gib_nginx": summary(theirs_cpu_seed),
         "https_cpu_s_per_gib_curl": summary(theirs_cpu_leech),
+        # Peak RSS: each downloader over its download; the seeder over its
+        # whole life (start, preparing the manifest, every run).
+        "lanspread_peak_rss_mib_downloader": summary(leech_peak, 1),
+        "lanspread_peak_rss_mib_seeder": round(seeder_peak, 1),
     }
 
 
@@ -1336,6 +1351,7 @@ ROWS = [
     ("single", "https_cpu_s_per_gib_nginx", "CPU per GiB, nginx", "s", False),
     ("single", "lanspread_cpu_s_per_gib_downloader", "CPU per GiB, lanspread downloader", "s", False),
     ("single", "https_cpu_s_per_gib_curl", "CPU per GiB, curl", "s", False),
+    ("single", "lanspread_peak_rss_mib_downloader", "peak RSS moving 1 GiB, lanspread downloader", "MiB", False),
     ("jumbo", "lanspread_mib_per_s", "MTU 9000, 1 seeder, 1 GiB: lanspread", "MiB/s", True),
     ("jumbo", "https_mib_per_s", "MTU 9000, 1 seeder, 1 GiB: nginx + curl", "MiB/s", True),
     ("jumbo", "lanspread_cpu_s_per_gib_seeder", "MTU 9000, CPU per GiB, lanspread seeder", "s", False),
@@ -1445,6 +1461,9 @@ def markdown(report, notes):
     extra = []
     if "single" in s:
         extra.append(f"- lanspread ÷ HTTPS baseline, one seeder: **{s['single']['lanspread_over_https']}**")
+        if "lanspread_peak_rss_mib_seeder" in s["single"]:
+            extra.append(f"- peak RSS of the seeder over its whole life (three 1 GiB uploads): "
+                         f"**{s['single']['lanspread_peak_rss_mib_seeder']} MiB**")
     if "jumbo" in s:
         extra.append(f"- with jumbo frames (MTU {s['jumbo']['mtu']}), lanspread ÷ HTTPS: "
                      f"**{s['jumbo']['lanspread_over_https']}**")
