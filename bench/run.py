@@ -361,6 +361,35 @@ class LinkSampler:
 # ---------------------------------------------------------------- scenarios
 
 
+CEILING_PORT = 7443
+
+
+def scenario_ceiling(work):
+    """The bare transport's ceiling: 1 GiB from memory in h1 to a file in h2
+    over s2n-quic with the daemon's transport settings and as many
+    connections as a download uses, fdatasync'd (examples/quic_ceiling.rs)."""
+    size = 1024 * MIB
+    exe = os.path.join(BIN, "examples", "quic_ceiling")
+    server = subprocess.Popen(in_host("h1", [exe, "serve", f"10.77.0.1:{CEILING_PORT}"]),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    rates = []
+    try:
+        time.sleep(0.5)
+        for run in range(RUNS):
+            out = os.path.join(work, "ceiling.out")
+            got = subprocess.run(in_host("h2", [exe, "fetch", f"10.77.0.1:{CEILING_PORT}",
+                                                str(size), out]),
+                                 check=True, capture_output=True, text=True, timeout=120)
+            result = json.loads(got.stdout)
+            rates.append(result["bytes"] / MIB / result["seconds"])
+            log(f"  bare transport run {run + 1}: {rates[-1]:.0f} MiB/s")
+            os.unlink(out)
+    finally:
+        server.terminate()
+        server.wait(10)
+    return {"game_mib": size // MIB, "ceiling_mib_per_s": summary(rates, 1)}
+
+
 JUMBO_MTU = 9000
 
 
@@ -1326,6 +1355,7 @@ def scenario_prepare(work):
 
 SCENARIOS = {
     "single": scenario_single,
+    "ceiling": scenario_ceiling,
     "jumbo": scenario_jumbo,
     "multi": scenario_multi,
     "fanout": scenario_fanout,
@@ -1352,6 +1382,7 @@ ROWS = [
     ("single", "lanspread_cpu_s_per_gib_downloader", "CPU per GiB, lanspread downloader", "s", False),
     ("single", "https_cpu_s_per_gib_curl", "CPU per GiB, curl", "s", False),
     ("single", "lanspread_peak_rss_mib_downloader", "peak RSS moving 1 GiB, lanspread downloader", "MiB", False),
+    ("ceiling", "ceiling_mib_per_s", "1 GiB over bare s2n-quic, daemon's settings, memory → file (the transport's ceiling)", "MiB/s", True),
     ("jumbo", "lanspread_mib_per_s", "MTU 9000, 1 seeder, 1 GiB: lanspread", "MiB/s", True),
     ("jumbo", "https_mib_per_s", "MTU 9000, 1 seeder, 1 GiB: nginx + curl", "MiB/s", True),
     ("jumbo", "lanspread_cpu_s_per_gib_seeder", "MTU 9000, CPU per GiB, lanspread seeder", "s", False),
@@ -1464,6 +1495,9 @@ def markdown(report, notes):
         if "lanspread_peak_rss_mib_seeder" in s["single"]:
             extra.append(f"- peak RSS of the seeder over its whole life (three 1 GiB uploads): "
                          f"**{s['single']['lanspread_peak_rss_mib_seeder']} MiB**")
+    if "single" in s and "ceiling" in s:
+        ratio = s["single"]["lanspread_mib_per_s"]["median"] / s["ceiling"]["ceiling_mib_per_s"]["median"]
+        extra.append(f"- lanspread ÷ the transport's ceiling, one seeder: **{ratio:.2f}**")
     if "jumbo" in s:
         extra.append(f"- with jumbo frames (MTU {s['jumbo']['mtu']}), lanspread ÷ HTTPS: "
                      f"**{s['jumbo']['lanspread_over_https']}**")

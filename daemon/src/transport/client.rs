@@ -24,7 +24,6 @@ use super::framing::{
     ChunkData, read_data_pieces, read_json_line, read_piece_header, read_to_end_bounded,
 };
 use super::rate::RateLimiter;
-use super::server::limits;
 use super::tls::TlsIdentity;
 use super::{REQUEST_TIMEOUT, TransportError};
 
@@ -64,25 +63,7 @@ impl PeerClient {
 
     /// A client speaking `alpn` (tests use a wrong one).
     pub fn with_alpn(identity: &TlsIdentity, alpn: &[u8]) -> Result<Self, TransportError> {
-        let start = |reason: String| TransportError::Start {
-            addr: "0.0.0.0:0".into(),
-            reason,
-        };
-        let tls = s2n_quic::provider::tls::default::Client::builder()
-            .with_empty_trust_store()
-            .and_then(|b| b.with_certificate(identity.cert_pem.as_str()))
-            .and_then(|b| b.with_application_protocols([alpn]))
-            .and_then(|b| b.build())
-            .map_err(|err| TransportError::Tls(err.to_string()))?;
-        let client = Client::builder()
-            .with_tls(tls)
-            .map_err(|err| start(err.to_string()))?
-            .with_limits(limits().map_err(start)?)
-            .map_err(|err| start(err.to_string()))?
-            .with_io(super::io(([0, 0, 0, 0], 0).into()).map_err(|err| start(err.to_string()))?)
-            .map_err(|err| start(err.to_string()))?
-            .start()
-            .map_err(|err| start(err.to_string()))?;
+        let client = super::client_endpoint(identity, alpn)?;
         Ok(Self {
             client,
             connections: Mutex::new(HashMap::new()),

@@ -14,7 +14,7 @@ mod tls;
 
 use std::time::Duration;
 
-pub use client::PeerClient;
+pub use client::{BULK_LANES, PeerClient};
 pub use framing::ChunkData;
 pub use rate::{RateLimiter, RateLimiters};
 pub use server::{QuicServer, RevisionFeed, ServeContext, ServeEvent};
@@ -58,6 +58,61 @@ fn io(addr: std::net::SocketAddr) -> std::io::Result<s2n_quic::provider::io::Def
         .with_receive_address(addr)?
         .with_max_mtu(MAX_MTU)?
         .build()
+}
+
+/// A QUIC server endpoint on `listen` with the daemon's transport settings
+/// (TLS identity, ALPN `alpn`, limits, socket). The daemon's server and the
+/// bench's bare-transport baseline (`examples/quic_ceiling.rs`) both use it.
+pub fn server_endpoint(
+    listen: std::net::SocketAddr,
+    identity: &TlsIdentity,
+    alpn: &[u8],
+) -> Result<s2n_quic::Server, TransportError> {
+    let start = |reason: String| TransportError::Start {
+        addr: listen.to_string(),
+        reason,
+    };
+    let tls = s2n_quic::provider::tls::default::Server::builder()
+        .with_certificate(identity.cert_pem.as_str(), identity.key_pem.as_str())
+        .and_then(|b| b.with_application_protocols([alpn]))
+        .and_then(|b| b.build())
+        .map_err(|err| TransportError::Tls(err.to_string()))?;
+    s2n_quic::Server::builder()
+        .with_tls(tls)
+        .map_err(|err| start(err.to_string()))?
+        .with_limits(server::limits().map_err(start)?)
+        .map_err(|err| start(err.to_string()))?
+        .with_io(io(listen).map_err(|err| start(err.to_string()))?)
+        .map_err(|err| start(err.to_string()))?
+        .start()
+        .map_err(|err| start(err.to_string()))
+}
+
+/// A QUIC client endpoint with the daemon's transport settings, trusting
+/// only `identity`'s certificate and speaking `alpn`.
+pub fn client_endpoint(
+    identity: &TlsIdentity,
+    alpn: &[u8],
+) -> Result<s2n_quic::Client, TransportError> {
+    let start = |reason: String| TransportError::Start {
+        addr: "0.0.0.0:0".into(),
+        reason,
+    };
+    let tls = s2n_quic::provider::tls::default::Client::builder()
+        .with_empty_trust_store()
+        .and_then(|b| b.with_certificate(identity.cert_pem.as_str()))
+        .and_then(|b| b.with_application_protocols([alpn]))
+        .and_then(|b| b.build())
+        .map_err(|err| TransportError::Tls(err.to_string()))?;
+    s2n_quic::Client::builder()
+        .with_tls(tls)
+        .map_err(|err| start(err.to_string()))?
+        .with_limits(server::limits().map_err(start)?)
+        .map_err(|err| start(err.to_string()))?
+        .with_io(io(([0, 0, 0, 0], 0).into()).map_err(|err| start(err.to_string()))?)
+        .map_err(|err| start(err.to_string()))?
+        .start()
+        .map_err(|err| start(err.to_string()))
 }
 
 /// Why a transport operation failed.

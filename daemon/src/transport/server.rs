@@ -299,20 +299,7 @@ impl QuicServer {
             addr: listen.to_string(),
             reason,
         };
-        let tls = s2n_quic::provider::tls::default::Server::builder()
-            .with_certificate(identity.cert_pem.as_str(), identity.key_pem.as_str())
-            .and_then(|b| b.with_application_protocols([lanspread_proto::wire::ALPN]))
-            .and_then(|b| b.build())
-            .map_err(|err| TransportError::Tls(err.to_string()))?;
-        let server = Server::builder()
-            .with_tls(tls)
-            .map_err(|err| start(err.to_string()))?
-            .with_limits(limits().map_err(start)?)
-            .map_err(|err| start(err.to_string()))?
-            .with_io(super::io(listen).map_err(|err| start(err.to_string()))?)
-            .map_err(|err| start(err.to_string()))?
-            .start()
-            .map_err(|err| start(err.to_string()))?;
+        let server = super::server_endpoint(listen, identity, lanspread_proto::wire::ALPN)?;
         let local_addr = server.local_addr().map_err(|err| start(err.to_string()))?;
         Ok(Self { server, local_addr })
     }
