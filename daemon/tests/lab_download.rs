@@ -115,7 +115,7 @@ async fn shaped_links_give_the_slow_peer_proportionally_less() {
     let mut events = leech.client().await;
     events.subscribe().await.unwrap();
     start_download(&mut leech.client().await).await;
-    let (_, _, millis) = wait_finished(&mut events).await;
+    let millis = wait_finished(&mut events).await.millis;
     assert_identical(game.path(), &leech.games());
 
     let log = leech.log_text();

@@ -101,7 +101,8 @@ async fn packet_loss_on_the_downloader_slows_it_but_every_byte_is_right() {
     );
     let mut events = events_of(&leech).await;
     start_download(&mut leech.client().await).await;
-    let (fetched, _, millis) = wait_finished(&mut events).await;
+    let finished = wait_finished(&mut events).await;
+    let (fetched, millis) = (finished.fetched, finished.millis);
     let rules = lab.run("h2", &["nft", "list", "table", "inet", "lossy"]);
     let dropped: u64 = rules
         .split("counter packets ")
@@ -197,8 +198,11 @@ async fn a_full_disk_fails_the_download_clearly_and_a_retry_with_room_finishes()
 
     // Room again: the same download finishes, reusing verified chunks.
     start_download(&mut leech.client().await).await;
-    let (fetched, resumed, _) = wait_finished(&mut events).await;
-    eprintln!("measured: after a full disk, {resumed} chunks resumed, {fetched} fetched");
+    let finished = wait_finished(&mut events).await;
+    eprintln!(
+        "measured: after a full disk, {} chunks resumed, {} found on disk, {} fetched",
+        finished.resumed, finished.reused, finished.fetched
+    );
     assert_identical(game.path(), &seen);
 }
 

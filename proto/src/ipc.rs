@@ -453,6 +453,9 @@ pub enum PeerEvent {
         /// chunks), not fetched.
         #[serde(default)]
         bytes_reused: u64,
+        /// Chunks found already in place on disk, not fetched.
+        #[serde(default)]
+        chunks_reused: u64,
     },
     DownloadGameFilesFailed {
         id: GameId,

@@ -467,6 +467,7 @@ impl Daemon {
                         bytes_from_seeders,
                         bytes_from_downloaders,
                         bytes_reused: stats.bytes_reused,
+                        chunks_reused: stats.chunks_reused,
                     },
                 )
             }

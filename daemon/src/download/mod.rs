@@ -166,6 +166,8 @@ pub struct DownloadStats {
     pub chunks_resumed: u64,
     /// Bytes found in place on disk ([`reuse`]), not fetched.
     pub bytes_reused: u64,
+    /// Chunks found in place on disk.
+    pub chunks_reused: u64,
     pub seconds: f64,
     /// Bytes per source.
     pub per_peer: Vec<SourceBytes>,
@@ -357,11 +359,12 @@ async fn transfer(
     // Chunks already in place on disk (an update's unchanged ones) count
     // as done without crossing the network; they enter the journal with
     // the next save, which syncs their files first.
-    let mut reused = 0u64;
+    let (mut reused, mut reused_chunks) = (0u64, 0u64);
     for id in reuse_in_place(request, &old_sizes, &chunks, &emit, cancel).await? {
         let (file, _, length, _, already) = &mut chunks[id];
         *already = true;
         reused += *length;
+        reused_chunks += 1;
         unsynced.files.insert(*file);
         unsynced.chunks.push(id);
     }
@@ -629,6 +632,7 @@ async fn transfer(
         chunks_fetched: fetched,
         chunks_resumed: resumed,
         bytes_reused: reused,
+        chunks_reused: reused_chunks,
         seconds: started.elapsed().as_secs_f64(),
         per_peer: per_source(&plan),
     };
@@ -637,6 +641,7 @@ async fn transfer(
         chunks_fetched = stats.chunks_fetched,
         chunks_resumed = stats.chunks_resumed,
         bytes_reused = stats.bytes_reused,
+        chunks_reused = stats.chunks_reused,
         seconds = format!("{:.2}", stats.seconds),
         per_peer = ?stats.per_peer,
         "download finished"

@@ -111,16 +111,34 @@ pub async fn wait_outcome(events: &mut IpcClient) -> PeerEvent {
     .event
 }
 
-/// `(chunks fetched, chunks resumed, millis)` of a download that must
-/// finish.
-pub async fn wait_finished(events: &mut IpcClient) -> (u64, u64, u64) {
+/// How a download that finished went.
+#[derive(Clone, Copy, Debug)]
+pub struct Finished {
+    /// Chunks fetched over the network.
+    pub fetched: u64,
+    /// Chunks the journal of an earlier run held.
+    pub resumed: u64,
+    /// Chunks found in place on disk (written by an earlier run, not yet
+    /// journaled).
+    pub reused: u64,
+    pub millis: u64,
+}
+
+/// The outcome of a download that must finish.
+pub async fn wait_finished(events: &mut IpcClient) -> Finished {
     match wait_outcome(events).await {
         PeerEvent::DownloadGameFilesFinished {
             chunks_fetched,
             chunks_resumed,
+            chunks_reused,
             millis,
             ..
-        } => (chunks_fetched, chunks_resumed, millis),
+        } => Finished {
+            fetched: chunks_fetched,
+            resumed: chunks_resumed,
+            reused: chunks_reused,
+            millis,
+        },
         other => panic!("download failed: {other:?}"),
     }
 }
@@ -144,8 +162,9 @@ pub struct Resumed {
 /// One seeder (h1, shaped to 100 Mbit/s) and one downloader (h2) of a
 /// 20-chunk game: the downloader is stopped by `how` at 40 %, must not
 /// claim the game, is restarted on the same work dir and downloads again.
-/// Asserts that each chunk came exactly once (fetched or resumed) and the
-/// copy is byte-identical; returns the counts for the caller's own checks.
+/// Asserts that each chunk came exactly once (fetched, resumed, or found in
+/// place on disk) and the copy is byte-identical; returns the counts for
+/// the caller's own checks.
 pub async fn interrupt_and_resume(how: Interruption) -> Resumed {
     use crate::lab_harness::Lab;
     let game = make_game(lanspread_proto::wire::CHUNK_SIZE * 20);
@@ -184,9 +203,16 @@ pub async fn interrupt_and_resume(how: Interruption) -> Resumed {
     let mut events = leech.client().await;
     events.subscribe().await.unwrap();
     start_download(&mut leech.client().await).await;
-    let (fetched, resumed, _) = wait_finished(&mut events).await;
-    eprintln!("measured: after {how:?}, {resumed} chunks resumed, {fetched} fetched of {total}");
-    assert_eq!(fetched + resumed, total, "each chunk exactly once");
+    let Finished {
+        fetched,
+        resumed,
+        reused,
+        ..
+    } = wait_finished(&mut events).await;
+    eprintln!(
+        "measured: after {how:?}, {resumed} chunks resumed, {reused} found on disk, {fetched} fetched of {total}"
+    );
+    assert_eq!(fetched + resumed + reused, total, "each chunk exactly once");
     assert_identical(game.path(), &leech.games());
     Resumed {
         fetched,
