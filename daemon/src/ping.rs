@@ -39,6 +39,11 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(3);
 /// Time between pings of a peer that missed an answer.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a change of our own revision waits before every peer is
+/// pinged with it: a burst of changes (a scan, manifests made ready one
+/// after another, twenty daemons starting together) is announced once.
+pub const PUSH_DELAY: Duration = Duration::from_millis(100);
+
 /// A peer that pinged us within the last [`PING_INTERVAL`] is alive: our
 /// own ping to it is skipped, at most this many times in a row (so its
 /// round-trip time is still measured every 21 s). Between two peers that
@@ -238,17 +243,24 @@ async fn ping_peer(
     let mut in_use: Option<SocketAddr> = None;
     let mut next = Instant::now();
     let mut skipped = 0;
+    // Our revision changed and the peer has not been told yet.
+    let mut pushing = false;
     loop {
         let due = tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep_until(next) => true,
             () = wake.notified() => false,
-            () = pinging.own.changed() => false,
+            () = pinging.own.changed() => {
+                pushing = true;
+                next = next.min(Instant::now() + PUSH_DELAY);
+                continue;
+            }
         };
         // A routine ping to a healthy peer that just pinged us proves
         // nothing new: skip it (a few times in a row at most).
         let pinged_us = pinging.heard.pinged_us(&target.peer_id);
         if due
+            && !pushing
             && in_use.is_some()
             && skipped < MAX_SKIPPED_PINGS
             && pinged_us.is_some_and(|at| at.elapsed() < PING_INTERVAL)
@@ -258,6 +270,7 @@ async fn ping_peer(
             continue;
         }
         skipped = 0;
+        pushing = false;
         let known = state.revision.filter(|_| !state.reported_unreachable);
         let candidates = in_use.map_or_else(|| target.addrs.clone(), |addr| vec![addr]);
         let ours = pinging.own.current();
