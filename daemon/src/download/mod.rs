@@ -649,6 +649,18 @@ async fn transfer(
     Ok(stats)
 }
 
+/// A file entry of `size` bytes without chunk hashes, for the unit tests
+/// of the download's parts.
+#[cfg(test)]
+pub(crate) fn test_file(path: &str, size: u64) -> GameFileDescription {
+    GameFileDescription {
+        relative_path: path.into(),
+        is_dir: false,
+        size,
+        chunk_hashes: vec![],
+    }
+}
+
 /// A plan chunk before the plan: (file, offset, length, hash, done).
 type PlannedChunk = (usize, u64, u64, String, bool);
 

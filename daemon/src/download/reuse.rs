@@ -96,14 +96,7 @@ pub fn find_in_place(
 mod tests {
     use super::*;
 
-    fn file(path: &str, size: u64) -> GameFileDescription {
-        GameFileDescription {
-            relative_path: path.into(),
-            is_dir: false,
-            size,
-            chunk_hashes: vec![],
-        }
-    }
+    use crate::download::test_file as file;
 
     fn wanted(id: ChunkId, file: usize, offset: u64, bytes: &[u8]) -> Wanted {
         Wanted {

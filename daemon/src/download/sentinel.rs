@@ -193,14 +193,7 @@ mod tests {
             .write_all_at(data, offset)
     }
 
-    fn file(path: &str, size: u64) -> GameFileDescription {
-        GameFileDescription {
-            relative_path: path.into(),
-            is_dir: false,
-            size,
-            chunk_hashes: vec![],
-        }
-    }
+    use crate::download::test_file as file;
 
     #[test]
     fn an_update_parks_the_old_sentinel_and_commits_the_new_one_last() {

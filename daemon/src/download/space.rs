@@ -73,14 +73,7 @@ pub fn space_need(
 mod tests {
     use super::*;
 
-    fn file(path: &str, size: u64) -> GameFileDescription {
-        GameFileDescription {
-            relative_path: path.into(),
-            is_dir: false,
-            size,
-            chunk_hashes: vec![],
-        }
-    }
+    use crate::download::test_file as file;
 
     #[test]
     fn archives_count_twice_and_bytes_on_disk_are_reused() {
