@@ -125,11 +125,6 @@ impl Manifests {
         })
     }
 
-    /// Grows whenever a manifest becomes ready or is dropped.
-    pub fn generation(&self) -> u64 {
-        self.generation.get()
-    }
-
     /// Woken whenever a manifest becomes ready or is dropped.
     pub fn watch_generation(&self) -> tokio::sync::watch::Receiver<u64> {
         self.generation.subscribe()

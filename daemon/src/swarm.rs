@@ -192,11 +192,6 @@ impl Swarm {
         self.lock().get(id).cloned()
     }
 
-    /// Grows whenever the set of downloads changes.
-    pub fn generation(&self) -> u64 {
-        self.generation.get()
-    }
-
     /// Woken whenever the set of downloads changes.
     pub fn watch_generation(&self) -> tokio::sync::watch::Receiver<u64> {
         self.generation.subscribe()

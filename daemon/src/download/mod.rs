@@ -359,12 +359,13 @@ async fn transfer(
     // Chunks already in place on disk (an update's unchanged ones) count
     // as done without crossing the network; they enter the journal with
     // the next save, which syncs their files first.
-    let (mut reused, mut reused_chunks) = (0u64, 0u64);
-    for id in reuse_in_place(request, &old_sizes, &chunks, &emit, cancel).await? {
+    let found = reuse_in_place(request, &old_sizes, &chunks, &emit, cancel).await?;
+    let reused_chunks = found.len() as u64;
+    let mut reused = 0u64;
+    for id in found {
         let (file, _, length, _, already) = &mut chunks[id];
         *already = true;
         reused += *length;
-        reused_chunks += 1;
         unsynced.files.insert(*file);
         unsynced.chunks.push(id);
     }
@@ -673,6 +674,7 @@ async fn reuse_in_place<F: Future<Output = ()>>(
     emit: &impl Fn(DownloadEvent) -> F,
     cancel: &CancellationToken,
 ) -> Result<Vec<ChunkId>, Ended> {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     let wanted: Vec<reuse::Wanted> = chunks
         .iter()
         .enumerate()
@@ -691,7 +693,7 @@ async fn reuse_in_place<F: Future<Output = ()>>(
     let total: u64 = chunks.iter().map(|c| c.2).sum();
     let before: u64 = chunks.iter().filter(|c| c.4).map(|c| c.2).sum();
     let progress = Arc::new(reuse::Progress::default());
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let (root, files, old_sizes) = (
         request.root.clone(),
         request.files.clone(),
@@ -714,12 +716,12 @@ async fn reuse_in_place<F: Future<Output = ()>>(
     let found = loop {
         tokio::select! {
             joined = &mut pass => break joined,
-            () = cancel.cancelled(), if !stop.load(std::sync::atomic::Ordering::Relaxed) => {
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            () = cancel.cancelled(), if !stop.load(Relaxed) => {
+                stop.store(true, Relaxed);
             }
             _ = tick.tick() => {
-                let reused = progress.reused.load(std::sync::atomic::Ordering::Relaxed);
-                let checked = progress.checked.load(std::sync::atomic::Ordering::Relaxed);
+                let reused = progress.reused.load(Relaxed);
+                let checked = progress.checked.load(Relaxed);
                 let secs = last.0.elapsed().as_secs_f64().max(1e-3);
                 let rate = ((checked - last.1) as f64 / secs) as u64;
                 last = (Instant::now(), checked);
@@ -744,8 +746,8 @@ async fn reuse_in_place<F: Future<Output = ()>>(
         .map_err(|err| Ended::Failed(DownloadError::Disk(err)))?;
     tracing::info!(
         chunks = found.len(),
-        bytes = progress.reused.load(std::sync::atomic::Ordering::Relaxed),
-        read = progress.checked.load(std::sync::atomic::Ordering::Relaxed),
+        bytes = progress.reused.load(Relaxed),
+        read = progress.checked.load(Relaxed),
         "chunks found in place on disk"
     );
     Ok(found)

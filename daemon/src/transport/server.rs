@@ -68,7 +68,7 @@ impl ServeContext {
     /// anything `ListGames` answers changes (the library, the downloads
     /// served, a manifest made ready).
     pub fn revision(&self) -> u64 {
-        self.library.borrow().revision + self.swarm.generation() + self.manifests.generation()
+        self.revision_feed().current()
     }
 
     /// A feed of [`Self::revision`] that can be waited on.
