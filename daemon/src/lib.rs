@@ -26,6 +26,7 @@ pub mod prepare;
 pub mod runtime;
 pub mod serve;
 pub mod service;
+pub mod signature;
 pub mod state_dir;
 pub mod swarm;
 pub mod transport;

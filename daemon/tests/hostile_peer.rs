@@ -166,6 +166,16 @@ async fn liar(lie: Lie) -> SocketAddr {
                                 bytes.push(b'\n');
                                 let _ = stream.send(Bytes::from(bytes)).await;
                             }
+                            Request::GetSignatures { first, count, .. } => {
+                                // Signatures that are not: the asker
+                                // leaves those chunks to the transfer.
+                                let _ = stream
+                                    .send(json(&Response::Signatures {
+                                        first,
+                                        chunks: vec!["zz".into(); count as usize],
+                                    }))
+                                    .await;
+                            }
                             Request::GetChunk { chunk, .. } => {
                                 // Chunk 0 is pak0.eti, chunk 1 version.ini.
                                 let real: &[u8] = if chunk == 1 { SENTINEL } else { PAYLOAD };

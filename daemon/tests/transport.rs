@@ -580,6 +580,7 @@ async fn a_peer_that_opens_many_streams_and_never_reads_does_not_starve_others()
             manifest: served.0.clone(),
             chunk: 1,
             alternatives: vec![],
+            range: None,
         };
         stream
             .send(Bytes::from(serde_json::to_vec(&request).unwrap()))

@@ -26,12 +26,14 @@ use crate::model::{GameFileDescription, GameId, Version};
 /// availability streams (`Subscribe`), downloads announced in `Games`.
 /// 4: `Ping` names the asker and its library revision (a change is pushed
 /// by pinging at once, not found by polling).
-pub const WIRE_VERSION: u32 = 4;
+/// 5: delta updates: `GetSignatures` (block signatures of chunks) and
+/// `GetChunk` with a `range` (part of a chunk).
+pub const WIRE_VERSION: u32 = 5;
 
 /// ALPN protocol id negotiated on every QUIC connection (carries the wire
 /// version, so a peer of another version fails the handshake, never a
 /// request).
-pub const ALPN: &[u8] = b"lanspread/4";
+pub const ALPN: &[u8] = b"lanspread/5";
 
 /// TLS server name used by clients (the compiled-in certificate is issued
 /// for it).
@@ -43,6 +45,20 @@ pub const MDNS_SERVICE_TYPE: &str = "_lanspread._udp";
 /// Size of one transfer chunk in bytes; also the unit of the manifest's
 /// BLAKE3 chunk hashes.
 pub const CHUNK_SIZE: u64 = 4 * 1024 * 1024;
+
+/// Size of one signature block in bytes: the unit in which an update finds
+/// data it already holds at another offset or in another file
+/// (`GetSignatures`) and fetches what it lacks (`GetChunk` with a range).
+/// 64 blocks per chunk.
+pub const SIGNATURE_BLOCK: u64 = 64 * 1024;
+
+/// Bytes of one block's signature: an 8-byte rolling checksum and the
+/// first 8 bytes of the block's BLAKE3 hash, both little-endian.
+pub const SIGNATURE_BYTES: usize = 16;
+
+/// Most chunks one `GetSignatures` may ask for (the server reads them all
+/// from disk to answer: 64 MiB).
+pub const MAX_SIGNATURE_CHUNKS: u32 = 16;
 
 /// Longest `have` a `Subscribe` carries, in hex digits (a set of up to
 /// 131,072 chunks, a 512 GiB game); a larger set is sent empty.
@@ -88,12 +104,28 @@ pub enum Request {
     /// `chunk`, or, from a peer that holds the whole game, whichever of
     /// `chunk` and `alternatives` it has sent least often (the answer's
     /// header says which).
+    ///
+    /// With a `range`, only those bytes of chunk `chunk` (alternatives are
+    /// then not allowed): an update fetching the part of a chunk it does
+    /// not hold already.
     GetChunk {
         id: GameId,
         manifest: String,
         chunk: u32,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         alternatives: Vec<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<ChunkRange>,
+    },
+    /// The block signatures of chunks `first .. first + count` of manifest
+    /// `manifest` (at most [`MAX_SIGNATURE_CHUNKS`]), answered by
+    /// [`Response::Signatures`]. Asked by an update before it looks for
+    /// the new version's bytes among the files it already holds.
+    GetSignatures {
+        id: GameId,
+        manifest: String,
+        first: u32,
+        count: u32,
     },
     /// Which chunks of manifest `manifest` the peer holds, then each chunk
     /// it verifies from now on, as a stream of [`Availability`] lines
@@ -109,6 +141,14 @@ pub enum Request {
         have: String,
         peer_id: String,
     },
+}
+
+/// Part of a chunk: `length` bytes from `offset` (relative to the chunk's
+/// start).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRange {
+    pub offset: u64,
+    pub length: u64,
 }
 
 /// A game as one peer announces it.
@@ -146,6 +186,13 @@ pub enum Response {
         version: Version,
         files: Vec<GameFileDescription>,
     },
+    /// The answer to `GetSignatures`: per chunk from `first` on, the
+    /// signatures of its [`SIGNATURE_BLOCK`]-byte blocks (the last one may
+    /// be shorter), [`SIGNATURE_BYTES`] each, in lower-case hex.
+    Signatures {
+        first: u32,
+        chunks: Vec<String>,
+    },
     /// The answer to `GetGame` while the server is still computing the
     /// game's chunk hashes: ask again later. Sent at once; a server never
     /// hashes inside a request.
@@ -164,7 +211,8 @@ pub enum Response {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum DataHeader {
-    /// Exactly `length` raw bytes of chunk number `chunk` follow.
+    /// Exactly `length` raw bytes of chunk number `chunk` follow (of the
+    /// asked range, when the request had one).
     Data {
         chunk: u32,
         length: u64,
@@ -235,6 +283,7 @@ mod tests {
             manifest: "ab".repeat(32),
             chunk: 7,
             alternatives: vec![3, 9],
+            range: None,
         };
         let json = serde_json::to_string(&request).unwrap();
         assert!(json.starts_with(r#"{"type":"GetChunk""#), "{json}");
@@ -245,6 +294,31 @@ mod tests {
         });
         let json = serde_json::to_string(&error).unwrap();
         assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), error);
+    }
+
+    #[test]
+    fn a_range_is_left_out_when_absent_and_round_trips_when_present() {
+        let whole = r#"{"type":"GetChunk","id":"g","manifest":"00","chunk":1}"#;
+        let Request::GetChunk { range, .. } = serde_json::from_str(whole).unwrap() else {
+            panic!("a GetChunk");
+        };
+        assert_eq!(range, None);
+        let request = Request::GetChunk {
+            id: GameId::new("g").unwrap(),
+            manifest: "00".into(),
+            chunk: 1,
+            alternatives: vec![],
+            range: Some(ChunkRange {
+                offset: 65536,
+                length: 7,
+            }),
+        };
+        let json = serde_json::to_string(&request).unwrap();
+        assert!(
+            json.contains(r#""range":{"offset":65536,"length":7}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
     }
 
     #[test]

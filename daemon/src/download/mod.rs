@@ -14,6 +14,7 @@
 //! the journal's bitmap, one `syncfs` for many files), so a game of 38 000
 //! chunks or 150 000 files costs no more per byte than a small one.
 
+pub mod delta;
 pub mod gather;
 pub mod journal;
 pub mod plan;
@@ -360,7 +361,7 @@ async fn transfer(
     // as done without crossing the network; they enter the journal with
     // the next save, which syncs their files first.
     let found = reuse_in_place(request, &old_sizes, &chunks, &emit, cancel).await?;
-    let reused_chunks = found.len() as u64;
+    let mut reused_chunks = found.len() as u64;
     let mut reused = 0u64;
     for id in found {
         let (file, _, length, _, already) = &mut chunks[id];
@@ -369,6 +370,45 @@ async fn transfer(
         unsynced.files.insert(*file);
         unsynced.chunks.push(id);
     }
+    // Then chunks whose bytes moved (another offset, another file) are
+    // assembled from what is on disk plus the ranges that changed.
+    let needed: Vec<delta::Needed> = chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, (file, _, length, _, done))| {
+            !done && *length > 0 && request.files[*file].relative_path != SENTINEL
+        })
+        .map(|(id, (file, offset, length, hash, _))| delta::Needed {
+            id,
+            global: numbering.global[id],
+            file: *file,
+            offset: *offset,
+            length: *length,
+            hash: hash.clone(),
+        })
+        .collect();
+    let moved = delta::Pass {
+        request,
+        old_sizes: &old_sizes,
+        manifest: partial.manifest.to_hex(),
+        client,
+        cancel,
+    }
+    .run(needed)
+    .await
+    .map_err(Ended::Failed)?;
+    if cancel.is_cancelled() {
+        return Err(Ended::Cancelled);
+    }
+    reused_chunks += moved.chunks.len() as u64;
+    reused += moved.local_bytes;
+    for &id in &moved.chunks {
+        let (file, _, _, _, already) = &mut chunks[id];
+        *already = true;
+        unsynced.files.insert(*file);
+        unsynced.chunks.push(id);
+    }
+    let fetched_before = moved.fetched;
     // What a resumed download already holds is served at once.
     partial.verified(
         (0..chunks.len())
@@ -521,7 +561,7 @@ async fn transfer(
                     bytes_total: plan.total_bytes(),
                     rate,
                     peers: plan.active_peers() as u32,
-                    sources: per_source(&plan),
+                    sources: per_source(&plan, &fetched_before),
                     bytes_reused: reused,
                 })
                 .await;
@@ -615,11 +655,13 @@ async fn transfer(
         .map_err(Ended::Failed)?;
     sentinel_parts.sort_by_key(|(offset, _)| *offset);
     let sentinel_bytes: Vec<u8> = sentinel_parts.into_iter().flat_map(|(_, b)| b).collect();
-    let root = request.root.clone();
-    tokio::task::spawn_blocking(move || sentinel::commit(&root, &sentinel_bytes))
-        .await
-        .map_err(|_| Ended::Failed(DownloadError::Panicked("committing version.ini")))?
-        .map_err(|err| Ended::Failed(DownloadError::Disk(err)))?;
+    let (root, files) = (request.root.clone(), request.files.clone());
+    tokio::task::spawn_blocking(move || {
+        sentinel::trim(&root, &files).and_then(|()| sentinel::commit(&root, &sentinel_bytes))
+    })
+    .await
+    .map_err(|_| Ended::Failed(DownloadError::Panicked("committing version.ini")))?
+    .map_err(|err| Ended::Failed(DownloadError::Disk(err)))?;
     // version.ini is on disk now: the whole game is served until the core
     // retires this download (once the game is served complete).
     for chunk in &sentinel_chunks {
@@ -635,7 +677,7 @@ async fn transfer(
         bytes_reused: reused,
         chunks_reused: reused_chunks,
         seconds: started.elapsed().as_secs_f64(),
-        per_peer: per_source(&plan),
+        per_peer: per_source(&plan, &fetched_before),
     };
     tracing::info!(
         bytes = stats.bytes,
@@ -754,8 +796,9 @@ async fn reuse_in_place<F: Future<Output = ()>>(
 }
 
 /// Bytes per source (one entry per peer id and kind).
-fn per_source(plan: &Plan) -> Vec<SourceBytes> {
-    let mut sources: Vec<SourceBytes> = Vec::new();
+/// `before`: what the local pass fetched as ranges.
+fn per_source(plan: &Plan, before: &[SourceBytes]) -> Vec<SourceBytes> {
+    let mut sources: Vec<SourceBytes> = before.to_vec();
     for peer in plan.peers() {
         match sources
             .iter_mut()

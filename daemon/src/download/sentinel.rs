@@ -63,9 +63,10 @@ pub struct Durability {
 }
 
 /// Step 3: parks an old `version.ini`, creates folders, and pre-creates
-/// every non-sentinel file at its final size, in one pass over the list.
-/// Existing data is kept (a resumed download and local reuse rely on it);
-/// only a file of the wrong size is resized. Also returns, per entry of
+/// every non-sentinel file at least at its final size, in one pass over
+/// the list. Existing data is kept (a resumed download and local reuse
+/// rely on it); a file that is too short is grown, one that is too long
+/// keeps its tail until [`trim`]. Also returns, per entry of
 /// `files`, how many bytes of it were on disk before (0 for a new file, a
 /// folder or the sentinel): only those can hold reusable chunks.
 pub fn begin(
@@ -108,7 +109,9 @@ pub fn begin(
         let metadata = handle.metadata().map_err(io("stat", &path))?;
         one_filesystem &= metadata.dev() == root_dev;
         *old_size = metadata.len();
-        if metadata.len() != file.size {
+        // Grown now; shrunk only at the end ([`trim`]): the bytes past the
+        // new end may be what a moved chunk is assembled from.
+        if metadata.len() < file.size {
             handle.set_len(file.size).map_err(io("size", &path))?;
         }
     }
@@ -140,6 +143,27 @@ impl Durability {
         }
         Ok(())
     }
+}
+
+/// Before the commit: cuts every file that is longer than the new version
+/// says (its old tail was kept for local reuse) and syncs it.
+pub fn trim(root: &Path, files: &[GameFileDescription]) -> Result<(), SentinelError> {
+    for file in files {
+        if file.is_dir || file.relative_path == SENTINEL {
+            continue;
+        }
+        let path = root.join(&file.relative_path);
+        let len = std::fs::metadata(&path).map_err(io("stat", &path))?.len();
+        if len > file.size {
+            let handle = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io("open", &path))?;
+            handle.set_len(file.size).map_err(io("size", &path))?;
+            handle.sync_all().map_err(io("sync", &path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Step 5: stages the new sentinel, then renames it into place atomically
@@ -218,7 +242,11 @@ mod tests {
         assert_eq!(old_sizes, [23, 0, 0, 0, 0], "what each file held before");
         assert!(!root.join(SENTINEL).exists());
         assert_eq!(std::fs::read(root.join(DISCARDED)).unwrap(), b"1.0");
-        assert_eq!(std::fs::metadata(root.join("data.eti")).unwrap().len(), 8);
+        assert_eq!(
+            std::fs::metadata(root.join("data.eti")).unwrap().len(),
+            23,
+            "a shrinking file keeps its old tail until trim"
+        );
         assert_eq!(std::fs::metadata(root.join("maps/a.eti")).unwrap().len(), 3);
         assert!(root.join("empty").is_file() && root.join("dir").is_dir());
 
@@ -231,6 +259,8 @@ mod tests {
             "no truncation"
         );
 
+        trim(&root, &files).unwrap();
+        assert_eq!(std::fs::read(root.join("data.eti")).unwrap(), b"old data");
         commit(&root, b"2.0").unwrap();
         assert_eq!(std::fs::read(root.join(SENTINEL)).unwrap(), b"2.0");
         assert!(!root.join(DISCARDED).exists() && !root.join(STAGED).exists());

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use lanspread_proto::model::GameId;
 use lanspread_proto::wire::{
-    Availability, DataHeader, MAX_AVAILABILITY_LINE, MAX_RESPONSE_BYTES, Request, Response,
+    Availability, ChunkRange, DataHeader, MAX_AVAILABILITY_LINE, MAX_RESPONSE_BYTES, Request,
+    Response,
 };
 use s2n_quic::Client;
 use s2n_quic::client::Connect;
@@ -124,11 +125,52 @@ impl PeerClient {
             id: id.clone(),
             manifest: manifest.to_owned(),
             chunk,
-            alternatives,
+            alternatives: alternatives.clone(),
+            range: None,
         };
+        let asked = |sent: u32| sent == chunk || alternatives.contains(&sent);
+        self.fetch_data(addr, &request, asked, length_of, timeout)
+            .await
+    }
+
+    /// Fetches `range` of chunk `chunk` of manifest `manifest` of game
+    /// `id` (an update fetching the part of a chunk it does not hold).
+    pub async fn fetch_range(
+        &self,
+        addr: SocketAddr,
+        id: &GameId,
+        manifest: &str,
+        chunk: u32,
+        range: ChunkRange,
+        timeout: Duration,
+    ) -> Result<ChunkData, TransportError> {
+        let request = Request::GetChunk {
+            id: id.clone(),
+            manifest: manifest.to_owned(),
+            chunk,
+            alternatives: Vec::new(),
+            range: Some(range),
+        };
+        let length_of = |_| Some(range.length);
+        let (_, data) = self
+            .fetch_data(addr, &request, |sent| sent == chunk, length_of, timeout)
+            .await?;
+        Ok(data)
+    }
+
+    /// Sends a `GetChunk` and reads its header and data: the chunk sent
+    /// must be `asked` and its length what `length_of` says.
+    async fn fetch_data(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+        asked: impl Fn(u32) -> bool,
+        length_of: impl Fn(u32) -> Option<u64>,
+        timeout: Duration,
+    ) -> Result<(u32, ChunkData), TransportError> {
         let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % BULK_LANES;
         self.bounded(addr, timeout, async {
-            let mut stream = self.open_stream(addr, lane, &request).await?;
+            let mut stream = self.open_stream(addr, lane, request).await?;
             let (header, rest) = read_piece_header(&mut stream)
                 .await
                 .map_err(|err| protocol(addr, err))?;
@@ -142,15 +184,7 @@ impl PeerClient {
                     chunk: sent,
                     length,
                 } => {
-                    let Request::GetChunk {
-                        chunk,
-                        alternatives,
-                        ..
-                    } = &request
-                    else {
-                        unreachable!("built above")
-                    };
-                    if sent != *chunk && !alternatives.contains(&sent) {
+                    if !asked(sent) {
                         return Err(protocol(
                             addr,
                             format!("sent chunk {sent}, which was not asked for"),
@@ -170,6 +204,40 @@ impl PeerClient {
             }
         })
         .await
+    }
+
+    /// The block signatures of chunks `first .. first + count` of manifest
+    /// `manifest` of game `id`, in the wire form (one hex string per
+    /// chunk). The peer must answer for exactly those chunks.
+    pub async fn fetch_signatures(
+        &self,
+        addr: SocketAddr,
+        id: &GameId,
+        manifest: &str,
+        first: u32,
+        count: u32,
+    ) -> Result<Vec<String>, TransportError> {
+        let request = Request::GetSignatures {
+            id: id.clone(),
+            manifest: manifest.to_owned(),
+            first,
+            count,
+        };
+        match self.request(addr, &request).await? {
+            Response::Signatures {
+                first: answered,
+                chunks,
+            } if answered == first && chunks.len() == count as usize => Ok(chunks),
+            Response::Error(refusal) => Err(TransportError::Refused {
+                addr: addr.to_string(),
+                code: refusal.code,
+                message: refusal.message,
+            }),
+            other => Err(protocol(
+                addr,
+                format!("answered GetSignatures with {}", kind_of(&other)),
+            )),
+        }
     }
 
     /// Subscribes to what `addr` holds of manifest `manifest` of game `id`
@@ -329,6 +397,18 @@ impl Subscription {
         read_json_line(&mut self.reader, MAX_AVAILABILITY_LINE as u64)
             .await
             .map_err(|err| protocol(self.addr, err))
+    }
+}
+
+/// The name of a response's kind, for errors.
+fn kind_of(response: &Response) -> &'static str {
+    match response {
+        Response::Pong { .. } => "Pong",
+        Response::Games { .. } => "Games",
+        Response::Game { .. } => "Game",
+        Response::Signatures { .. } => "Signatures (for other chunks)",
+        Response::Preparing { .. } => "Preparing",
+        Response::Error(_) => "Error",
     }
 }
 

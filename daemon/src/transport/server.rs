@@ -10,8 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lanspread_proto::model::GameId;
 use lanspread_proto::wire::{
-    Availability, DataHeader, MAX_ALTERNATIVES, MAX_REQUEST_BYTES, Request, Response, WIRE_VERSION,
-    WireError, WireErrorCode,
+    Availability, ChunkRange, DataHeader, MAX_ALTERNATIVES, MAX_REQUEST_BYTES,
+    MAX_SIGNATURE_CHUNKS, Request, Response, WIRE_VERSION, WireError, WireErrorCode,
 };
 use s2n_quic::Server;
 use s2n_quic::provider::limits::Limits;
@@ -469,15 +469,26 @@ async fn serve_stream(
             manifest,
             chunk,
             alternatives,
+            range,
         } => {
             let request = ChunkRequest {
                 id: &id,
                 manifest: &manifest,
                 chunk,
                 alternatives: &alternatives,
+                range,
                 remote,
             };
             send_chunk(&mut stream, &library, &context, request).await
+        }
+        Request::GetSignatures {
+            id,
+            manifest,
+            first,
+            count,
+        } => {
+            let answer = signatures(&library, &context, &id, &manifest, first, count).await;
+            send_json(&mut stream, &answer).await
         }
         Request::Subscribe {
             id,
@@ -634,12 +645,86 @@ struct ChunkSource {
     still_valid: Box<dyn Fn(&std::fs::File) -> bool + Send + Sync>,
 }
 
+impl ChunkSource {
+    /// Only `range` of the chunk, if given; a range outside it is refused.
+    fn narrowed(mut self, range: Option<ChunkRange>) -> Result<Self, WireError> {
+        let Some(range) = range else {
+            return Ok(self);
+        };
+        if range.length == 0 || range.offset.saturating_add(range.length) > self.length {
+            return Err(refusal(
+                WireErrorCode::OutOfRange,
+                format!(
+                    "bytes {}+{} are outside chunk {} ({} bytes)",
+                    range.offset, range.length, self.chunk, self.length
+                ),
+            ));
+        }
+        self.offset += range.offset;
+        self.length = range.length;
+        Ok(self)
+    }
+}
+
+/// Answers `GetSignatures`: reads each asked chunk (from the complete game,
+/// or from a download that verified it) and computes its block signatures
+/// on a blocking thread.
+async fn signatures(
+    library: &Arc<ServedLibrary>,
+    context: &Arc<ServeContext>,
+    id: &GameId,
+    manifest: &str,
+    first: u32,
+    count: u32,
+) -> Response {
+    if count == 0 || count > MAX_SIGNATURE_CHUNKS {
+        return Response::Error(refusal(
+            WireErrorCode::BadRequest,
+            format!("ask for 1 to {MAX_SIGNATURE_CHUNKS} chunks' signatures, not {count}"),
+        ));
+    }
+    let holder = match holder(library, context, id, manifest) {
+        Ok(holder) => holder,
+        Err(refused) => return Response::Error(refused),
+    };
+    let (library, context, id) = (Arc::clone(library), Arc::clone(context), id.clone());
+    let computed = tokio::task::spawn_blocking(move || {
+        let mut chunks = Vec::with_capacity(count as usize);
+        let mut buffer = Vec::new();
+        for chunk in first..first.saturating_add(count) {
+            let holder = holder.clone();
+            let source = open_chunk(&library, &context, &id, holder, &[chunk], false)?;
+            buffer.resize(source.length as usize, 0);
+            let read =
+                std::os::unix::fs::FileExt::read_exact_at(&source.file, &mut buffer, source.offset);
+            if read.is_err() || !(source.still_valid)(&source.file) {
+                return Err(unknown_manifest(&library, &context, &id));
+            }
+            chunks.push(crate::signature::encode(&crate::signature::of_chunk(
+                &buffer,
+            )));
+        }
+        Ok(chunks)
+    })
+    .await;
+    match computed {
+        Ok(Ok(chunks)) => Response::Signatures { first, chunks },
+        Ok(Err(refused)) => Response::Error(refused),
+        Err(_) => Response::Error(refusal(
+            WireErrorCode::Internal,
+            "computing signatures failed".into(),
+        )),
+    }
+}
+
 /// A `GetChunk` and who asked.
 struct ChunkRequest<'a> {
     id: &'a GameId,
     manifest: &'a str,
     chunk: u32,
     alternatives: &'a [u32],
+    /// Only these bytes of `chunk` (then no alternatives).
+    range: Option<ChunkRange>,
     remote: Option<SocketAddr>,
 }
 
@@ -657,6 +742,7 @@ async fn send_chunk(
         manifest,
         chunk,
         alternatives,
+        range,
         remote,
     } = request;
     let opened = match holder(library, context, id, manifest) {
@@ -664,16 +750,26 @@ async fn send_chunk(
         Ok(holder) => {
             // Wait for our turn before choosing among the alternatives, so
             // the choice sees every chunk sent before it.
-            let length = holder
-                .table()
-                .place(chunk)
-                .map_or(lanspread_proto::wire::CHUNK_SIZE, |place| place.length);
+            let length = range.map_or_else(
+                || {
+                    holder
+                        .table()
+                        .place(chunk)
+                        .map_or(lanspread_proto::wire::CHUNK_SIZE, |place| place.length)
+                },
+                |range| range.length,
+            );
             let turn = context.budget.acquire(remote, length).await;
             let (library, context, id) = (Arc::clone(library), Arc::clone(context), id.clone());
             let mut candidates = vec![chunk];
-            candidates.extend(alternatives.iter().take(MAX_ALTERNATIVES));
+            if range.is_none() {
+                candidates.extend(alternatives.iter().take(MAX_ALTERNATIVES));
+            }
             tokio::task::spawn_blocking(move || {
-                open_chunk(&library, &context, &id, holder, &candidates)
+                // A part of a chunk does not count as the chunk sent.
+                let count = range.is_none();
+                open_chunk(&library, &context, &id, holder, &candidates, count)
+                    .and_then(|source| source.narrowed(range))
             })
             .await
             .map_err(std::io::Error::other)?
@@ -711,6 +807,7 @@ async fn send_chunk(
 }
 
 /// Who holds a manifest here: the complete game, or a download of it.
+#[derive(Clone)]
 enum Holder {
     Complete(Arc<PreparedManifest>),
     Partial(Arc<Partial>),
@@ -745,18 +842,24 @@ fn holder(
     }
 }
 
-/// Finds and opens the chunk to send. Blocking.
+/// Finds and opens the chunk to send (the least sent of `candidates`,
+/// counted as sent once more if `count`). Blocking.
 fn open_chunk(
     library: &ServedLibrary,
     context: &ServeContext,
     id: &GameId,
     holder: Holder,
     candidates: &[u32],
+    count: bool,
 ) -> Result<ChunkSource, WireError> {
     let partial = match holder {
         Holder::Partial(partial) => partial,
         Holder::Complete(prepared) => {
-            let chunk = context.sent.choose(id, &prepared, candidates);
+            let chunk = if count {
+                context.sent.choose(id, &prepared, candidates)
+            } else {
+                candidates[0]
+            };
             let place = locate(&prepared.table, chunk)?;
             let path = &prepared.files[place.file].relative_path;
             let file = library.open_file(id, path)?;
