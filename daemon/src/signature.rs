@@ -25,8 +25,8 @@ pub const BLOCK: usize = SIGNATURE_BLOCK as usize;
 pub struct BlockSignature {
     /// The rolling checksum (of the whole block, however long it is).
     pub weak: u64,
-    /// The first 8 bytes of the block's BLAKE3 hash, little-endian.
-    pub strong: u64,
+    /// The first 4 bytes of the block's BLAKE3 hash, little-endian.
+    pub strong: u32,
 }
 
 /// The polynomial's multiplier (odd, so multiplication is invertible
@@ -78,9 +78,9 @@ pub fn roll(hash: u64, out: u8, incoming: u8) -> u64 {
 }
 
 /// The strong check of `data`.
-pub fn strong(data: &[u8]) -> u64 {
+pub fn strong(data: &[u8]) -> u32 {
     let hash = blake3::hash(data);
-    u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+    u32::from_le_bytes(hash.as_bytes()[..4].try_into().expect("4 bytes"))
 }
 
 /// The signatures of a chunk's blocks.
@@ -124,7 +124,7 @@ pub fn decode(hex: &str, blocks: usize) -> Option<Vec<BlockSignature>> {
             .chunks_exact(SIGNATURE_BYTES)
             .map(|s| BlockSignature {
                 weak: u64::from_le_bytes(s[..8].try_into().expect("8 bytes")),
-                strong: u64::from_le_bytes(s[8..].try_into().expect("8 bytes")),
+                strong: u32::from_le_bytes(s[8..].try_into().expect("4 bytes")),
             })
             .collect(),
     )
@@ -180,5 +180,5 @@ mod tests {
     }
 
     const PINNED: u64 = 10_822_371_779_857_682_151;
-    const PINNED_STRONG: u64 = 5_359_681_843_681_888_854;
+    const PINNED_STRONG: u32 = 1_908_738_646;
 }

@@ -49,12 +49,13 @@ pub const CHUNK_SIZE: u64 = 4 * 1024 * 1024;
 /// Size of one signature block in bytes: the unit in which an update finds
 /// data it already holds at another offset or in another file
 /// (`GetSignatures`) and fetches what it lacks (`GetChunk` with a range).
-/// 64 blocks per chunk.
-pub const SIGNATURE_BLOCK: u64 = 64 * 1024;
+/// 128 blocks per chunk: an insertion costs at most one block more than
+/// its own bytes, and the signatures of a chunk are 3 KiB of hex.
+pub const SIGNATURE_BLOCK: u64 = 32 * 1024;
 
 /// Bytes of one block's signature: an 8-byte rolling checksum and the
-/// first 8 bytes of the block's BLAKE3 hash, both little-endian.
-pub const SIGNATURE_BYTES: usize = 16;
+/// first 4 bytes of the block's BLAKE3 hash, both little-endian.
+pub const SIGNATURE_BYTES: usize = 12;
 
 /// Most chunks one `GetSignatures` may ask for (the server reads them all
 /// from disk to answer: 64 MiB).

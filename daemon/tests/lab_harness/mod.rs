@@ -122,6 +122,20 @@ impl Lab {
     /// (what its link carried, framing included; independent of the
     /// daemons' own accounting).
     pub fn sent_bytes(&self, host: &str) -> u64 {
+        self.veth_stats(host)["rx"]["bytes"]
+            .as_u64()
+            .expect("veth counters")
+    }
+
+    /// Bytes `host` has received so far, read on the bridge side of its
+    /// veth (what its link carried toward it, framing included).
+    pub fn received_bytes(&self, host: &str) -> u64 {
+        self.veth_stats(host)["tx"]["bytes"]
+            .as_u64()
+            .expect("veth counters")
+    }
+
+    fn veth_stats(&self, host: &str) -> serde_json::Value {
         let output = Command::new("ip")
             .args([
                 "-n",
@@ -136,9 +150,7 @@ impl Lab {
             .expect("ip runs");
         assert!(output.status.success(), "no veth for {host}");
         let links: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        links[0]["stats64"]["rx"]["bytes"]
-            .as_u64()
-            .expect("veth counters")
+        links[0]["stats64"].clone()
     }
 
     /// Limits what `host` sends to `rate` (tc syntax, e.g. `100mbit`).

@@ -504,18 +504,20 @@ fn local_files(
     locals
 }
 
-/// The chunks worth asking signatures for: those in files whose old bytes
-/// are on disk first, then the others, as long as their bytes add up to
-/// no more than the local bytes to find them in (`budget`): a first
-/// download next to one stray file does not ask for the whole game's.
+/// The chunks worth asking signatures for: every chunk of a file whose
+/// old bytes are on disk (what an update changed), and chunks of new files
+/// as long as their bytes add up to no more than the local bytes to find
+/// them in (`budget`): a first download next to one stray file does not
+/// ask for the whole game's.
 fn candidates(mut needed: Vec<Needed>, old_sizes: &[u64], budget: u64) -> Vec<Needed> {
-    needed.sort_by_key(|c| (old_sizes[c.file] == 0, c.global));
-    let mut total = 0u64;
+    let mut new_bytes = 0u64;
     needed.retain(|c| {
-        total += c.length;
-        total <= budget
+        if old_sizes[c.file] > 0 {
+            return true;
+        }
+        new_bytes += c.length;
+        new_bytes <= budget
     });
-    needed.sort_by_key(|c| c.global);
     needed
 }
 
@@ -535,16 +537,25 @@ mod tests {
     }
 
     #[test]
-    fn candidates_are_bounded_by_the_local_bytes_and_prefer_old_files() {
-        // File 0 held bytes before; file 1 is new.
+    fn chunks_of_new_files_are_bounded_by_the_local_bytes_those_of_old_files_not() {
+        // File 0 held bytes before (it grew); file 1 is new.
         let old_sizes = [100, 0];
         let chosen = candidates(
-            vec![needed(0, 1, 60), needed(1, 0, 60), needed(2, 1, 60)],
+            vec![
+                needed(0, 0, 60),
+                needed(1, 0, 60),
+                needed(2, 1, 60),
+                needed(3, 1, 60),
+            ],
             &old_sizes,
-            130,
+            100,
         );
         let globals: Vec<u32> = chosen.iter().map(|c| c.global).collect();
-        assert_eq!(globals, [0, 1], "the old file's chunk first, then one more");
+        assert_eq!(
+            globals,
+            [0, 1, 2],
+            "all of the old file, 100 bytes of new ones"
+        );
     }
 
     #[test]
