@@ -449,11 +449,13 @@ pub enum PeerEvent {
         /// Bytes received from peers that were downloading it too.
         #[serde(default)]
         bytes_from_downloaders: u64,
-        /// Bytes found already in place on disk (an update's unchanged
-        /// chunks), not fetched.
+        /// Bytes taken from this host's disk, not fetched: chunks already
+        /// in place (an update's unchanged chunks) and the local blocks of
+        /// chunks whose data moved.
         #[serde(default)]
         bytes_reused: u64,
-        /// Chunks found already in place on disk, not fetched.
+        /// Chunks found in place on disk or assembled from data that moved
+        /// (their fetched ranges count in the bytes from sources).
         #[serde(default)]
         chunks_reused: u64,
     },
