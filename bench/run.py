@@ -13,8 +13,16 @@ whole run is bounded to 30 minutes (SIGALRM); a full run takes about 15.
 
     bench/run.py [--only NAME[,NAME...]]
 
-Scenario names: single, multi, fanout, fanout-bt, fanout8, fanout8-bt, prepare,
-discovery, idle, mesh, extract, many.
+Scenario names: single, ceiling, jumbo, multi, fanout, fanout-bt, fanout8,
+fanout8-bt, discovery, idle, mesh, mesh20, extract, many, delta, prepare.
+
+The delta scenario updates a 1 GiB game from h1 to h2 in issue 19's two
+shapes — (a) 5 % of the files changed in place, one added, one removed;
+(b) 1 MiB + 7 bytes inserted at 37 % of a 256 MiB archive and 3 MiB
+overwritten in a 64 MiB file — with lanspread and with `rsync -a` from an
+rsync daemon in h1 (the same old files on h2 each run), reports the bytes
+h2's link received ÷ the bytes changed, the update times, and a full
+lanspread download of the new version (about 5 minutes).
 
 The fan-out scenarios shape every link of the swarm in both directions
 (lab.sh shape2) and run SWARM_RUNS (2) rounds of "one downloader alone"
@@ -1280,6 +1288,228 @@ use chroot = no
     }
 
 
+DELTA_FILES = 44  # 16 MiB each, besides the 256 MiB archive and the 64 MiB file: 1 GiB
+
+
+def write_random(path, size):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 16 * MIB)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def delta_versions(work):
+    """Version 1 of a 1 GiB game (archive.eti 256 MiB, big.eti 64 MiB, 44
+    files of 16 MiB) and the two version 2 of issue 19's update scenarios,
+    each a games folder (unchanged files hard-linked: seeders only read).
+    Returns (v1, {name: (v2, changed bytes)})."""
+    v1 = os.path.join(work, "delta-v1")
+    g1 = os.path.join(v1, GAME)
+    write_random(os.path.join(g1, "archive.eti"), 256 * MIB)
+    write_random(os.path.join(g1, "big.eti"), 64 * MIB)
+    names = [f"data/{i:02}.eti" for i in range(DELTA_FILES)]
+    for name in names:
+        write_random(os.path.join(g1, name), 16 * MIB)
+    versions = {}
+
+    def version(tag, changed_files):
+        games = os.path.join(work, f"delta-{tag}")
+        game = os.path.join(games, GAME)
+        for d, _dirs, files in os.walk(g1):
+            for name in files:
+                rel = os.path.relpath(os.path.join(d, name), g1)
+                if rel in changed_files or name == "version.ini":
+                    continue
+                os.makedirs(os.path.join(game, os.path.dirname(rel)), exist_ok=True)
+                os.link(os.path.join(g1, rel), os.path.join(game, rel))
+        with open(os.path.join(game, "version.ini"), "w") as f:
+            f.write(f"version=2-{tag}\n")
+        return games, game
+
+    def rewrite(src, dst, edit):
+        with open(src, "rb") as f:
+            data = bytearray(f.read())
+        data = edit(data)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        with open(dst, "wb") as f:
+            f.write(data)
+
+    # (a) 5 % of the files changed in place (2 of 46: 1 MiB each, not
+    # block-aligned), one file added (8 MiB), one removed.
+    removed, changed = names[-1], names[:2]
+    games, game = version("a", set(changed) | {removed})
+    for name in changed:
+        def overwrite(data):
+            data[5 * MIB + 3:6 * MIB + 3] = os.urandom(MIB)
+            return data
+        rewrite(os.path.join(g1, name), os.path.join(game, name), overwrite)
+    write_random(os.path.join(game, "data/added.eti"), 8 * MIB)
+    versions["a"] = (games, 2 * MIB + 8 * MIB)
+    # (b) 1 MiB + 7 bytes inserted at 37 % of the archive, 3 MiB
+    # overwritten in the 64 MiB file.
+    games, game = version("b", {"archive.eti", "big.eti"})
+    inserted = MIB + 7
+    rewrite(os.path.join(g1, "archive.eti"), os.path.join(game, "archive.eti"),
+            lambda d: d[:len(d) * 37 // 100] + os.urandom(inserted) + d[len(d) * 37 // 100:])
+
+    def overwrite3(data):
+        data[40 * MIB + 1000:43 * MIB + 1000] = os.urandom(3 * MIB)
+        return data
+    rewrite(os.path.join(g1, "big.eti"), os.path.join(game, "big.eti"), overwrite3)
+    versions["b"] = (games, inserted + 3 * MIB)
+    with open(os.path.join(g1, "version.ini"), "w") as f:
+        f.write("version=1\n")
+    return v1, versions
+
+
+def same_files(expected_game, actual_game):
+    """Every file of expected_game is in actual_game with the same bytes."""
+    for d, _dirs, files in os.walk(expected_game):
+        for name in files:
+            rel = os.path.relpath(os.path.join(d, name), expected_game)
+            if not filecmp.cmp(os.path.join(d, name), os.path.join(actual_game, rel),
+                               shallow=False):
+                return False
+    return True
+
+
+def wait_log(daemon, text, timeout=300):
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(daemon.log, errors="replace") as f:
+            if text in f.read():
+                return
+        if daemon.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{daemon.dir}: no '{text}' in its log")
+        time.sleep(0.1)
+
+
+def rsync_daemon(work, tag, path):
+    """An rsync daemon in h1 serving `path` as module `game`; returns
+    (process, url) once it answers."""
+    rsync_dir = os.path.join(work, f"rsyncd-{tag}")
+    os.makedirs(rsync_dir)
+    conf = os.path.join(rsync_dir, "rsyncd.conf")
+    with open(conf, "w") as f:
+        f.write(f"""pid file = {rsync_dir}/rsyncd.pid
+log file = {rsync_dir}/rsyncd.log
+use chroot = no
+[game]
+    path = {path}
+    read only = yes
+    uid = root
+    gid = root
+""")
+    proc = subprocess.Popen(in_host("h1", ["rsync", "--daemon", "--no-detach", f"--config={conf}",
+                                           "--address=10.77.0.1", "--port=8873"]),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = "rsync://10.77.0.1:8873/game/"
+    deadline = time.monotonic() + 10
+    while subprocess.run(in_host("h2", ["rsync", url]), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL).returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("rsync daemon did not serve: "
+                               + open(f"{rsync_dir}/rsyncd.log").read())
+        time.sleep(0.1)
+    return proc, url
+
+
+def received_by(host):
+    """Bytes `host` has received on its lab link (headers included)."""
+    return link_counters()[f"v{host}"][1]
+
+
+def scenario_delta(work):
+    """Updates of a 1 GiB game, h1 → h2: (a) 5 % of files changed in place, one added, one
+    removed; (b) 1 MiB + 7 bytes inserted at 37 % of a 256 MiB archive, 3 MiB overwritten
+    in a 64 MiB file. lanspread vs rsync -a from an rsync daemon, and a full download."""
+    v1, versions = delta_versions(work)
+    out = {}
+    for tag, (v2, changed) in versions.items():
+        source = os.path.join(v2, GAME)
+        seeder = Daemon(work, "h1", f"delta-seed-{tag}", v2)
+        ours, ours_bytes, reused = [], [], []
+        try:
+            wait_log(seeder, "file list ready")
+            for run in range(RUNS):
+                games = os.path.join(work, f"delta-leech-{tag}{run}")
+                shutil.copytree(v1, games)
+                subprocess.run(["sync"], check=True)  # the copy's writeback is not the update's
+                leech = Daemon(work, "h2", f"delta-leech-{tag}{run}", games)
+                leech.wait_game_peers(1)
+                wait_log(leech, "file list ready")  # its own v1, hashed before the clock starts
+                before = received_by("h2")
+                started = time.monotonic()
+                end = leech.ctl("update", GAME, timeout=600)["event"]
+                secs = time.monotonic() - started
+                got = received_by("h2") - before
+                leech.stop()
+                if end["type"] != "DownloadGameFilesFinished":
+                    raise RuntimeError(f"delta {tag}: update failed: {end}")
+                if not same_files(source, os.path.join(games, GAME)):
+                    raise RuntimeError(f"delta {tag}: updated files differ")
+                ours.append(secs)
+                ours_bytes.append(got)
+                reused.append(end["bytes_reused"])
+                log(f"  ({tag}) lanspread run {run + 1}: {secs:.2f} s, received {got / MIB:.2f} MiB "
+                    f"({got / changed:.3f} × the {changed / MIB:.2f} MiB changed), "
+                    f"{end['bytes_reused'] / MIB:.0f} MiB from local files")
+                shutil.rmtree(games)
+                shutil.rmtree(leech.dir)
+            # A full download of version 2, for scale.
+            full = []
+            for run in range(RUNS):
+                leech = leech_in(work, "h2", f"delta-full-{tag}{run}", 1)
+                _, secs, _ = download(leech, timeout=600)
+                leech.stop()
+                full.append(secs)
+                shutil.rmtree(leech.dir)
+        finally:
+            seeder.stop()
+        rsyncd, url = rsync_daemon(work, tag, source)
+        theirs, theirs_bytes = [], []
+        try:
+            for run in range(RUNS):
+                dest = os.path.join(work, f"delta-rsync-{tag}{run}")
+                shutil.copytree(os.path.join(v1, GAME), dest)
+                subprocess.run(["sync"], check=True)
+                before = received_by("h2")
+                started = time.monotonic()
+                subprocess.run(in_host("h2", ["rsync", "-a", url, dest + "/"]), check=True)
+                subprocess.run(["sync"], check=True)
+                secs = time.monotonic() - started
+                got = received_by("h2") - before
+                if not same_files(source, dest):
+                    raise RuntimeError(f"delta {tag}: rsync's files differ")
+                theirs.append(secs)
+                theirs_bytes.append(got)
+                log(f"  ({tag}) rsync run {run + 1}: {secs:.2f} s, received {got / MIB:.2f} MiB "
+                    f"({got / changed:.3f} × the changes)")
+                shutil.rmtree(dest)
+        finally:
+            rsyncd.terminate()
+            rsyncd.wait()
+        shutil.rmtree(v2)
+        out[tag] = {
+            "changed_mib": round(changed / MIB, 2),
+            "lanspread_received_over_changed": summary([b / changed for b in ours_bytes], 3),
+            "rsync_received_over_changed": summary([b / changed for b in theirs_bytes], 3),
+            "lanspread_update_s": summary(ours),
+            "rsync_update_s": summary(theirs),
+            "full_download_s": summary(full),
+            "lanspread_reused_mib": summary([r / MIB for r in reused], 0),
+            "update_over_rsync_time": round(statistics.median(ours) / statistics.median(theirs), 2),
+            "update_over_full_download_time": round(statistics.median(ours)
+                                                    / statistics.median(full), 2),
+        }
+    shutil.rmtree(v1)
+    return {f"{tag}_{key}": value for tag, figures in out.items() for key, value in figures.items()}
+
+
 def scenario_extract(_work):
     """scripts/bench-extract.sh: the unpacker vs bsdtar on the same zip."""
     out = subprocess.run([os.path.join(ROOT, "scripts", "bench-extract.sh")], check=True,
@@ -1368,6 +1598,7 @@ SCENARIOS = {
     "mesh20": scenario_mesh20,
     "extract": scenario_extract,
     "many": scenario_many,
+    "delta": scenario_delta,
     "prepare": scenario_prepare,
 }
 
@@ -1426,6 +1657,16 @@ ROWS = [
     ("idle", "ipc_p99_us", "IPC round trip p99", "µs", False),
     ("extract", "lanspread_mib_per_s", "extraction: lanspread (fsyncs every file)", "MiB/s", True),
     ("extract", "bsdtar_mib_per_s", "extraction: bsdtar -xf", "MiB/s", True),
+    ("delta", "a_lanspread_received_over_changed", "update (a) 5 % of files changed in place, 1 GiB: lanspread, bytes received ÷ bytes changed", "", False),
+    ("delta", "a_rsync_received_over_changed", "update (a): rsync -a, bytes received ÷ bytes changed", "", False),
+    ("delta", "a_lanspread_update_s", "update (a): lanspread", "s", False),
+    ("delta", "a_rsync_update_s", "update (a): rsync -a + sync", "s", False),
+    ("delta", "a_full_download_s", "update (a): full download of the new version, lanspread", "s", False),
+    ("delta", "b_lanspread_received_over_changed", "update (b) 1 MiB inserted in a 256 MiB archive + 3 MiB overwritten: lanspread, bytes received ÷ bytes changed", "", False),
+    ("delta", "b_rsync_received_over_changed", "update (b): rsync -a, bytes received ÷ bytes changed", "", False),
+    ("delta", "b_lanspread_update_s", "update (b): lanspread", "s", False),
+    ("delta", "b_rsync_update_s", "update (b): rsync -a + sync", "s", False),
+    ("delta", "b_full_download_s", "update (b): full download of the new version, lanspread", "s", False),
     ("many", "lanspread_files_per_s", "many files (1–64 KiB): lanspread", "files/s", True),
     ("many", "rsync_files_per_s", "many files: rsync daemon → rsync -a + sync", "files/s", True),
     ("many", "lanspread_mib_per_s", "many files: lanspread", "MiB/s", True),
@@ -1659,6 +1900,7 @@ def svg_sources(progress, path, title):
 
 # Tools only some scenarios use.
 SCENARIO_TOOLS = {"single": ("nginx", "curl"), "extract": ("bsdtar",), "many": ("rsync",),
+                  "delta": ("rsync",),
                   "prepare": ("b3sum",),
                   "fanout-bt": ("aria2c", "mktorrent", "opentracker", "curl"),
                   "fanout8-bt": ("aria2c", "mktorrent", "opentracker", "curl")}

@@ -17,7 +17,8 @@ fail() { echo "deb check FAILED: $*" >&2; failures=$((failures + 1)); }
 
 for file in usr/bin/lanspreadd usr/bin/lanspreadctl \
     usr/lib/systemd/system/lanspreadd.service usr/lib/sysusers.d/lanspread.conf \
-    usr/lib/tmpfiles.d/lanspread.conf etc/lanspread/lanspreadd.toml \
+    usr/lib/tmpfiles.d/lanspread.conf usr/lib/sysctl.d/60-lanspread.conf \
+    etc/lanspread/lanspreadd.toml \
     usr/share/bash-completion/completions/lanspreadctl \
     usr/share/zsh/vendor-completions/_lanspreadctl \
     usr/share/fish/vendor_completions.d/lanspreadctl.fish \

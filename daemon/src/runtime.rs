@@ -58,6 +58,8 @@ pub struct PeerRuntime {
     /// Where the QUIC server listens.
     pub listen: SocketAddr,
     client: Arc<PeerClient>,
+    /// The file lists of the games served here, as the preparer made them.
+    manifests: Arc<Manifests>,
     stop_discovery: Arc<AtomicBool>,
     discovery_thread: Option<std::thread::JoinHandle<()>>,
     /// Cancels the server and ping tasks.
@@ -102,7 +104,7 @@ impl PeerRuntime {
         let context = Arc::new(ServeContext {
             peer_id: identity.peer_id.clone(),
             library: feeds.served,
-            manifests,
+            manifests: Arc::clone(&manifests),
             upload_limit: Arc::clone(&config.limits.upload),
             swarm: feeds.swarm,
             sent: Default::default(),
@@ -148,6 +150,7 @@ impl PeerRuntime {
         Ok(Self {
             listen,
             client,
+            manifests,
             stop_discovery,
             discovery_thread: Some(discovery_thread),
             tasks,
@@ -158,6 +161,12 @@ impl PeerRuntime {
     /// The client side of the transport, shared with downloads.
     pub fn client(&self) -> Arc<PeerClient> {
         Arc::clone(&self.client)
+    }
+
+    /// The file lists of the games served here (a download reuses the
+    /// chunk hashes of the version it replaces).
+    pub fn manifests(&self) -> Arc<Manifests> {
+        Arc::clone(&self.manifests)
     }
 
     /// Stops discovery, the server and pings, and closes peer connections.

@@ -358,6 +358,7 @@ impl Daemon {
             files,
             sources,
             state_dir: self.scanner.state_dir.path().to_owned(),
+            replaces: self.own_manifest(&id),
         };
         Ok(PreparedDownload {
             request,

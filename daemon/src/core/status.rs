@@ -70,6 +70,23 @@ impl Daemon {
         }
     }
 
+    /// The prepared file list of the version of `id` served here now, if
+    /// it is ready.
+    pub(super) fn own_manifest(
+        &self,
+        id: &lanspread_proto::model::GameId,
+    ) -> Option<Arc<crate::prepare::PreparedManifest>> {
+        let RuntimeSlot::Running(runtime) = &self.runtime else {
+            return None;
+        };
+        let served = Arc::clone(&self.served.borrow());
+        let (_, game) = served.game(id).ok()?;
+        match runtime.manifests().lookup(id, game) {
+            crate::prepare::Lookup::Ready(prepared) => Some(prepared),
+            _ => None,
+        }
+    }
+
     pub(super) fn status(&self) -> DaemonStatus {
         DaemonStatus {
             peer_id: self.identity.peer_id.clone(),

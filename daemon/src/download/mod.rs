@@ -84,6 +84,11 @@ pub struct DownloadRequest {
     pub files: Vec<GameFileDescription>,
     pub sources: Vec<Source>,
     pub state_dir: PathBuf,
+    /// The file list of the version on disk now, if this host serves one
+    /// (an update): its chunk hashes stand for the bytes of every file
+    /// whose size and modification time are still those it was hashed at,
+    /// so unchanged files are not read again ([`reuse`]).
+    pub replaces: Option<Arc<crate::prepare::PreparedManifest>>,
 }
 
 /// How a download joins the swarm: where it publishes what it verified,
@@ -298,9 +303,13 @@ async fn transfer(
         request.files.clone(),
         request.version.clone(),
     );
-    let (durability, old_sizes, manifest) = tokio::task::spawn_blocking(move || {
+    let replaces = request.replaces.clone();
+    let (durability, old_sizes, manifest, known) = tokio::task::spawn_blocking(move || {
         let manifest = ManifestId::of(&version, &files);
-        sentinel::begin(&root, &files).map(|(durability, old)| (durability, old, manifest))
+        // Before begin touches any file: which still hold what they held
+        // when the version on disk was hashed.
+        let known = reuse::known_hashes(&root, &files, replaces.as_deref());
+        sentinel::begin(&root, &files).map(|(durability, old)| (durability, old, manifest, known))
     })
     .await
     .map_err(|_| Ended::Failed(DownloadError::Panicked("preparing files")))?
@@ -360,7 +369,7 @@ async fn transfer(
     // Chunks already in place on disk (an update's unchanged ones) count
     // as done without crossing the network; they enter the journal with
     // the next save, which syncs their files first.
-    let found = reuse_in_place(request, &old_sizes, &chunks, &emit, cancel).await?;
+    let found = reuse_in_place(request, &old_sizes, known, &chunks, &emit, cancel).await?;
     let mut reused_chunks = found.len() as u64;
     let mut reused = 0u64;
     for id in found {
@@ -387,9 +396,21 @@ async fn transfer(
             hash: hash.clone(),
         })
         .collect();
+    let mut done_regions = vec![Vec::new(); request.files.len()];
+    for (file, offset, length, _, done) in &chunks {
+        if *done {
+            // Chunks of a file come in offset order: neighbours merge.
+            let regions: &mut Vec<(u64, u64)> = &mut done_regions[*file];
+            match regions.last_mut() {
+                Some(last) if last.1 == *offset => last.1 += length,
+                _ => regions.push((*offset, offset + length)),
+            }
+        }
+    }
     let moved = delta::Pass {
         request,
         old_sizes: &old_sizes,
+        done: done_regions,
         manifest: partial.manifest.to_hex(),
         client,
         cancel,
@@ -712,6 +733,7 @@ type PlannedChunk = (usize, u64, u64, String, bool);
 async fn reuse_in_place<F: Future<Output = ()>>(
     request: &DownloadRequest,
     old_sizes: &[u64],
+    known: Vec<Option<Vec<String>>>,
     chunks: &[PlannedChunk],
     emit: &impl Fn(DownloadEvent) -> F,
     cancel: &CancellationToken,
@@ -747,6 +769,7 @@ async fn reuse_in_place<F: Future<Output = ()>>(
             &root,
             &files,
             &old_sizes,
+            &known,
             &wanted,
             &pass_progress,
             &pass_stop,

@@ -73,6 +73,10 @@ pub struct Pass<'a> {
     /// Per entry of the download's file list, what it held before the
     /// download began.
     pub old_sizes: &'a [u64],
+    /// Per entry of the download's file list, the regions (start, end)
+    /// that hold chunks of the new version already (resumed or found in
+    /// place), sorted.
+    pub done: Vec<Vec<(u64, u64)>>,
     /// The manifest's digest, hex.
     pub manifest: String,
     pub client: &'a Arc<PeerClient>,
@@ -99,13 +103,14 @@ impl Pass<'_> {
         if needed.is_empty() || sources.is_empty() {
             return Ok(Outcome::default());
         }
-        let (root, files, old_sizes) = (
+        let (root, files, old_sizes, done) = (
             self.request.root.clone(),
             self.request.files.clone(),
             self.old_sizes.to_vec(),
+            self.done.clone(),
         );
         let chosen = tokio::task::spawn_blocking(move || {
-            let locals = local_files(&root, &files, &old_sizes, &needed);
+            let locals = local_files(&root, &files, &old_sizes, &done, &needed);
             let budget: u64 = locals.iter().map(|l| l.len).sum();
             let candidates = candidates(needed, &old_sizes, budget);
             (locals, candidates)
@@ -458,6 +463,7 @@ fn local_files(
     root: &Path,
     files: &[lanspread_proto::model::GameFileDescription],
     old_sizes: &[u64],
+    done: &[Vec<(u64, u64)>],
     needed: &[Needed],
 ) -> Vec<LocalFile> {
     let with_needed: HashSet<usize> = needed.iter().map(|c| c.file).collect();
@@ -467,6 +473,7 @@ fn local_files(
             path: root.join(&files[f].relative_path),
             len: old_sizes[f],
             written: Some(f),
+            done: done[f].clone(),
         })
         .collect();
     let listed: HashSet<&str> = files.iter().map(|f| f.relative_path.as_str()).collect();
@@ -497,6 +504,7 @@ fn local_files(
                     path: entry.path(),
                     len: meta.len(),
                     written: None,
+                    done: Vec::new(),
                 });
             }
         }
@@ -579,7 +587,13 @@ mod tests {
             crate::download::test_file("a", 5),
             crate::download::test_file("b", 5),
         ];
-        let locals = local_files(root, &files, &[5, 0], &[needed(0, 0, 5), needed(1, 1, 5)]);
+        let locals = local_files(
+            root,
+            &files,
+            &[5, 0],
+            &[vec![], vec![]],
+            &[needed(0, 0, 5), needed(1, 1, 5)],
+        );
         let mut names: Vec<String> = locals
             .iter()
             .map(|l| {

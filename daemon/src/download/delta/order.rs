@@ -181,6 +181,7 @@ mod tests {
             path: "x".into(),
             len: 10 * C,
             written: Some(file),
+            done: Vec::new(),
         }
     }
 
@@ -253,6 +254,7 @@ mod tests {
                 path: "y".into(),
                 len: C,
                 written: None,
+                done: Vec::new(),
             },
         ];
         let schedule = schedule(vec![job(0, 1, 0), job(1, 1, 0)], &locals);

@@ -5,13 +5,15 @@
 //! strong check; after a match the window jumps a whole block ahead (as
 //! rsync's does).
 //!
-//! Blocking work; callers run it off the async threads. It only reads.
+//! Blocking work (it starts its own threads); callers run it off the
+//! async threads. It only reads.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::download::sentinel::SentinelError;
 use crate::signature::{self, BLOCK, BlockSignature};
@@ -19,15 +21,45 @@ use crate::signature::{self, BLOCK, BlockSignature};
 /// Bytes read from a file at a time.
 const READ_BYTES: usize = 8 * 1024 * 1024;
 
+/// Bytes of window starts one thread scans in one go (files are cut into
+/// segments so that one big file is scanned by several threads).
+const SEGMENT: u64 = 64 * 1024 * 1024;
+
+/// Most threads that scan at once.
+const THREADS: usize = 4;
+
 /// Bits of the pre-filter in front of the block index (a bit set indexed
-/// by the checksum's top bits: 128 KiB, so most windows are turned away
-/// from the L2 cache without a hash-map lookup).
-const FILTER_BITS: u32 = 20;
+/// by the checksum's top bits: 1 MiB, so almost every window is turned
+/// away by one memory read, without a hash-map lookup).
+const FILTER_BITS: u32 = 23;
+const FILTER_WORDS: usize = 1 << (FILTER_BITS - 6);
 
 /// Strong checks a file may fail per block of its length before the scan
 /// gives up on it (content built to collide with the rolling checksum
 /// would otherwise cost a BLAKE3 hash per byte).
 const FALSE_CANDIDATES_PER_BLOCK: u64 = 4;
+
+/// Wanted blocks by rolling checksum: (chunk, block) of each.
+type BlockIndex = HashMap<u64, Vec<(u32, u16)>, BuildHasherDefault<AsIs>>;
+
+/// The keys are checksums already: hashing them again would only cost
+/// time.
+#[derive(Default)]
+struct AsIs(u64);
+
+impl Hasher for AsIs {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// A file the scan reads.
 #[derive(Debug, Clone)]
@@ -39,6 +71,39 @@ pub struct LocalFile {
     /// the download writes into this file, so reads from it must come
     /// before those writes (see `order`).
     pub written: Option<usize>,
+    /// Regions (start, end) that already hold chunks of the new version,
+    /// sorted: windows wholly inside them are not scanned (their bytes
+    /// are the chunks found in place).
+    pub done: Vec<(u64, u64)>,
+}
+
+impl LocalFile {
+    /// The window starts worth scanning, as ranges: all of `0 ..= len −
+    /// BLOCK` but those of windows wholly inside a done region.
+    fn window_starts(&self) -> Vec<(u64, u64)> {
+        let window = BLOCK as u64;
+        if self.len < window {
+            return Vec::new();
+        }
+        let mut ranges = Vec::new();
+        let mut from = 0u64;
+        let end = self.len - window + 1;
+        for &(start, stop) in &self.done {
+            if stop - start < window {
+                continue;
+            }
+            // Windows starting in start ..= stop − window lie inside.
+            let (skip_from, skip_to) = (start, (stop - window + 1).min(end));
+            if skip_from > from {
+                ranges.push((from, skip_from.min(end)));
+            }
+            from = from.max(skip_to);
+        }
+        if from < end {
+            ranges.push((from, end));
+        }
+        ranges
+    }
 }
 
 /// Where a wanted block's bytes are: local file `local`, from `offset`.
@@ -56,10 +121,12 @@ pub struct Progress {
 }
 
 /// Finds the blocks of `wanted` (per chunk, its blocks' signatures) in
-/// `locals`, in that order, until every block is found or the files end.
-/// Returns, per chunk and block, where it was found. Blocks shorter than
-/// [`BLOCK`] (the last of a file) are only looked for right after the
-/// block before them. Stops early once `stop` is set.
+/// `locals`, until every block is found or the files end. Returns, per
+/// chunk and block, where it was found (the first place in the order of
+/// `locals`, then of offsets). Blocks shorter than [`BLOCK`] (the last of
+/// a file) are only looked for right after the block before them. The
+/// files are cut into segments of [`SEGMENT`] bytes that up to
+/// [`THREADS`] threads scan at once. Stops early once `stop` is set.
 pub fn find_blocks(
     locals: &[LocalFile],
     wanted: &[Vec<BlockSignature>],
@@ -67,9 +134,19 @@ pub fn find_blocks(
     progress: &Progress,
     stop: &AtomicBool,
 ) -> Result<Vec<Vec<Option<Found>>>, SentinelError> {
-    let mut index: HashMap<u64, Vec<(u32, u16)>> = HashMap::new();
-    let mut filter = vec![0u64; 1 << (FILTER_BITS - 6)];
-    let mut found: Vec<Vec<Option<Found>>> = wanted.iter().map(|b| vec![None; b.len()]).collect();
+    find_in_segments(locals, wanted, lengths, progress, stop, SEGMENT)
+}
+
+fn find_in_segments(
+    locals: &[LocalFile],
+    wanted: &[Vec<BlockSignature>],
+    lengths: &[u64],
+    progress: &Progress,
+    stop: &AtomicBool,
+    segment: u64,
+) -> Result<Vec<Vec<Option<Found>>>, SentinelError> {
+    let mut index: BlockIndex = HashMap::default();
+    let mut filter = Box::new([0u64; FILTER_WORDS]);
     let mut remaining = 0usize;
     for (chunk, blocks) in wanted.iter().enumerate() {
         for (block, signature) in blocks.iter().enumerate() {
@@ -84,20 +161,79 @@ pub fn find_blocks(
             }
         }
     }
-    let mut scan = Scan {
-        wanted,
-        index: &index,
-        filter: &filter,
-        found: &mut found,
-        remaining,
-        progress,
-        stop,
-    };
-    for (local, file) in locals.iter().enumerate() {
-        if scan.remaining == 0 || stop.load(Ordering::Relaxed) {
-            break;
+    // (local file, first window, end of the windows' starts)
+    let segments: Vec<(usize, u64, u64)> = locals
+        .iter()
+        .enumerate()
+        .flat_map(|(local, file)| {
+            file.window_starts().into_iter().flat_map(move |(first, end)| {
+                (first..end)
+                    .step_by(segment as usize)
+                    .map(move |from| (local, from, (from + segment).min(end)))
+            })
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let all_found = AtomicBool::new(false);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, THREADS)
+        .min(segments.len().max(1));
+    let worker = || -> Result<Vec<Vec<Option<Found>>>, SentinelError> {
+        let mut scan = Scan {
+            wanted,
+            index: &index,
+            filter: &filter,
+            found: wanted.iter().map(|b| vec![None; b.len()]).collect(),
+            remaining,
+            progress,
+            stop,
+        };
+        let mut open: Option<(usize, File)> = None;
+        loop {
+            if stop.load(Ordering::Relaxed) || all_found.load(Ordering::Relaxed) {
+                break;
+            }
+            let Some(&(local, from, to)) = segments.get(next.fetch_add(1, Ordering::Relaxed))
+            else {
+                break;
+            };
+            let file = &locals[local];
+            if open.as_ref().is_none_or(|(l, _)| *l != local) {
+                let handle = File::open(&file.path).map_err(|source| SentinelError::Io {
+                    action: "open",
+                    path: file.path.clone(),
+                    source,
+                })?;
+                open = Some((local, handle));
+            }
+            let (_, handle) = open.as_ref().expect("opened above");
+            scan.segment(local, file, handle, from, to)?;
+            if scan.remaining == 0 {
+                all_found.store(true, Ordering::Relaxed);
+            }
         }
-        scan.file(local, file)?;
+        Ok(scan.found)
+    };
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    let mut found: Vec<Vec<Option<Found>>> = wanted.iter().map(|b| vec![None; b.len()]).collect();
+    for result in results {
+        for (chunk, blocks) in result?.into_iter().enumerate() {
+            for (block, place) in blocks.into_iter().enumerate() {
+                let slot = &mut found[chunk][block];
+                if let Some(place) = place
+                    && slot.is_none_or(|have| (place.local, place.offset) < (have.local, have.offset))
+                {
+                    *slot = Some(place);
+                }
+            }
+        }
     }
     find_short_tails(locals, wanted, lengths, &mut found)?;
     Ok(found)
@@ -110,16 +246,25 @@ pub fn block_len(length: u64, block: usize) -> usize {
 
 struct Scan<'a> {
     wanted: &'a [Vec<BlockSignature>],
-    index: &'a HashMap<u64, Vec<(u32, u16)>>,
-    filter: &'a [u64],
-    found: &'a mut Vec<Vec<Option<Found>>>,
+    index: &'a BlockIndex,
+    filter: &'a [u64; FILTER_WORDS],
+    found: Vec<Vec<Option<Found>>>,
+    /// Wanted full blocks this scan has not found.
     remaining: usize,
     progress: &'a Progress,
     stop: &'a AtomicBool,
 }
 
 impl Scan<'_> {
-    fn file(&mut self, local: usize, file: &LocalFile) -> Result<(), SentinelError> {
+    /// Scans the windows of `file` that start in `from .. to`.
+    fn segment(
+        &mut self,
+        local: usize,
+        file: &LocalFile,
+        handle: &File,
+        from: u64,
+        to: u64,
+    ) -> Result<(), SentinelError> {
         let io = |action: &'static str| {
             let path = file.path.clone();
             move |source| SentinelError::Io {
@@ -128,17 +273,14 @@ impl Scan<'_> {
                 source,
             }
         };
-        let len = file.len;
         let window = BLOCK as u64;
-        if len < window {
-            return Ok(());
-        }
-        let handle = File::open(&file.path).map_err(io("open"))?;
-        let mut false_budget = (len / window + 1) * FALSE_CANDIDATES_PER_BLOCK;
+        // The last byte any of these windows covers.
+        let len = (to - 1 + window).min(file.len);
+        let mut false_budget = ((len - from) / window + 1) * FALSE_CANDIDATES_PER_BLOCK;
         // `buffer` holds the file's bytes from `base` on.
         let mut buffer: Vec<u8> = Vec::new();
-        let mut base = 0u64;
-        let mut pos = 0u64;
+        let mut base = from;
+        let mut pos = from;
         let mut hash: Option<u64> = None;
         while pos + window <= len {
             // The window and the byte after it (if any) must be in memory.
@@ -162,8 +304,7 @@ impl Scan<'_> {
             let at = (pos - base) as usize;
             let bytes = &buffer[at..at + BLOCK];
             let weak = hash.unwrap_or_else(|| signature::weak(bytes));
-            let bit = weak >> (64 - FILTER_BITS);
-            if self.filter[(bit >> 6) as usize] & (1 << (bit & 63)) != 0
+            if passes(self.filter, weak)
                 && let Some(candidates) = self.index.get(&weak)
             {
                 let strong = signature::strong(bytes);
@@ -194,14 +335,44 @@ impl Scan<'_> {
                     return Ok(());
                 }
             }
-            if pos + window >= len {
-                break;
+            // Slide over what the buffer holds, up to the next window that
+            // passes the pre-filter.
+            let ahead = (base + buffer.len() as u64 - pos - window) as usize;
+            if ahead == 0 {
+                break; // the end of the file (else the buffer was refilled)
             }
-            hash = Some(signature::roll(weak, buffer[at], buffer[at + BLOCK]));
-            pos += 1;
+            let (steps, rolled) = slide(
+                weak,
+                &buffer[at..at + ahead],
+                &buffer[at + BLOCK..at + BLOCK + ahead],
+                self.filter,
+            );
+            pos += steps as u64;
+            hash = Some(rolled);
         }
         Ok(())
     }
+}
+
+/// Whether `weak` passes the pre-filter.
+#[inline]
+fn passes(filter: &[u64; FILTER_WORDS], weak: u64) -> bool {
+    let bit = weak >> (64 - FILTER_BITS);
+    filter[(bit >> 6) as usize] & (1 << (bit & 63)) != 0
+}
+
+/// Rolls `hash` over `outs` (the bytes leaving the window) and `ins` (those
+/// entering it, as long), stopping at the first window that passes the
+/// pre-filter: returns how many bytes it moved and the checksum there.
+/// The scan's inner loop: no bounds checks, one multiply chain.
+fn slide(mut hash: u64, outs: &[u8], ins: &[u8], filter: &[u64; FILTER_WORDS]) -> (usize, u64) {
+    for (step, (&out, &incoming)) in outs.iter().zip(ins).enumerate() {
+        hash = signature::roll(hash, out, incoming);
+        if passes(filter, hash) {
+            return (step + 1, hash);
+        }
+    }
+    (outs.len(), hash)
 }
 
 /// Looks for each chunk's short last block right after the block before
@@ -267,6 +438,7 @@ mod tests {
             path,
             len: bytes.len() as u64,
             written: None,
+            done: Vec::new(),
         }
     }
 
@@ -315,6 +487,67 @@ mod tests {
             }),
         ];
         assert_eq!(found, [expected]);
+    }
+
+    #[test]
+    fn blocks_across_segment_boundaries_are_found_by_whichever_thread_scans_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = noise(6 * BLOCK, 17);
+        // Shifted by 1001 bytes in a file cut into segments of 2.5 blocks:
+        // every block straddles or follows a boundary somewhere.
+        let mut shifted = noise(1001, 18);
+        shifted.extend_from_slice(&data);
+        let locals = [local(dir.path(), "old", &shifted)];
+        let wanted = [signature::of_chunk(&data)];
+        let found = find_in_segments(
+            &locals,
+            &wanted,
+            &[data.len() as u64],
+            &Progress::default(),
+            &AtomicBool::new(false),
+            (5 * BLOCK / 2) as u64,
+        )
+        .unwrap();
+        let expected: Vec<Option<Found>> = (0..6)
+            .map(|b| {
+                Some(Found {
+                    local: 0,
+                    offset: 1001 + (b * BLOCK) as u64,
+                })
+            })
+            .collect();
+        assert_eq!(found, [expected]);
+    }
+
+    #[test]
+    fn windows_inside_regions_already_done_are_not_scanned() {
+        let w = BLOCK as u64;
+        let file = |done: Vec<(u64, u64)>| LocalFile {
+            path: "x".into(),
+            len: 10 * w,
+            written: Some(0),
+            done,
+        };
+        assert_eq!(file(vec![]).window_starts(), [(0, 9 * w + 1)]);
+        // Blocks 2..5 done: windows starting at 2w ..= 4w lie inside.
+        assert_eq!(
+            file(vec![(2 * w, 5 * w)]).window_starts(),
+            [(0, 2 * w), (4 * w + 1, 9 * w + 1)]
+        );
+        // Done to the end, and a region shorter than a window (ignored).
+        assert_eq!(
+            file(vec![(0, 10), (5 * w, 10 * w)]).window_starts(),
+            [(0, 5 * w)]
+        );
+        // The scan then finds nothing inside: the same block is only
+        // found outside the done region.
+        let dir = tempfile::tempdir().unwrap();
+        let data = noise(BLOCK, 21);
+        let twice = [&data[..], &data[..]].concat();
+        let mut locals = [local(dir.path(), "twice", &twice)];
+        locals[0].done = vec![(0, w)];
+        let found = scan(&locals, &[&data]);
+        assert_eq!(found, [vec![Some(Found { local: 0, offset: w })]]);
     }
 
     #[test]
@@ -382,3 +615,4 @@ mod tests {
         assert_eq!(progress.read.load(Ordering::Relaxed), 0);
     }
 }
+
