@@ -73,7 +73,9 @@ pub fn weak(data: &[u8]) -> u64 {
 #[inline]
 pub fn roll(hash: u64, out: u8, incoming: u8) -> u64 {
     let (out, incoming) = (TABLE[out as usize], TABLE[incoming as usize]);
-    let a = ((hash >> 32) as u32).wrapping_sub(out).wrapping_add(incoming);
+    let a = ((hash >> 32) as u32)
+        .wrapping_sub(out)
+        .wrapping_add(incoming);
     let b = (hash as u32)
         .wrapping_sub(out.wrapping_mul(BLOCK as u32))
         .wrapping_add(a);

@@ -206,7 +206,10 @@ mod tests {
         };
         let old_files = vec![hashed("same"), hashed("touched")];
         let replaces = PreparedManifest {
-            manifest: crate::manifest_id::ManifestId::of(&lanspread_proto::model::Version::new("1"), &old_files),
+            manifest: crate::manifest_id::ManifestId::of(
+                &lanspread_proto::model::Version::new("1"),
+                &old_files,
+            ),
             table: crate::manifest_id::ChunkTable::new(&old_files),
             stamps: vec![stamp("same"), stamp("touched")],
             files: std::sync::Arc::new(old_files),

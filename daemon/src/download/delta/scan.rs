@@ -9,8 +9,8 @@
 //! async threads. It only reads.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -166,11 +166,13 @@ fn find_in_segments(
         .iter()
         .enumerate()
         .flat_map(|(local, file)| {
-            file.window_starts().into_iter().flat_map(move |(first, end)| {
-                (first..end)
-                    .step_by(segment as usize)
-                    .map(move |from| (local, from, (from + segment).min(end)))
-            })
+            file.window_starts()
+                .into_iter()
+                .flat_map(move |(first, end)| {
+                    (first..end)
+                        .step_by(segment as usize)
+                        .map(move |from| (local, from, (from + segment).min(end)))
+                })
         })
         .collect();
     let next = AtomicUsize::new(0);
@@ -219,7 +221,10 @@ fn find_in_segments(
         let handles: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect()
     });
     let mut found: Vec<Vec<Option<Found>>> = wanted.iter().map(|b| vec![None; b.len()]).collect();
@@ -228,7 +233,8 @@ fn find_in_segments(
             for (block, place) in blocks.into_iter().enumerate() {
                 let slot = &mut found[chunk][block];
                 if let Some(place) = place
-                    && slot.is_none_or(|have| (place.local, place.offset) < (have.local, have.offset))
+                    && slot
+                        .is_none_or(|have| (place.local, place.offset) < (have.local, have.offset))
                 {
                     *slot = Some(place);
                 }
@@ -547,7 +553,13 @@ mod tests {
         let mut locals = [local(dir.path(), "twice", &twice)];
         locals[0].done = vec![(0, w)];
         let found = scan(&locals, &[&data]);
-        assert_eq!(found, [vec![Some(Found { local: 0, offset: w })]]);
+        assert_eq!(
+            found,
+            [vec![Some(Found {
+                local: 0,
+                offset: w
+            })]]
+        );
     }
 
     #[test]
@@ -615,4 +627,3 @@ mod tests {
         assert_eq!(progress.read.load(Ordering::Relaxed), 0);
     }
 }
-
