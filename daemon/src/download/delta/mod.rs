@@ -132,13 +132,17 @@ impl Pass<'_> {
             return Ok(Outcome::default());
         }
         let lengths: Vec<u64> = candidates.iter().map(|c| c.length).collect();
+        let places: Vec<Option<scan::Place>> = candidates
+            .iter()
+            .map(|c| Some((c.file, c.offset)))
+            .collect();
         let progress = Arc::new(Progress::default());
         let stop = Arc::new(AtomicBool::new(false));
         let scan = {
             let (locals, progress, stop) =
                 (locals.clone(), Arc::clone(&progress), Arc::clone(&stop));
             tokio::task::spawn_blocking(move || {
-                scan::find_blocks(&locals, &wanted, &lengths, &progress, &stop)
+                scan::find_blocks(&locals, &wanted, &lengths, &places, &progress, &stop)
             })
         };
         let found = tokio::select! {

@@ -120,27 +120,33 @@ pub struct Progress {
     pub read: AtomicU64,
 }
 
+/// Where a wanted chunk goes: the entry of the new file list and the
+/// offset in it.
+pub type Place = (usize, u64);
+
 /// Finds the blocks of `wanted` (per chunk, its blocks' signatures) in
 /// `locals`, until every block is found or the files end. Returns, per
 /// chunk and block, where it was found (the first place in the order of
-/// `locals`, then of offsets). Blocks shorter than [`BLOCK`] (the last of
-/// a file) are only looked for right after the block before them. The
-/// files are cut into segments of [`SEGMENT`] bytes that up to
-/// [`THREADS`] threads scan at once. Stops early once `stop` is set.
+/// `locals`, then of offsets). The files are cut into segments of
+/// [`SEGMENT`] bytes that up to [`THREADS`] threads scan at once; then
+/// [`find_neighbours`] looks where the scan's jumps could not (`places`:
+/// where each chunk goes). Stops early once `stop` is set.
 pub fn find_blocks(
     locals: &[LocalFile],
     wanted: &[Vec<BlockSignature>],
     lengths: &[u64],
+    places: &[Option<Place>],
     progress: &Progress,
     stop: &AtomicBool,
 ) -> Result<Vec<Vec<Option<Found>>>, SentinelError> {
-    find_in_segments(locals, wanted, lengths, progress, stop, SEGMENT)
+    find_in_segments(locals, wanted, lengths, places, progress, stop, SEGMENT)
 }
 
 fn find_in_segments(
     locals: &[LocalFile],
     wanted: &[Vec<BlockSignature>],
     lengths: &[u64],
+    places: &[Option<Place>],
     progress: &Progress,
     stop: &AtomicBool,
     segment: u64,
@@ -241,7 +247,9 @@ fn find_in_segments(
             }
         }
     }
-    find_short_tails(locals, wanted, lengths, &mut found)?;
+    if !stop.load(Ordering::Relaxed) {
+        find_neighbours(locals, wanted, lengths, places, &mut found)?;
+    }
     Ok(found)
 }
 
@@ -381,48 +389,82 @@ fn slide(mut hash: u64, outs: &[u8], ins: &[u8], filter: &[u64; FILTER_WORDS]) -
     (outs.len(), hash)
 }
 
-/// Looks for each chunk's short last block right after the block before
-/// it, where it is if the data moved as a whole.
-fn find_short_tails(
+/// Looks for the blocks the scan did not find where they are if data
+/// moved as a whole: right after the place of the block before them,
+/// right before the place of the block after them, and (once) at their
+/// own place in the file the new version writes, until a round finds
+/// nothing more. This finds what the scan's jump past each match skips in
+/// repetitive data (its jumps can fall out of step with the blocks), and
+/// each file's short last block, which the scan cannot look for.
+fn find_neighbours(
     locals: &[LocalFile],
     wanted: &[Vec<BlockSignature>],
     lengths: &[u64],
+    places: &[Option<Place>],
     found: &mut [Vec<Option<Found>>],
 ) -> Result<(), SentinelError> {
+    let written: HashMap<usize, usize> = locals
+        .iter()
+        .enumerate()
+        .filter_map(|(local, file)| Some((file.written?, local)))
+        .collect();
+    let mut open: HashMap<usize, File> = HashMap::new();
     let mut bytes = Vec::new();
-    for (chunk, blocks) in wanted.iter().enumerate() {
-        let Some(last) = blocks.len().checked_sub(1) else {
-            continue;
-        };
-        let len = block_len(lengths[chunk], last);
-        if last == 0 || len == BLOCK || found[chunk][last].is_some() {
-            continue;
+    let window = BLOCK as u64;
+    for round in 0.. {
+        let mut more = false;
+        for (chunk, blocks) in wanted.iter().enumerate() {
+            for block in 0..blocks.len() {
+                if found[chunk][block].is_some() {
+                    continue;
+                }
+                let before = block
+                    .checked_sub(1)
+                    .and_then(|b| found[chunk][b])
+                    .map(|f| (f.local, f.offset + window));
+                let after = found[chunk]
+                    .get(block + 1)
+                    .copied()
+                    .flatten()
+                    .filter(|f| f.offset >= window)
+                    .map(|f| (f.local, f.offset - window));
+                let own = places[chunk]
+                    .filter(|_| round == 0)
+                    .and_then(|(file, offset)| {
+                        Some((*written.get(&file)?, offset + block as u64 * window))
+                    });
+                let len = block_len(lengths[chunk], block);
+                for (local, offset) in [before, after, own].into_iter().flatten() {
+                    let file = &locals[local];
+                    if offset + len as u64 > file.len {
+                        continue;
+                    }
+                    let io = |source| SentinelError::Io {
+                        action: "read",
+                        path: file.path.clone(),
+                        source,
+                    };
+                    let handle = match open.entry(local) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(File::open(&file.path).map_err(io)?)
+                        }
+                    };
+                    bytes.resize(len, 0);
+                    handle.read_exact_at(&mut bytes, offset).map_err(io)?;
+                    let signature = blocks[block];
+                    if signature::weak(&bytes) == signature.weak
+                        && signature::strong(&bytes) == signature.strong
+                    {
+                        found[chunk][block] = Some(Found { local, offset });
+                        more = true;
+                        break;
+                    }
+                }
+            }
         }
-        let Some(before) = found[chunk][last - 1] else {
-            continue;
-        };
-        let offset = before.offset + BLOCK as u64;
-        let local = &locals[before.local];
-        if offset + len as u64 > local.len {
-            continue;
-        }
-        bytes.resize(len, 0);
-        let read = File::open(&local.path).and_then(|f| f.read_exact_at(&mut bytes, offset));
-        if let Err(source) = read {
-            return Err(SentinelError::Io {
-                action: "read",
-                path: local.path.clone(),
-                source,
-            });
-        }
-        let signature = blocks[last];
-        if signature::weak(&bytes) == signature.weak
-            && signature::strong(&bytes) == signature.strong
-        {
-            found[chunk][last] = Some(Found {
-                local: before.local,
-                offset,
-            });
+        if !more {
+            break;
         }
     }
     Ok(())
@@ -455,6 +497,7 @@ mod tests {
             locals,
             &wanted,
             &lengths,
+            &vec![None; chunks.len()],
             &Progress::default(),
             &AtomicBool::new(false),
         )
@@ -509,6 +552,7 @@ mod tests {
             &locals,
             &wanted,
             &[data.len() as u64],
+            &[None],
             &Progress::default(),
             &AtomicBool::new(false),
             (5 * BLOCK / 2) as u64,
@@ -563,6 +607,56 @@ mod tests {
     }
 
     #[test]
+    fn blocks_the_scan_jumps_past_in_repetitive_data_are_found_at_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = BLOCK as u64;
+        // Two blocks repeated: the scan starts at w + 1 (the first two
+        // blocks are done), matches the blocks of a copy of the data
+        // shifted by w + 1 there, and jumps from match to match, always
+        // one byte out of step with the aligned blocks.
+        let pattern = noise(2 * BLOCK, 31);
+        let old: Vec<u8> = pattern.iter().copied().cycle().take(12 * BLOCK).collect();
+        let mut locals = [local(dir.path(), "old", &old)];
+        locals[0].written = Some(0);
+        locals[0].done = vec![(0, 2 * w)];
+        let aligned = &old[2 * BLOCK..6 * BLOCK];
+        let shifted = &old[BLOCK + 1..5 * BLOCK + 1];
+        let wanted = [signature::of_chunk(aligned), signature::of_chunk(shifted)];
+        let lengths = [4 * w, 4 * w];
+        let found = find_blocks(
+            &locals,
+            &wanted,
+            &lengths,
+            &[Some((0, 2 * w)), None],
+            &Progress::default(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(found[1].iter().all(Option::is_some), "{:?}", found[1]);
+        for (block, place) in found[0].iter().enumerate() {
+            let place = place.expect("every aligned block is found");
+            let at = place.offset as usize;
+            assert_eq!(
+                &old[at..at + BLOCK],
+                &aligned[block * BLOCK..(block + 1) * BLOCK],
+                "block {block}"
+            );
+        }
+        // Without their places the jumps never fall in step: the scan
+        // alone misses them (what the neighbour pass is for).
+        let alone = find_blocks(
+            &locals,
+            &wanted,
+            &lengths,
+            &[None, None],
+            &Progress::default(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(alone[0].iter().all(Option::is_none), "{:?}", alone[0]);
+    }
+
+    #[test]
     fn a_changed_block_is_not_found_and_a_short_tail_follows_its_block() {
         let dir = tempfile::tempdir().unwrap();
         let old = noise(2 * BLOCK + 100, 8);
@@ -600,6 +694,7 @@ mod tests {
             &locals,
             &[wanted],
             &[BLOCK as u64],
+            &[None],
             &Progress::default(),
             &AtomicBool::new(false),
         )
@@ -619,6 +714,7 @@ mod tests {
             &locals,
             &[signature::of_chunk(&zeros[..BLOCK])],
             &[BLOCK as u64],
+            &[None],
             &progress,
             &AtomicBool::new(true),
         )
