@@ -352,6 +352,116 @@ async fn chunks_arrive_byte_exact_and_numbers_past_the_end_are_refused() {
     client.request(fixture.addr, &ping()).await.unwrap();
 }
 
+/// Delta updates: a range of a chunk arrives byte-exact, a range outside
+/// the chunk is refused; block signatures describe exactly the chunk's
+/// blocks; asking for too many is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_and_block_signatures_describe_the_served_bytes() {
+    use lanspread_proto::wire::{ChunkRange, MAX_SIGNATURE_CHUNKS, SIGNATURE_BLOCK};
+    let fixture = Fixture::start().await;
+    let client = client();
+    let served = served_manifest(&client, fixture.addr).await;
+    let data = content(BIG_FILE, 1);
+    let range = ChunkRange {
+        offset: 12_345,
+        length: 70_000,
+    };
+    // Chunk 2 is the big file's second chunk.
+    let got = client
+        .fetch_range(
+            fixture.addr,
+            &id("openarena"),
+            &served.0,
+            2,
+            range,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap()
+        .to_vec();
+    let start = (CHUNK_SIZE + range.offset) as usize;
+    assert_eq!(got, &data[start..start + range.length as usize]);
+    for bad in [
+        ChunkRange {
+            offset: CHUNK_SIZE - 1,
+            length: 2,
+        },
+        ChunkRange {
+            offset: 0,
+            length: 0,
+        },
+        ChunkRange {
+            offset: u64::MAX,
+            length: 1,
+        },
+    ] {
+        let result = client
+            .fetch_range(
+                fixture.addr,
+                &id("openarena"),
+                &served.0,
+                2,
+                bad,
+                Duration::from_secs(10),
+            )
+            .await;
+        assert!(
+            matches!(
+                result,
+                Err(TransportError::Refused {
+                    code: WireErrorCode::OutOfRange,
+                    ..
+                })
+            ),
+            "{bad:?}: {result:?}"
+        );
+    }
+    let chunks = client
+        .fetch_signatures(fixture.addr, &id("openarena"), &served.0, 2, 2)
+        .await
+        .unwrap();
+    for (i, hex) in chunks.iter().enumerate() {
+        let place = served.1.place(2 + i as u32).unwrap();
+        let bytes = &data[place.offset as usize..(place.offset + place.length) as usize];
+        let blocks = place.length.div_ceil(SIGNATURE_BLOCK) as usize;
+        let signatures = lanspreadd::signature::decode(hex, blocks).expect("one per block");
+        assert_eq!(
+            signatures,
+            lanspreadd::signature::of_chunk(bytes),
+            "chunk {}",
+            2 + i
+        );
+    }
+    for count in [0, MAX_SIGNATURE_CHUNKS + 1] {
+        let result = client
+            .fetch_signatures(fixture.addr, &id("openarena"), &served.0, 0, count)
+            .await;
+        assert!(
+            matches!(
+                result,
+                Err(TransportError::Refused {
+                    code: WireErrorCode::BadRequest,
+                    ..
+                })
+            ),
+            "{count}: {result:?}"
+        );
+    }
+    let past = client
+        .fetch_signatures(fixture.addr, &id("openarena"), &served.0, 4, 2)
+        .await;
+    assert!(
+        matches!(
+            past,
+            Err(TransportError::Refused {
+                code: WireErrorCode::OutOfRange,
+                ..
+            })
+        ),
+        "{past:?}"
+    );
+}
+
 /// Asked for a chunk with alternatives, a complete holder sends the one it
 /// sent least often (the asked one among equals): downloaders asking at
 /// the same moment get different chunks.
