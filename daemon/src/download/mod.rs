@@ -407,6 +407,11 @@ async fn transfer(
             }
         }
     }
+    let before = delta::Before {
+        done: chunks.iter().filter(|c| c.4).map(|c| c.2).sum(),
+        reused,
+        total: chunks.iter().map(|c| c.2).sum(),
+    };
     let moved = delta::Pass {
         request,
         old_sizes: &old_sizes,
@@ -414,6 +419,8 @@ async fn transfer(
         manifest: partial.manifest.to_hex(),
         client,
         cancel,
+        events: core,
+        before,
     }
     .run(needed)
     .await

@@ -375,5 +375,15 @@ impl Drop for LabDaemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // A failing test keeps every daemon's log (its work dir goes).
+        if std::thread::panicking() {
+            let kept = std::env::temp_dir().join("lanspread-lab-logs");
+            let name = format!("{}.log", self.child.id());
+            if std::fs::create_dir_all(&kept).is_ok()
+                && std::fs::copy(&self.log, kept.join(&name)).is_ok()
+            {
+                eprintln!("daemon log kept: {}", kept.join(name).display());
+            }
+        }
     }
 }

@@ -26,7 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::ChunkId;
 use super::sentinel::{DISCARDED, STAGED, SentinelError};
-use super::{DownloadError, DownloadRequest, MIN_CHUNK_TIMEOUT, Source};
+use super::{
+    DownloadError, DownloadEvent, DownloadRequest, MAX_CHUNK_TIMEOUT, MIN_CHUNK_TIMEOUT,
+    PROGRESS_INTERVAL, Source,
+};
+use crate::event_sender::EventSender;
 use crate::library::SENTINEL;
 use crate::signature::{self, BlockSignature};
 use crate::transport::PeerClient;
@@ -81,6 +85,18 @@ pub struct Pass<'a> {
     pub manifest: String,
     pub client: &'a Arc<PeerClient>,
     pub cancel: &'a CancellationToken,
+    /// Where progress goes while the pass runs, and the bytes done (of
+    /// `total`) and reused before it.
+    pub events: &'a EventSender<DownloadEvent>,
+    pub before: Before,
+}
+
+/// Where the download stood when the pass began.
+#[derive(Debug, Clone, Copy)]
+pub struct Before {
+    pub done: u64,
+    pub reused: u64,
+    pub total: u64,
 }
 
 impl Pass<'_> {
@@ -145,11 +161,25 @@ impl Pass<'_> {
                 scan::find_blocks(&locals, &wanted, &lengths, &places, &progress, &stop)
             })
         };
-        let found = tokio::select! {
-            found = scan => found,
-            () = self.cancel.cancelled() => {
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                return Ok(Outcome::default());
+        let mut scan = std::pin::pin!(scan);
+        let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last = (std::time::Instant::now(), 0u64);
+        let found = loop {
+            tokio::select! {
+                found = &mut scan => break found,
+                () = self.cancel.cancelled() => {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(Outcome::default());
+                }
+                _ = tick.tick() => {
+                    // The scan's rate (bytes read) while nothing else moves.
+                    let read = progress.read.load(std::sync::atomic::Ordering::Relaxed);
+                    let secs = last.0.elapsed().as_secs_f64().max(1e-3);
+                    let rate = ((read - last.1) as f64 / secs) as u64;
+                    last = (std::time::Instant::now(), read);
+                    self.progress(0, rate).await;
+                }
             }
         };
         let found = found
@@ -188,6 +218,23 @@ impl Pass<'_> {
             .await?;
         outcome.scanned = scanned;
         Ok(outcome)
+    }
+
+    /// Reports the download's progress: `assembled` bytes of this pass so
+    /// far (all of them reused or fetched as ranges), at `rate`.
+    async fn progress(&self, assembled: u64, rate: u64) {
+        let _ = self
+            .events
+            .send(DownloadEvent::Progress {
+                id: self.request.id.clone(),
+                bytes_done: self.before.done + assembled,
+                bytes_total: self.before.total,
+                rate,
+                peers: 0,
+                sources: Vec::new(),
+                bytes_reused: self.before.reused + assembled,
+            })
+            .await;
     }
 
     /// The signatures of each candidate (`None` where no source gave them).
@@ -272,6 +319,7 @@ impl Pass<'_> {
         let mut running = JoinSet::new();
         let mut outcome = Outcome::default();
         let mut fetched: HashMap<usize, u64> = HashMap::new();
+        let (mut assembled, mut reported) = (0u64, std::time::Instant::now());
         loop {
             while running.len() < PARALLEL
                 && !self.cancel.is_cancelled()
@@ -314,6 +362,12 @@ impl Pass<'_> {
                     outcome.local_bytes += job.local_bytes();
                     for (source, bytes) in from_sources {
                         *fetched.entry(source).or_default() += bytes;
+                    }
+                    assembled += job.local_bytes();
+                    if reported.elapsed() >= PROGRESS_INTERVAL {
+                        let rate = (assembled as f64 / reported.elapsed().as_secs_f64()) as u64;
+                        self.progress(assembled, rate).await;
+                        reported = std::time::Instant::now();
                     }
                 }
                 Assembled::Skipped(why) => {
@@ -394,7 +448,7 @@ async fn assemble_one(
                     &manifest,
                     chunk.global,
                     range,
-                    MIN_CHUNK_TIMEOUT,
+                    range_timeout(range),
                 )
                 .await;
             match fetched {
@@ -439,6 +493,14 @@ async fn assemble_one(
     })
     .await;
     write.unwrap_or_else(|_| Assembled::Skipped("verifying the chunk panicked".into()))
+}
+
+/// How long fetching `range` may take: the shortest chunk deadline plus a
+/// second per 64 KiB (a peer or a download limit as slow as that still
+/// gets its range through), at most the longest chunk deadline.
+fn range_timeout(range: lanspread_proto::wire::ChunkRange) -> std::time::Duration {
+    let slow = std::time::Duration::from_secs(range.length.div_ceil(64 * 1024));
+    (MIN_CHUNK_TIMEOUT + slow).min(MAX_CHUNK_TIMEOUT)
 }
 
 /// A job's chunk with its local blocks filled in (the rest zero).
