@@ -1613,6 +1613,7 @@ ROWS = [
     ("single", "lanspread_cpu_s_per_gib_downloader", "CPU per GiB, lanspread downloader", "s", False),
     ("single", "https_cpu_s_per_gib_curl", "CPU per GiB, curl", "s", False),
     ("single", "lanspread_peak_rss_mib_downloader", "peak RSS moving 1 GiB, lanspread downloader", "MiB", False),
+    ("single", "lanspread_peak_rss_mib_seeder", "peak RSS over its life (start, file list, three uploads of 1 GiB), lanspread seeder", "MiB", False),
     ("ceiling", "ceiling_mib_per_s", "1 GiB over bare s2n-quic, daemon's settings, memory → file (the transport's ceiling)", "MiB/s", True),
     ("jumbo", "lanspread_mib_per_s", "MTU 9000, 1 seeder, 1 GiB: lanspread", "MiB/s", True),
     ("jumbo", "https_mib_per_s", "MTU 9000, 1 seeder, 1 GiB: nginx + curl", "MiB/s", True),

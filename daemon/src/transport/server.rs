@@ -38,6 +38,56 @@ use crate::swarm::{Partial, Swarm};
 /// Size of each read from disk while sending file data.
 const SEND_BLOCK_BYTES: u64 = 1024 * 1024;
 
+/// Send blocks kept for reuse: what the upload budget lets be in flight,
+/// plus a read-ahead block per stream of a few.
+const SPARE_BLOCKS: usize = (UPLOAD_BUDGET_BYTES / SEND_BLOCK_BYTES) as usize + 8;
+
+/// Buffers of [`SEND_BLOCK_BYTES`] that sent blocks return to once QUIC
+/// has no more use for them (acknowledged), so a seeder reuses the same
+/// few megabytes instead of allocating a fresh megabyte per block: with
+/// fresh ones, glibc's allocator kept freed blocks in per-thread arenas
+/// and a seeder's resident memory grew by about 35 MiB over one upload
+/// (measured in the lab; `docs/lab.md`, seeder RSS).
+static SPARE: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// One block of file data on its way to a peer: `len` bytes of a reused
+/// buffer, handed to QUIC as [`Bytes`] (`Bytes::from_owner`).
+struct Block {
+    buffer: Vec<u8>,
+    len: usize,
+}
+
+impl Block {
+    /// A block of `len` bytes (at most [`SEND_BLOCK_BYTES`]), on a spare
+    /// buffer if there is one.
+    fn take(len: usize) -> Self {
+        let spare = SPARE.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let buffer = spare.unwrap_or_else(|| vec![0u8; SEND_BLOCK_BYTES as usize]);
+        Self { buffer, len }
+    }
+}
+
+impl AsRef<[u8]> for Block {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer[..self.len]
+    }
+}
+
+impl AsMut<[u8]> for Block {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer[..self.len]
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < SPARE_BLOCKS {
+            spare.push(std::mem::take(&mut self.buffer));
+        }
+    }
+}
+
 /// What the server needs to answer requests.
 #[derive(Debug)]
 pub struct ServeContext {
@@ -940,11 +990,11 @@ async fn send_data(
         let source = Arc::clone(&source);
         let len = (end - offset).min(SEND_BLOCK_BYTES) as usize;
         tokio::task::spawn_blocking(move || {
-            let mut block = vec![0u8; len];
+            let mut block = Block::take(len);
             // A file that shrank under us, or a failing disk, fails here:
             // the receiver then sees a truncated stream, never wrong bytes.
             crate::faults::read_error()?;
-            std::os::unix::fs::FileExt::read_exact_at(&source.file, &mut block, offset)?;
+            std::os::unix::fs::FileExt::read_exact_at(&source.file, block.as_mut(), offset)?;
             if !(source.still_valid)(&source.file) {
                 return Err(std::io::Error::other(
                     "the chunk's file changed or its download ended while it was sent",
@@ -960,17 +1010,17 @@ async fn send_data(
     while let Some(pending) = next.take() {
         #[allow(unused_mut)]
         let mut block = pending.await.map_err(std::io::Error::other)??;
-        offset += block.len() as u64;
+        offset += block.len as u64;
         if offset < end {
             next = Some(read_block(offset));
         }
         #[cfg(feature = "test-faults")]
         if std::mem::take(&mut corrupt) {
-            block[0] ^= 0xff;
+            block.as_mut()[0] ^= 0xff;
         }
-        upload_limit.acquire(block.len()).await;
-        let sent = block.len();
-        send_bytes(stream, block).await?;
+        let sent = block.as_ref().len();
+        upload_limit.acquire(sent).await;
+        send_bytes(stream, Bytes::from_owner(block)).await?;
         if let Some((meter, to)) = meter {
             meter.add(to, sent);
         }
