@@ -22,8 +22,9 @@ use crate::signature::{self, BLOCK, BlockSignature};
 const READ_BYTES: usize = 8 * 1024 * 1024;
 
 /// Bytes of window starts one thread scans in one go (files are cut into
-/// segments so that one big file is scanned by several threads).
-const SEGMENT: u64 = 64 * 1024 * 1024;
+/// segments so that one file is scanned by several threads; a segment
+/// costs one more window's read and checksum, nothing at this size).
+const SEGMENT: u64 = 8 * 1024 * 1024;
 
 /// Most threads that scan at once.
 const THREADS: usize = 4;
