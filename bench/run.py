@@ -1232,34 +1232,9 @@ def scenario_many(work):
     # The baseline: an rsync daemon on the seeder's host, `rsync -a` and one
     # `sync` on the downloader's (lanspread's time includes making every
     # file durable; so does this).
-    rsync_dir = os.path.join(work, "rsyncd")
-    os.makedirs(rsync_dir)
-    conf = os.path.join(rsync_dir, "rsyncd.conf")
-    with open(conf, "w") as f:
-        f.write(f"""pid file = {rsync_dir}/rsyncd.pid
-log file = {rsync_dir}/rsyncd.log
-use chroot = no
-[game]
-    path = {source}
-    read only = yes
-    uid = root
-    gid = root
-""")
-    rsyncd = subprocess.Popen(in_host("h1", ["rsync", "--daemon", "--no-detach",
-                                             f"--config={conf}", "--address=10.77.0.1",
-                                             "--port=8873"]),
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    url = "rsync://10.77.0.1:8873/game/"
+    rsyncd, url = rsync_daemon(work, "many", source)
     theirs = []
     try:
-        deadline = time.monotonic() + 10
-        while subprocess.run(in_host("h2", ["rsync", url]), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL).returncode != 0:
-            if rsyncd.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("rsync daemon did not serve: "
-                                   + open(f"{rsync_dir}/rsyncd.log").read())
-            time.sleep(0.1)
         for run in range(RUNS):
             dest = os.path.join(work, f"rsync-dest{run}")
             started = time.monotonic()

@@ -94,6 +94,36 @@ fn metadata(files: usize, bytes: u64, signed: u64) -> u64 {
     manifest + signatures + 64 * 1024
 }
 
+/// Two lab hosts: h1 seeds version 2.0 (`v2`), h2 holds 1.0 (`v1`) and
+/// sees h1. Tests destructure it in field order, so the daemons go
+/// first, then the lab, then the folders.
+struct Updating {
+    old: tempfile::TempDir,
+    new: tempfile::TempDir,
+    lab: Lab,
+    seed: LabDaemon,
+    leech: LabDaemon,
+}
+
+impl Updating {
+    async fn start(v1: &[(String, Vec<u8>)], v2: &[(String, Vec<u8>)]) -> Self {
+        let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        game(old.path(), "1.0", v1);
+        game(new.path(), "2.0", v2);
+        let lab = Lab::up(2);
+        let seed = lab.spawn_daemon("h1", "seed", copy_game(new.path()));
+        let leech = lab.spawn_daemon("h2", "leech", copy_game(old.path()));
+        wait_peers(&leech, 1).await;
+        Self {
+            old,
+            new,
+            lab,
+            seed,
+            leech,
+        }
+    }
+}
+
 fn assert_same_files(expected: &Path, actual: &Path, files: &[(String, Vec<u8>)]) {
     for (path, _) in files {
         let want = std::fs::read(expected.join(GAME).join(path)).unwrap();
@@ -118,14 +148,13 @@ async fn an_update_of_files_changed_in_place_receives_little_more_than_the_chang
     v2.pop(); // removed
     let added = noise(2 << 20, 101);
     v2.push(("data/added.eti".into(), added.clone()));
-    let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    game(old.path(), "1.0", &v1);
-    game(new.path(), "2.0", &v2);
-
-    let lab = Lab::up(2);
-    let _seed = lab.spawn_daemon("h1", "seed", copy_game(new.path()));
-    let leech = lab.spawn_daemon("h2", "leech", copy_game(old.path()));
-    wait_peers(&leech, 1).await;
+    let Updating {
+        old: _old,
+        new,
+        lab,
+        seed: _seed,
+        leech,
+    } = Updating::start(&v1, &v2).await;
     let done = update(&lab, &leech).await;
     let changed = (overwrite.len() + added.len()) as u64;
     let total: u64 = v2.iter().map(|(_, b)| b.len() as u64).sum();
@@ -168,15 +197,14 @@ async fn an_update_of_an_archive_with_data_inserted_receives_little_more_than_th
     let small = ("readme.txt".to_string(), noise(10_000, 202));
     let v1 = vec![("game.eti".to_string(), archive), small.clone()];
     let v2 = vec![("game.eti".to_string(), v2_archive), small];
-    let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    game(old.path(), "1.0", &v1);
-    game(new.path(), "2.0", &v2);
+    let Updating {
+        old: _old,
+        new,
+        lab,
+        seed: _seed,
+        leech,
+    } = Updating::start(&v1, &v2).await;
     drop(v1);
-
-    let lab = Lab::up(2);
-    let _seed = lab.spawn_daemon("h1", "seed", copy_game(new.path()));
-    let leech = lab.spawn_daemon("h2", "leech", copy_game(old.path()));
-    wait_peers(&leech, 1).await;
     let done = update(&lab, &leech).await;
     let changed = inserted as u64;
     let total: u64 = v2.iter().map(|(_, b)| b.len() as u64).sum();
@@ -205,14 +233,13 @@ async fn an_update_killed_while_it_assembles_moved_data_resumes_byte_identical()
     let (archive, v2_archive, inserted) = archive_and_insertion(64 << 20);
     let v1 = vec![("game.eti".to_string(), archive)];
     let v2 = vec![("game.eti".to_string(), v2_archive)];
-    let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    game(old.path(), "1.0", &v1);
-    game(new.path(), "2.0", &v2);
-
-    let lab = Lab::up(2);
-    let _seed = lab.spawn_daemon("h1", "seed", copy_game(new.path()));
-    let leech = lab.spawn_daemon("h2", "leech", copy_game(old.path()));
-    wait_peers(&leech, 1).await;
+    let Updating {
+        old: _old,
+        new,
+        lab,
+        seed: _seed,
+        leech,
+    } = Updating::start(&v1, &v2).await;
     // Slow enough that the range fetches are still running when it dies
     // (the chunk at the insertion is assembled last).
     let limits = leech.ctl(&["limits", "--download", "100KiB"]);

@@ -830,19 +830,24 @@ async fn reuse_in_place<F: Future<Output = ()>>(
 fn per_source(plan: &Plan, before: &[SourceBytes]) -> Vec<SourceBytes> {
     let mut sources: Vec<SourceBytes> = before.to_vec();
     for peer in plan.peers() {
-        match sources
-            .iter_mut()
-            .find(|s| s.peer_id == peer.peer_id && s.complete == peer.complete)
-        {
-            Some(entry) => entry.bytes += peer.bytes,
-            None => sources.push(SourceBytes {
-                peer_id: peer.peer_id.clone(),
-                bytes: peer.bytes,
-                complete: peer.complete,
-            }),
-        }
+        add_source_bytes(&mut sources, &peer.peer_id, peer.complete, peer.bytes);
     }
     sources
+}
+
+/// Adds `bytes` to the entry of `peer_id` (of that kind) in `sources`.
+fn add_source_bytes(sources: &mut Vec<SourceBytes>, peer_id: &str, complete: bool, bytes: u64) {
+    match sources
+        .iter_mut()
+        .find(|s| s.peer_id == peer_id && s.complete == complete)
+    {
+        Some(entry) => entry.bytes += bytes,
+        None => sources.push(SourceBytes {
+            peer_id: peer_id.to_owned(),
+            bytes,
+            complete,
+        }),
+    }
 }
 
 /// Aborts every fetch running on `peer`.

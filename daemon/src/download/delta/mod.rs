@@ -382,17 +382,7 @@ impl Pass<'_> {
         let mut per_source: Vec<SourceBytes> = Vec::new();
         for (source, bytes) in fetched {
             let source = &sources[source];
-            match per_source
-                .iter_mut()
-                .find(|s| s.peer_id == source.peer_id && s.complete == source.complete)
-            {
-                Some(entry) => entry.bytes += bytes,
-                None => per_source.push(SourceBytes {
-                    peer_id: source.peer_id.clone(),
-                    bytes,
-                    complete: source.complete,
-                }),
-            }
+            super::add_source_bytes(&mut per_source, &source.peer_id, source.complete, bytes);
         }
         outcome.fetched = per_source;
         tracing::info!(
