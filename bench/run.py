@@ -43,7 +43,9 @@ Release binaries are taken from $CARGO_TARGET_DIR/release (default
 target/release). The lab id is "bench" unless LANSPREAD_BENCH_LAB says
 otherwise (the mesh scenario adds a lab of its own, "<id>mesh").
 LANSPREAD_BENCH_MANY_FILES sets the number of files of `many` (50 000);
-LANSPREAD_BENCH_RESULTS another folder for the results (a trial run).
+LANSPREAD_BENCH_RESULTS another folder for the results (a trial run);
+LANSPREAD_BENCH_LOG the daemons' RUST_LOG (info); LANSPREAD_BENCH_LOGS a
+folder the swarm downloaders' logs are copied to.
 """
 
 import argparse
@@ -693,6 +695,7 @@ def swarm_lanspread(work, name):
                     f"{runs[-1]['from_downloaders_share']}")
         finally:
             seeder.stop()
+            keep_logs(seeder)
     shutil.rmtree(seed_games)
     out = swarm_figures(cfg, alone, together, sent, sent_alone)
     median_run = sorted(range(SWARM_RUNS), key=lambda i: together[i])[SWARM_RUNS // 2]
@@ -701,6 +704,15 @@ def swarm_lanspread(work, name):
     out["done_s_median_run"] = runs[median_run]["done_s"]
     out["progress_median_run"] = runs[median_run]["progress"]
     return out
+
+
+def keep_logs(daemon):
+    """Copies a daemon's log to $LANSPREAD_BENCH_LOGS (when set) before
+    its directory is removed: for a closer look at a swarm run."""
+    logs = os.environ.get("LANSPREAD_BENCH_LOGS")
+    if logs:
+        os.makedirs(logs, exist_ok=True)
+        shutil.copy(daemon.log, os.path.join(logs, os.path.basename(daemon.dir) + ".log"))
 
 
 def swarm_lanspread_together(work, name, run, source, size):
@@ -754,6 +766,7 @@ def swarm_lanspread_together(work, name, run, source, size):
     for host, leech in leeches.items():
         if not same_file(source, os.path.join(leech.games, GAME, "pak0.eti")):
             raise RuntimeError(f"{name}: downloaded bytes differ in {host}")
+        keep_logs(leech)
         shutil.rmtree(leech.dir)
     from_seeders = [e.get("bytes_from_seeders") for e in finished.values()]
     from_downloaders = [e.get("bytes_from_downloaders") for e in finished.values()]

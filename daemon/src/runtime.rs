@@ -107,10 +107,9 @@ impl PeerRuntime {
             manifests: Arc::clone(&manifests),
             upload_limit: Arc::clone(&config.limits.upload),
             swarm: feeds.swarm,
-            sent: Default::default(),
             events: feeds.serve,
             uploads: Default::default(),
-            budget: Default::default(),
+            turns: Default::default(),
             heard: Arc::clone(&heard),
         });
         let pinging = ping::Pinging {

@@ -109,10 +109,9 @@ impl Fixture {
             manifests,
             upload_limit: Default::default(),
             swarm: Default::default(),
-            sent: Default::default(),
             events: EventSender::<ServeEvent>::new(tokio::sync::mpsc::channel::<ServeEvent>(16).0),
             uploads: Default::default(),
-            budget: Default::default(),
+            turns: Default::default(),
             heard: Default::default(),
         });
         tokio::spawn(server.serve(context, shutdown.clone()));

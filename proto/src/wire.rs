@@ -28,12 +28,14 @@ use crate::model::{GameFileDescription, GameId, Version};
 /// by pinging at once, not found by polling).
 /// 5: delta updates: `GetSignatures` (block signatures of chunks) and
 /// `GetChunk` with a `range` (part of a chunk).
-pub const WIRE_VERSION: u32 = 5;
+/// 6: `Busy`: a downloader serving the swarm refuses what it cannot send
+/// at once, instead of queueing it.
+pub const WIRE_VERSION: u32 = 6;
 
 /// ALPN protocol id negotiated on every QUIC connection (carries the wire
 /// version, so a peer of another version fails the handshake, never a
 /// request).
-pub const ALPN: &[u8] = b"lanspread/5";
+pub const ALPN: &[u8] = b"lanspread/6";
 
 /// TLS server name used by clients (the compiled-in certificate is issued
 /// for it).
@@ -269,6 +271,10 @@ pub enum WireErrorCode {
     /// The peer is downloading this manifest but has not verified this
     /// chunk (or any of the alternatives) yet.
     NotHeld,
+    /// The server is downloading this manifest too and is already sending
+    /// as much of it as it serves at once: ask another peer, or this one
+    /// again a little later. Nothing failed.
+    Busy,
     /// The server failed to read its own disk.
     Internal,
 }

@@ -201,6 +201,9 @@ enum Fetched {
     /// The peer no longer holds this manifest (its game changed, or its
     /// download ended): it leaves the download, without blame.
     Left(String),
+    /// The peer (a downloader) is sending as much as it serves at once:
+    /// ask it again after the swarm moved on, nothing failed.
+    Busy,
     /// Our own disk failed: the download cannot go on.
     Local(DownloadError),
 }
@@ -218,6 +221,11 @@ enum News {
     /// A tentative source does not hold the manifest.
     NotHere,
 }
+
+/// How long after a source answered busy it is asked again (if no chunk
+/// arrived before): a downloader serving the swarm frees a turn every few
+/// hundred milliseconds at 100 Mbit/s, every few dozen at 1 Gbit/s.
+const BUSY_RETRY: Duration = Duration::from_millis(50);
 
 /// How long a download waits with nothing to fetch and nothing in flight
 /// (every source lacks the remaining chunks) before it gives up.
@@ -484,12 +492,17 @@ async fn transfer(
     // Sources that left because they no longer hold this manifest.
     let mut changed_at: Vec<String> = Vec::new();
     let mut stall = Box::pin(tokio::time::sleep(STALL_TIMEOUT));
+    // Sources that answered busy are asked again this long after the first
+    // of them did (or as soon as a chunk arrives).
+    let mut busy_retry = Box::pin(tokio::time::sleep(STALL_TIMEOUT));
+    let mut busy_armed = false;
 
     loop {
         // Hand out work to every free slot.
         for (peer, &addr) in addrs.iter().enumerate() {
             while let Some(chunk_id) = plan.next_for(peer) {
                 let alternatives = plan.alternatives(peer, chunk_id);
+                tracing::debug!(chunk = numbering.global[chunk_id], peer = %plan.peers()[peer].peer_id, alternatives = alternatives.len(), "chunk asked");
                 let task = fetch_task(
                     request,
                     client,
@@ -578,6 +591,10 @@ async fn transfer(
                     plan.drop_peer(peer, "does not download this manifest".into());
                 }
             },
+            () = &mut busy_retry, if busy_armed => {
+                busy_armed = false;
+                plan.not_busy();
+            }
             _ = progress.tick() => {
                 let now = Instant::now();
                 let secs = now.duration_since(last_progress.0).as_secs_f64().max(1e-3);
@@ -628,9 +645,23 @@ async fn transfer(
                             // from now on.
                             let global = numbering.global[got];
                             partial.verified([global as usize]);
-                            tracing::debug!(chunk = global, "chunk verified; serving it");
+                            tracing::debug!(
+                                chunk = global, peer = %peer_id,
+                                ms = started_at.elapsed().as_millis() as u64,
+                                "chunk verified; serving it"
+                            );
                             unsynced.files.insert(file);
                             unsynced.chunks.push(got);
+                        }
+                    }
+                    Fetched::Busy => {
+                        tracing::debug!(chunk = numbering.global[asked], peer = %peer_id, "source busy");
+                        plan.busy(asked, peer);
+                        if !busy_armed {
+                            busy_armed = true;
+                            busy_retry
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + BUSY_RETRY);
                         }
                     }
                     Fetched::Local(error) => {
@@ -1034,6 +1065,10 @@ fn fetch_task(
                 message,
                 ..
             }) => return (chunk_id, chunk_id, peer, started, Fetched::Left(message)),
+            Err(crate::transport::TransportError::Refused {
+                code: WireErrorCode::Busy,
+                ..
+            }) => return (chunk_id, chunk_id, peer, started, Fetched::Busy),
             Err(err) => {
                 let failure = FetchFailure::Transport(err.to_string());
                 return (chunk_id, chunk_id, peer, started, Fetched::Failed(failure));

@@ -11,6 +11,7 @@ mod rate;
 mod server;
 mod serving_runtime;
 mod tls;
+mod turns;
 
 use std::time::Duration;
 

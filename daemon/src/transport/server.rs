@@ -3,7 +3,6 @@
 //! chunks this daemon's downloads verified). A refused request gets an
 //! error answer; the connection and the server live on.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -23,6 +22,7 @@ use tracing::Instrument;
 use super::framing::{encode_header, read_to_end_bounded};
 use super::rate::RateLimiter;
 use super::tls::TlsIdentity;
+use super::turns::{Turns, UPLOAD_BUDGET_BYTES};
 use super::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_STREAMS_PER_CONNECTION, REQUEST_READ_TIMEOUT,
     STREAM_WRITE_TIMEOUT, TransportError,
@@ -100,15 +100,13 @@ pub struct ServeContext {
     pub upload_limit: Arc<RateLimiter>,
     /// What this daemon's downloads hold.
     pub swarm: Arc<Swarm>,
-    /// How often each chunk of each complete game was sent.
-    pub sent: SendCounts,
     /// Where the server reports peers that follow a download here, and
     /// what it uploads.
     pub events: EventSender<ServeEvent>,
     /// Chunk bytes sent per peer address.
     pub uploads: UploadMeter,
-    /// Chunk bytes being sent at once, to all peers together.
-    pub budget: UploadBudget,
+    /// Chunk bytes being sent at once, and who sends next.
+    pub turns: Turns,
     /// What pinging peers said of their own library.
     pub heard: Arc<crate::ping::Heard>,
 }
@@ -158,89 +156,6 @@ impl RevisionFeed {
         };
         if !changed {
             std::future::pending::<()>().await;
-        }
-    }
-}
-
-/// How many chunk bytes the server has on the wire at once (sent and not
-/// yet acknowledged), to all peers together: four full chunks (or as many
-/// small ones). A request beyond it waits its turn (first come, first
-/// served). Many downloaders asking one seeder at
-/// once would otherwise each get a sliver of its uplink for every chunk
-/// they asked for, and no chunk would arrive — to be passed on to the
-/// others — until all of them did; in turn, each chunk goes out at a good
-/// share of the link and the swarm can start sharing it.
-pub const UPLOAD_BUDGET_BYTES: u64 = 16 * 1024 * 1024;
-
-/// The most of [`UPLOAD_BUDGET_BYTES`] one connection holds at once
-/// (three full chunks): a peer that stops reading can stall only its own
-/// requests, never everyone's.
-pub const UPLOAD_BUDGET_PER_PEER_BYTES: u64 = 12 * 1024 * 1024;
-
-/// The budget's unit, in bytes (a permit of the semaphore).
-const BUDGET_UNIT: u64 = 1024;
-
-/// [`UPLOAD_BUDGET_BYTES`] as a fair (FIFO) semaphore of KiB permits, and
-/// one of [`UPLOAD_BUDGET_PER_PEER_BYTES`] per connection (taken first).
-#[derive(Debug)]
-pub struct UploadBudget {
-    all: Arc<tokio::sync::Semaphore>,
-    per_peer: std::sync::Mutex<HashMap<SocketAddr, Arc<tokio::sync::Semaphore>>>,
-}
-
-impl Default for UploadBudget {
-    fn default() -> Self {
-        Self {
-            all: Arc::new(tokio::sync::Semaphore::new(
-                (UPLOAD_BUDGET_BYTES / BUDGET_UNIT) as usize,
-            )),
-            per_peer: Default::default(),
-        }
-    }
-}
-
-/// A turn to send: released when dropped.
-struct Turn {
-    _peer: Option<tokio::sync::OwnedSemaphorePermit>,
-    _all: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl UploadBudget {
-    /// The semaphore of the connection from `addr`.
-    fn connection_semaphore(&self, addr: SocketAddr) -> Arc<tokio::sync::Semaphore> {
-        let mut per_peer = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
-        if per_peer.len() > 256 {
-            // Forget connections with no turn running.
-            per_peer.retain(|_, s| Arc::strong_count(s) > 1);
-        }
-        Arc::clone(per_peer.entry(addr).or_insert_with(|| {
-            Arc::new(tokio::sync::Semaphore::new(
-                (UPLOAD_BUDGET_PER_PEER_BYTES / BUDGET_UNIT) as usize,
-            ))
-        }))
-    }
-
-    /// Waits until `bytes` more may be sent on the connection from `to`.
-    async fn acquire(&self, to: Option<SocketAddr>, bytes: u64) -> Turn {
-        let units = bytes
-            .div_ceil(BUDGET_UNIT)
-            .clamp(1, UPLOAD_BUDGET_PER_PEER_BYTES / BUDGET_UNIT) as u32;
-        let peer = match to {
-            Some(addr) => Some(
-                self.connection_semaphore(addr)
-                    .acquire_many_owned(units)
-                    .await
-                    .expect("the budget is never closed"),
-            ),
-            None => None,
-        };
-        let all = Arc::clone(&self.all)
-            .acquire_many_owned(units)
-            .await
-            .expect("the budget is never closed");
-        Turn {
-            _peer: peer,
-            _all: all,
         }
     }
 }
@@ -301,39 +216,6 @@ pub enum ServeEvent {
 /// How long a subscription waits after a change before it sends, so chunks
 /// verified close together go out in one line.
 const AVAILABILITY_BATCH: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// Per complete game, how often each chunk of its manifest was sent, so a
-/// request with alternatives gets the least-sent one (and a seeder sends
-/// each chunk about once before any twice).
-#[derive(Debug, Default)]
-pub struct SendCounts {
-    games: std::sync::Mutex<std::collections::HashMap<GameId, (ManifestId, Vec<u16>)>>,
-}
-
-impl SendCounts {
-    /// The least-sent of `candidates` (the first among equals), counted as
-    /// sent once more.
-    fn choose(&self, id: &GameId, prepared: &PreparedManifest, candidates: &[u32]) -> u32 {
-        let mut games = self.games.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = games
-            .entry(id.clone())
-            .or_insert_with(|| (prepared.manifest, Vec::new()));
-        if entry.0 != prepared.manifest || entry.1.len() != prepared.table.len() {
-            *entry = (prepared.manifest, vec![0; prepared.table.len()]);
-        }
-        let counts = &mut entry.1;
-        let chosen = candidates
-            .iter()
-            .copied()
-            .filter(|&c| (c as usize) < counts.len())
-            .min_by_key(|&c| counts[c as usize])
-            .unwrap_or(candidates[0]);
-        if let Some(count) = counts.get_mut(chosen as usize) {
-            *count = count.saturating_add(1);
-        }
-        chosen
-    }
-}
 
 /// A bound QUIC endpoint.
 #[derive(Debug)]
@@ -743,7 +625,7 @@ async fn signatures(
         let mut buffer = Vec::new();
         for chunk in first..first.saturating_add(count) {
             let holder = holder.clone();
-            let source = open_chunk(&library, &context, &id, holder, &[chunk], false)?;
+            let source = open_chunk(&library, &context, &id, holder, &[chunk])?;
             buffer.resize(source.length as usize, 0);
             let read =
                 std::os::unix::fs::FileExt::read_exact_at(&source.file, &mut buffer, source.offset);
@@ -779,8 +661,8 @@ struct ChunkRequest<'a> {
 }
 
 /// Answers `GetChunk`: from the complete game if it holds this manifest
-/// (the least-sent of the chunk and its alternatives), else from the
-/// download of it if that verified the chunk.
+/// (of the chunk and its alternatives, the one sent longest ago), else
+/// from the download of it if that verified the chunk (or busy).
 async fn send_chunk(
     stream: &mut BidirectionalStream,
     library: &Arc<ServedLibrary>,
@@ -798,8 +680,6 @@ async fn send_chunk(
     let opened = match holder(library, context, id, manifest) {
         Err(refused) => Err(refused),
         Ok(holder) => {
-            // Wait for our turn before choosing among the alternatives, so
-            // the choice sees every chunk sent before it.
             let length = range.map_or_else(
                 || {
                     holder
@@ -809,21 +689,52 @@ async fn send_chunk(
                 },
                 |range| range.length,
             );
-            let turn = context.budget.acquire(remote, length).await;
-            let (library, context, id) = (Arc::clone(library), Arc::clone(context), id.clone());
             let mut candidates = vec![chunk];
             if range.is_none() {
                 candidates.extend(alternatives.iter().take(MAX_ALTERNATIVES));
             }
-            tokio::task::spawn_blocking(move || {
-                // A part of a chunk does not count as the chunk sent.
-                let count = range.is_none();
-                open_chunk(&library, &context, &id, holder, &candidates, count)
-                    .and_then(|source| source.narrowed(range))
-            })
-            .await
-            .map_err(std::io::Error::other)?
-            .map(|source| (source, turn))
+            // A complete game waits for a turn and chooses among the
+            // alternatives when it comes (so the choice sees every chunk
+            // sent before it); a download in progress sends now or is busy.
+            let turn = match &holder {
+                Holder::Complete(prepared) => {
+                    // A part of a chunk does not count as the chunk sent.
+                    let count = range.is_none();
+                    let (turn, chosen) = context
+                        .turns
+                        .seed(
+                            remote,
+                            length,
+                            id,
+                            (prepared.manifest, prepared.table.len()),
+                            candidates,
+                            count,
+                        )
+                        .await;
+                    Some((turn, vec![chosen]))
+                }
+                Holder::Partial(_) => context
+                    .turns
+                    .try_swarm(remote, length)
+                    .map(|turn| (turn, candidates)),
+            };
+            match turn {
+                None => Err(refusal(
+                    WireErrorCode::Busy,
+                    format!("sending as much of {id} as it serves at once"),
+                )),
+                Some((turn, candidates)) => {
+                    let (library, context, id) =
+                        (Arc::clone(library), Arc::clone(context), id.clone());
+                    tokio::task::spawn_blocking(move || {
+                        open_chunk(&library, &context, &id, holder, &candidates)
+                            .and_then(|source| source.narrowed(range))
+                    })
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map(|source| (source, turn))
+                }
+            }
         }
     };
     let (source, _turn) = match opened {
@@ -842,6 +753,7 @@ async fn send_chunk(
     )
     .await?;
     let meter = remote.map(|addr| (&context.uploads, addr.ip()));
+    tracing::debug!(asked = chunk, sent = source.chunk, to = ?remote, "chunk send starts");
     send_data(stream, source, &context.upload_limit, meter).await?;
     // Our turn ends when the peer has the bytes, not when QUIC buffered
     // them: otherwise every queued chunk would be buffered at once and
@@ -892,24 +804,20 @@ fn holder(
     }
 }
 
-/// Finds and opens the chunk to send (the least sent of `candidates`,
-/// counted as sent once more if `count`). Blocking.
+/// Finds and opens the chunk to send: from a complete game the first of
+/// `candidates` (chosen when the turn came), from a download the first it
+/// verified. Blocking.
 fn open_chunk(
     library: &ServedLibrary,
     context: &ServeContext,
     id: &GameId,
     holder: Holder,
     candidates: &[u32],
-    count: bool,
 ) -> Result<ChunkSource, WireError> {
     let partial = match holder {
         Holder::Partial(partial) => partial,
         Holder::Complete(prepared) => {
-            let chunk = if count {
-                context.sent.choose(id, &prepared, candidates)
-            } else {
-                candidates[0]
-            };
+            let chunk = candidates[0];
             let place = locate(&prepared.table, chunk)?;
             let path = &prepared.files[place.file].relative_path;
             let file = library.open_file(id, path)?;
