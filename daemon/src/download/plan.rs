@@ -292,13 +292,7 @@ impl Plan {
             .filter(|&id| matches!(&self.chunks[id].state, ChunkState::InFlight(h) if h.contains(&peer)))
             .collect();
         for id in stranded {
-            self.release(id, peer);
-            if let ChunkState::InFlight(holders) = &self.chunks[id].state
-                && holders.is_empty()
-            {
-                self.chunks[id].state = ChunkState::Pending;
-                self.in_flight.remove(&id);
-                self.pending += 1;
+            if self.give_back(id, peer) {
                 self.retry.push_back(id);
             }
         }
@@ -397,12 +391,12 @@ impl Plan {
     }
 
     /// Whether some active downloader source holds a pending chunk and can
-    /// take requests (it did not answer busy, is not on probation): soon,
-    /// if not now, since the downloaders share [`SWARM_IN_FLIGHT_BYTES`].
+    /// take requests (it is not on probation): soon, if not now, since the
+    /// downloaders share [`SWARM_IN_FLIGHT_BYTES`] and answer busy while
+    /// they send to others.
     fn downloader_sources_can_serve(&self) -> bool {
         self.peers.iter().any(|slot| {
             slot.dropped.is_none()
-                && !slot.busy
                 && (slot.failures_in_row == 0 || slot.in_flight == 0)
                 && slot
                     .holdings
@@ -513,15 +507,7 @@ impl Plan {
         if asked == got {
             return;
         }
-        self.release(asked, peer);
-        if let ChunkState::InFlight(holders) = &self.chunks[asked].state
-            && holders.is_empty()
-        {
-            self.chunks[asked].state = ChunkState::Pending;
-            self.in_flight.remove(&asked);
-            self.pending += 1;
-            self.list(asked);
-        }
+        self.give_back(asked, peer);
         let length = self.chunks[got].length;
         match &mut self.chunks[got].state {
             ChunkState::Done => return,
@@ -668,6 +654,13 @@ impl Plan {
     /// back to be handed out (no attempt counted, no blame) and `peer` is
     /// asked nothing more until [`Plan::not_busy`].
     pub fn busy(&mut self, id: ChunkId, peer: PeerIdx) {
+        self.give_back(id, peer);
+        self.peers[peer].busy = true;
+    }
+
+    /// `peer` no longer fetches chunk `id`; if no one else does, it is
+    /// pending again. Returns whether it is.
+    fn give_back(&mut self, id: ChunkId, peer: PeerIdx) -> bool {
         self.release(id, peer);
         if let ChunkState::InFlight(holders) = &self.chunks[id].state
             && holders.is_empty()
@@ -676,12 +669,14 @@ impl Plan {
             self.in_flight.remove(&id);
             self.pending += 1;
             self.list(id);
+            return true;
         }
-        self.peers[peer].busy = true;
+        false
     }
 
-    /// Sources that answered `Busy` may be asked again: called when the
-    /// swarm moved on (a chunk arrived here) and at every progress tick.
+    /// Sources that answered `Busy` may be asked again: called when a
+    /// chunk arrived here (the swarm moved on) and by the download
+    /// [`super::BUSY_RETRY`] after the first busy answer.
     pub fn not_busy(&mut self) {
         for slot in &mut self.peers {
             slot.busy = false;
