@@ -85,3 +85,11 @@ bench ONLY="":
     scripts/apt-install.sh nginx-light curl libarchive-tools rsync b3sum aria2 mktorrent opentracker avahi-daemon dbus iproute2 util-linux python3
     cargo build --quiet --locked --release --bins --examples
     python3 bench/run.py {{ if ONLY == "" { "" } else { "--only " + ONLY } }}
+
+# The single-seeder bench (or ONLY) under perf, with a flame graph of the
+# downloader and of the seeder written next to the results (flame-*.svg).
+bench-profile ONLY="single":
+    scripts/apt-install.sh nginx-light curl libarchive-tools rsync b3sum aria2 mktorrent opentracker avahi-daemon dbus iproute2 util-linux python3 linux-perf
+    command -v inferno-flamegraph > /dev/null || cargo install --locked inferno
+    cargo build --quiet --locked --release --bins --examples
+    python3 bench/run.py --profile target/bench-profile --only {{ ONLY }}

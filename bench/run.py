@@ -5,7 +5,8 @@ Runs every scenario against its baseline in the same run, on release
 binaries, in a lab of nine hosts (id "bench"), and writes
 bench/results/latest.json, latest.md (the table), multi-peer.svg (per-peer
 throughput over time) and fanout-sources.svg (bytes each fan-out downloader
-received from seeders and from other downloaders). Each figure is the
+received from seeders and from other downloaders); with --profile, also
+flame-<scenario>-<side>.svg (perf + inferno). Each figure is the
 median of several runs, with min and max; the previous latest.json is
 compared and differences over 10 % are pointed out. Root only. Everything
 started here is ended by pid (through `lab.sh down`), also on failure; the
@@ -273,6 +274,7 @@ class Daemon:
 
 
 PROFILE = None  # --profile DIR: perf records of the first single and many runs
+FLAME_GRAPHS = []  # SVGs written into RESULTS from those records
 
 
 def perf_record(pids, name):
@@ -281,6 +283,23 @@ def perf_record(pids, name):
                              os.path.join(PROFILE, f"{name}.data"), "-p",
                              ",".join(map(str, pids))],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def flame_graph(name):
+    """RESULTS/flame-<name>.svg from PROFILE/<name>.data: perf script,
+    folded by inferno-collapse-perf, drawn by inferno-flamegraph."""
+    svg = f"flame-{name}.svg"
+    os.makedirs(RESULTS, exist_ok=True)
+    script = subprocess.Popen(["perf", "script", "-i", os.path.join(PROFILE, f"{name}.data")],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    folded = subprocess.run(["inferno-collapse-perf"], stdin=script.stdout,
+                            stdout=subprocess.PIPE, check=True).stdout
+    script.wait()
+    with open(os.path.join(RESULTS, svg), "wb") as out:
+        subprocess.run(["inferno-flamegraph", "--title", f"lanspreadd, {name} (perf, 999 Hz)"],
+                       input=folded, stdout=out, check=True)
+    FLAME_GRAPHS.append(svg)
+    log(f"  flame graph: {svg}")
 
 
 # Downloaders that found too few seeders within 30 s and were restarted,
@@ -321,6 +340,8 @@ def download(daemon, timeout=300, watch_pids=(), profile=None):
         for p in perf:
             p.send_signal(signal.SIGINT)
             p.wait()
+        for name in ("downloader", "seeder")[:len(perf)]:
+            flame_graph(f"{profile}-{name}")
     if end["type"] != "DownloadGameFilesFinished":
         raise RuntimeError(f"download failed: {end}")
     return end["bytes"], end["millis"] / 1000, cpu
@@ -1758,6 +1779,9 @@ def markdown(report, notes):
     if has_source_split(s.get("fanout", {}).get("progress_median_run")):
         extra.append("- fan-out 1 → 4, lanspread, bytes each downloader received from the seeder "
                      "and from other downloaders over time: [fanout-sources.svg](fanout-sources.svg)")
+    if report.get("flame_graphs"):
+        extra.append("- flame graphs of the profiled runs (first run of each): " + ", ".join(
+            f"[{svg[len('flame-'):-len('.svg')]}]({svg})" for svg in report["flame_graphs"]))
     if "idle" in s:
         extra.append(f"- idle RSS with 2 peers: **{s['idle']['idle_rss_mib']} MiB** "
                      f"({s['idle']['rss_after_30000_ipc_requests_mib']} MiB after 30 000 IPC requests)")
@@ -1924,13 +1948,18 @@ def main():
     parser.add_argument("--only", help="comma-separated scenario names")
     parser.add_argument("--profile", metavar="DIR",
                         help="perf record the downloader and seeder of the first run of single "
-                        "and of many into DIR (perf report -i DIR/single-downloader.data)")
+                        "and of many into DIR (perf report -i DIR/single-downloader.data), and "
+                        "draw a flame graph of each into the results (flame-*.svg; needs "
+                        "inferno: cargo install inferno)")
     args = parser.parse_args()
     global PROFILE
     PROFILE = args.profile and os.path.abspath(args.profile)
     if PROFILE:
         if not shutil.which("perf"):
             sys.exit("bench: --profile needs perf (apt-get install linux-perf)")
+        for tool in ("inferno-collapse-perf", "inferno-flamegraph"):
+            if not shutil.which(tool):
+                sys.exit(f"bench: --profile needs {tool} (cargo install inferno)")
         os.makedirs(PROFILE, exist_ok=True)
     names = args.only.split(",") if args.only else list(SCENARIOS)
     for name in names:
@@ -1990,6 +2019,7 @@ def main():
         "previous_date": previous.get("date") if previous else None,
         "scenarios": results,
         "discovery_misses": DISCOVERY_MISSES,
+        "flame_graphs": FLAME_GRAPHS,
     }
     notes = compare(results, previous)
     os.makedirs(RESULTS, exist_ok=True)
