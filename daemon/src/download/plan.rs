@@ -726,13 +726,9 @@ impl Plan {
                 chunk.file, chunk.offset, chunk.attempts
             ));
         }
-        if let ChunkState::InFlight(holders) = &chunk.state
-            && holders.is_empty()
-        {
-            chunk.state = ChunkState::Pending;
-            self.in_flight.remove(&id);
-            self.pending += 1;
-            self.list(id);
+        // Released above: this only moves the chunk back if no one else
+        // fetches it.
+        if self.give_back(id, peer) {
             self.retry.push_back(id);
         }
         if let Some(reason) = dropped {

@@ -99,6 +99,10 @@ struct Seeding {
     next_arrival: u64,
     /// Turns given to complete games' requests so far.
     given: u64,
+    /// The arrival of the waiter that goes next, kept by
+    /// [`Seeding::refresh`] whenever what decides it changes (so each
+    /// waiter woken checks in O(1), not by ranking every other).
+    front: Option<u64>,
     /// Per complete game, when each chunk was last sent.
     sent: HashMap<GameId, SendOrder>,
 }
@@ -163,11 +167,11 @@ impl Seeding {
             .unwrap_or((0, waiter.candidates[0]))
     }
 
-    /// Whether the waiter `arrival` goes next: none other can be sent a
-    /// chunk sent longer ago (the earlier arrival among equals), unless a
-    /// waiter was overtaken [`MAX_OVERTAKEN`] times (then the earliest of
-    /// those goes).
-    fn goes_next(&self, arrival: u64) -> bool {
+    /// Finds the waiter that goes next: none other can be sent a chunk
+    /// sent longer ago (the earlier arrival among equals), unless a waiter
+    /// was overtaken [`MAX_OVERTAKEN`] times (then the earliest of those
+    /// goes). Called after every change of the queue or of the send order.
+    fn refresh(&mut self) {
         let rank = |w: &Waiter| {
             if self.given - w.given_before >= MAX_OVERTAKEN {
                 (0, 0, w.arrival)
@@ -175,8 +179,11 @@ impl Seeding {
                 (1, self.best(w).0, w.arrival)
             }
         };
-        let best = self.waiting.iter().min_by_key(|w| rank(w));
-        best.is_some_and(|w| w.arrival == arrival)
+        self.front = self
+            .waiting
+            .iter()
+            .min_by_key(|w| rank(w))
+            .map(|w| w.arrival);
     }
 }
 
@@ -191,6 +198,7 @@ impl Drop for Leave<'_> {
     fn drop(&mut self) {
         let mut seeding = self.turns.seeding();
         seeding.waiting.retain(|w| w.arrival != self.arrival);
+        seeding.refresh();
         drop(seeding);
         self.turns.changed.notify_waiters();
     }
@@ -290,6 +298,7 @@ impl Turns {
                 manifest,
                 candidates,
             });
+            seeding.refresh();
             arrival
         };
         let _leave = Leave {
@@ -302,7 +311,7 @@ impl Turns {
             changed.as_mut().enable();
             {
                 let mut seeding = self.seeding();
-                if seeding.goes_next(arrival)
+                if seeding.front == Some(arrival)
                     && let Ok(all) = Arc::clone(&self.all).try_acquire_many_owned(units)
                 {
                     let waiter = seeding
@@ -319,6 +328,8 @@ impl Turns {
                             order.next += 1;
                         }
                     }
+                    // Leaving (below) takes it out of the queue and finds
+                    // the next front, now that the send order changed.
                     return (self.turn(peer, all), chosen);
                 }
             }
