@@ -457,13 +457,11 @@ impl Plan {
         {
             return self.retry.remove(position);
         }
-        let complete = self.peers[peer].holdings.is_none();
         // A complete holder takes the chunks no downloader holds; one that
         // a downloader holds only while no downloader source could take it
-        // instead (the seeder's uplink is for what the swarm does not have
-        // yet).
-        let max_held_by = if complete && self.downloader_sources_can_serve() {
-            Some(self.active_complete_sources())
+        // instead.
+        let max_held_by = if self.peers[peer].holdings.is_none() {
+            self.max_held_by_for_complete()
         } else {
             None
         };
@@ -482,21 +480,35 @@ impl Plan {
         })
     }
 
-    /// Other pending chunks as rare as `asked` or nearly, for a request to
-    /// a complete holder: it sends whichever of `asked` and these it has
-    /// sent least often (`docs/peer-protocol.md#chunks`), so downloaders
-    /// that ask it at the same moment get different chunks and it sends
-    /// each chunk about once before any twice. Empty for a downloader
-    /// source (it holds only some chunks; it sends what is asked).
+    /// Other pending chunks, for a request to a complete holder: it sends
+    /// whichever of `asked` and these it sent longest ago and is not on
+    /// its way to another peer (`docs/peer-protocol.md#uploads`), so
+    /// downloaders that ask it at the same moment get different chunks
+    /// and it sends each chunk about once before any twice. Chosen as
+    /// `asked` was: while a downloader source can serve, only chunks no
+    /// downloader holds. Empty for a downloader source (it holds only
+    /// some chunks; it sends what is asked).
     pub fn alternatives(&mut self, peer: PeerIdx, asked: ChunkId) -> Vec<ChunkId> {
         if self.peers[peer].holdings.is_some() {
             return Vec::new();
         }
-        let chunks = &self.chunks;
+        let max_held_by = self.max_held_by_for_complete();
+        let (chunks, held_by) = (&self.chunks, &self.held_by);
         self.pending_set
             .sample(&mut self.rng, MAX_ALTERNATIVES, |id| {
-                id != asked && !chunks[id].refused_by.contains(&peer)
+                id != asked
+                    && !chunks[id].refused_by.contains(&peer)
+                    && max_held_by.is_none_or(|max| usize::from(held_by[id]) <= max)
             })
+    }
+
+    /// For a complete holder: the most holders a chunk it is asked for may
+    /// have (itself and the other complete holders: no downloader) while
+    /// a downloader source could serve instead (the seeder's uplink is for
+    /// what the swarm does not have yet); `None` when none can.
+    fn max_held_by_for_complete(&self) -> Option<usize> {
+        self.downloader_sources_can_serve()
+            .then(|| self.active_complete_sources())
     }
 
     /// `peer`, asked for chunk `asked`, is sending chunk `got` instead

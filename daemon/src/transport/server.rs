@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::framing::{encode_header, read_to_end_bounded};
 use super::rate::RateLimiter;
 use super::tls::TlsIdentity;
-use super::turns::{Turns, UPLOAD_BUDGET_BYTES};
+use super::turns::{OnItsWay, Turns, UPLOAD_BUDGET_BYTES};
 use super::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_STREAMS_PER_CONNECTION, REQUEST_READ_TIMEOUT,
     STREAM_WRITE_TIMEOUT, TransportError,
@@ -699,8 +699,8 @@ async fn send_chunk(
             let turn = match &holder {
                 Holder::Complete(prepared) => {
                     // A part of a chunk does not count as the chunk sent.
-                    let count = range.is_none();
-                    let (turn, chosen) = context
+                    let whole = range.is_none();
+                    context
                         .turns
                         .seed(
                             remote,
@@ -708,22 +708,23 @@ async fn send_chunk(
                             id,
                             (prepared.manifest, prepared.table.len()),
                             candidates,
-                            count,
+                            whole,
                         )
-                        .await;
-                    Some((turn, vec![chosen]))
+                        .await
+                        .map(|(turn, chosen)| (turn, vec![chosen]))
+                        .map_err(|OnItsWay| {
+                            format!("every chunk of {id} asked is on its way to another peer")
+                        })
                 }
                 Holder::Partial(_) => context
                     .turns
                     .try_swarm(remote, length)
-                    .map(|turn| (turn, candidates)),
+                    .map(|turn| (turn, candidates))
+                    .ok_or_else(|| format!("sending as much of {id} as it serves at once")),
             };
             match turn {
-                None => Err(refusal(
-                    WireErrorCode::Busy,
-                    format!("sending as much of {id} as it serves at once"),
-                )),
-                Some((turn, candidates)) => {
+                Err(why) => Err(refusal(WireErrorCode::Busy, why)),
+                Ok((turn, candidates)) => {
                     let (library, context, id) =
                         (Arc::clone(library), Arc::clone(context), id.clone());
                     tokio::task::spawn_blocking(move || {

@@ -7,12 +7,15 @@
 //! connection). Requests to a complete game wait for a turn and are served
 //! best first: the one that can be sent the chunk sent longest ago, so a
 //! seeder sends each chunk once before it sends any twice, whoever asked
-//! first. Requests to a download in progress never wait: past
+//! first, and a chunk on its way to one peer is not sent to another
+//! until that copy could have been passed on ([`ON_ITS_WAY_GRACE`]).
+//! Requests to a download in progress never wait: past
 //! [`SWARM_UPLOAD_BYTES`] they are refused as busy.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lanspread_proto::model::GameId;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -54,24 +57,46 @@ const BUDGET_UNIT: u64 = 1024;
 /// be sent, it waits no longer than about four rounds of the budget.
 const MAX_OVERTAKEN: u64 = 16;
 
+/// How long after a complete game's chunk was last sent (whole) it is
+/// not sent again: while a copy is on its way to one peer and for this
+/// long after, a request that can take only such chunks is refused as
+/// busy. The peer that got the copy verifies it and tells the others
+/// within about this time (the lab measures a median of 40 ms, a maximum
+/// of 250 ms), and they fetch it from that peer; sent again at once, it
+/// would be a second copy from the seeder's uplink of a chunk the swarm
+/// already has. If the copy never arrives (the peer left, failed), the
+/// chunk is sent again this long after.
+pub const ON_ITS_WAY_GRACE: Duration = Duration::from_millis(500);
+
 /// The server's upload turns.
 #[derive(Debug)]
 pub struct Turns {
     all: Arc<Semaphore>,
     per_peer: Mutex<HashMap<SocketAddr, Arc<Semaphore>>>,
     /// Requests to complete games waiting for a turn, and when each
-    /// chunk of each complete game was last sent.
-    seeding: Mutex<Seeding>,
+    /// chunk of each complete game was last sent (shared with the turns
+    /// given, which record when their send ends).
+    seeding: Arc<Mutex<Seeding>>,
     /// Woken whenever a turn ends, is given, or a waiter leaves.
     changed: Arc<Notify>,
 }
 
 impl Default for Turns {
     fn default() -> Self {
+        Self::with_grace(ON_ITS_WAY_GRACE)
+    }
+}
+
+impl Turns {
+    /// Turns where a chunk counts as on its way for `grace` after its send.
+    fn with_grace(grace: Duration) -> Self {
         Self {
             all: Arc::new(Semaphore::new((UPLOAD_BUDGET_BYTES / BUDGET_UNIT) as usize)),
             per_peer: Mutex::default(),
-            seeding: Mutex::default(),
+            seeding: Arc::new(Mutex::new(Seeding {
+                grace_ms: grace.as_millis() as u64,
+                ..Seeding::default()
+            })),
             changed: Arc::new(Notify::new()),
         }
     }
@@ -81,14 +106,30 @@ impl Default for Turns {
 #[derive(Debug)]
 pub struct Turn {
     permits: Option<(Option<OwnedSemaphorePermit>, OwnedSemaphorePermit)>,
+    /// The whole chunk of a complete game this turn sends: its send ends
+    /// with the turn.
+    sending: Option<Sending>,
     changed: Arc<Notify>,
+}
+
+#[derive(Debug)]
+struct Sending {
+    seeding: Arc<Mutex<Seeding>>,
+    id: GameId,
+    manifest: ManifestId,
+    chunk: u32,
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
         // Release first, then wake: a waiter woken before the permits are
-        // back would find the budget still taken and sleep on.
+        // back (or the send recorded as ended) would find the budget
+        // still taken and sleep on.
         self.permits.take();
+        if let Some(sending) = self.sending.take() {
+            let mut seeding = sending.seeding.lock().unwrap_or_else(|p| p.into_inner());
+            seeding.ended(&sending.id, sending.manifest, sending.chunk);
+        }
         self.changed.notify_waiters();
     }
 }
@@ -105,6 +146,10 @@ struct Seeding {
     front: Option<u64>,
     /// Per complete game, when each chunk was last sent.
     sent: HashMap<GameId, SendOrder>,
+    /// What the sends' end times count from.
+    epoch: Option<Instant>,
+    /// [`ON_ITS_WAY_GRACE`] in milliseconds (shorter in tests).
+    grace_ms: u64,
 }
 
 #[derive(Debug)]
@@ -115,6 +160,9 @@ struct Waiter {
     id: GameId,
     manifest: ManifestId,
     candidates: Vec<u32>,
+    /// A whole chunk (it counts as sent, and one on its way elsewhere is
+    /// not sent); `false` for a range.
+    whole: bool,
 }
 
 /// When each chunk of one manifest was last sent (a sequence number), so
@@ -127,57 +175,99 @@ struct SendOrder {
     manifest: ManifestId,
     /// Per chunk, the sequence number of its last send (0: never).
     last: Vec<u64>,
+    /// Per chunk, sends running now.
+    sending: Vec<u16>,
+    /// Per chunk, when its last send ended (milliseconds since
+    /// [`Seeding::epoch`]; 0: none ended).
+    ended_ms: Vec<u64>,
     next: u64,
+}
+
+impl SendOrder {
+    fn new(manifest: ManifestId, chunks: usize) -> Self {
+        Self {
+            manifest,
+            last: vec![0; chunks],
+            sending: vec![0; chunks],
+            ended_ms: vec![0; chunks],
+            next: 1,
+        }
+    }
+
+    /// Whether chunk `c` is on its way to a peer, or arrived less than
+    /// `grace_ms` ago (`now_ms` since the epoch).
+    fn on_its_way(&self, c: usize, now_ms: u64, grace_ms: u64) -> bool {
+        self.sending.get(c).is_some_and(|&n| n > 0)
+            || self
+                .ended_ms
+                .get(c)
+                .is_some_and(|&ended| ended > 0 && now_ms < ended + grace_ms)
+    }
 }
 
 impl Seeding {
     /// The send order of `id` for `manifest` of `chunks` chunks (a new
     /// one when the game's manifest changed).
     fn order(&mut self, id: &GameId, manifest: ManifestId, chunks: usize) -> &mut SendOrder {
-        let order = self.sent.entry(id.clone()).or_insert_with(|| SendOrder {
-            manifest,
-            last: Vec::new(),
-            next: 1,
-        });
+        let order = self
+            .sent
+            .entry(id.clone())
+            .or_insert_with(|| SendOrder::new(manifest, chunks));
         if order.manifest != manifest || order.last.len() != chunks {
-            *order = SendOrder {
-                manifest,
-                last: vec![0; chunks],
-                next: 1,
-            };
+            *order = SendOrder::new(manifest, chunks);
         }
         order
     }
 
-    /// How long ago the best of `candidates` was sent, as its last send's
-    /// sequence number (lower is longer ago; 0 never), and which it is.
-    fn best(&self, waiter: &Waiter) -> (u64, u32) {
+    /// Milliseconds since the epoch (at least 1).
+    fn now_ms(&mut self) -> u64 {
+        let epoch = *self.epoch.get_or_insert_with(Instant::now);
+        epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// A send of chunk `chunk` of `id` ended (arrived, or failed).
+    fn ended(&mut self, id: &GameId, manifest: ManifestId, chunk: u32) {
+        let now_ms = self.now_ms();
+        if let Some(order) = self.sent.get_mut(id).filter(|o| o.manifest == manifest)
+            && let Some(sending) = order.sending.get_mut(chunk as usize)
+        {
+            *sending = sending.saturating_sub(1);
+            order.ended_ms[chunk as usize] = now_ms;
+        }
+    }
+
+    /// Of the waiter's candidates that are not on their way to another
+    /// peer (for a whole chunk), the one sent longest ago: its last
+    /// send's sequence number (lower is longer ago; 0 never) and which it
+    /// is. `None`: all are on their way.
+    fn best(&self, waiter: &Waiter, now_ms: u64) -> Option<(u64, u32)> {
         let Some(order) = self
             .sent
             .get(&waiter.id)
             .filter(|o| o.manifest == waiter.manifest)
         else {
-            return (0, waiter.candidates[0]);
+            return Some((0, waiter.candidates[0]));
         };
         waiter
             .candidates
             .iter()
+            .filter(|&&c| !waiter.whole || !order.on_its_way(c as usize, now_ms, self.grace_ms))
             .map(|&c| (order.last.get(c as usize).copied().unwrap_or(u64::MAX), c))
             .min_by_key(|&(last, _)| last)
-            .unwrap_or((0, waiter.candidates[0]))
     }
 
     /// Finds the waiter that goes next: none other can be sent a chunk
     /// sent longer ago (the earlier arrival among equals), unless a waiter
     /// was overtaken [`MAX_OVERTAKEN`] times (then the earliest of those
-    /// goes). Called after every change of the queue or of the send order.
+    /// goes); one that can take only chunks on their way elsewhere goes
+    /// last (it is refused when it wakes). Called after every change of
+    /// the queue or of the send order.
     fn refresh(&mut self) {
-        let rank = |w: &Waiter| {
-            if self.given - w.given_before >= MAX_OVERTAKEN {
-                (0, 0, w.arrival)
-            } else {
-                (1, self.best(w).0, w.arrival)
-            }
+        let now_ms = self.now_ms();
+        let rank = |w: &Waiter| match self.best(w, now_ms) {
+            None => (2, 0, w.arrival),
+            Some(_) if self.given - w.given_before >= MAX_OVERTAKEN => (0, 0, w.arrival),
+            Some((last, _)) => (1, last, w.arrival),
         };
         self.front = self
             .waiting
@@ -230,9 +320,15 @@ impl Turns {
             .clamp(1, UPLOAD_BUDGET_PER_PEER_BYTES / BUDGET_UNIT) as u32
     }
 
-    fn turn(&self, peer: Option<OwnedSemaphorePermit>, all: OwnedSemaphorePermit) -> Turn {
+    fn turn(
+        &self,
+        peer: Option<OwnedSemaphorePermit>,
+        all: OwnedSemaphorePermit,
+        sending: Option<Sending>,
+    ) -> Turn {
         Turn {
             permits: Some((peer, all)),
+            sending,
             changed: Arc::clone(&self.changed),
         }
     }
@@ -255,15 +351,16 @@ impl Turns {
             None => None,
         };
         let all = Arc::clone(&self.all).try_acquire_many_owned(units).ok()?;
-        Some(self.turn(peer, all))
+        Some(self.turn(peer, all, None))
     }
 
     /// Waits for a turn to send `bytes` of complete game `id` (its
     /// manifest and number of chunks) to `to`, and picks what to send: of
-    /// `candidates` (the asked chunk first,
-    /// then its alternatives), the one sent longest ago, recorded as sent
-    /// now if `count` (a part of a chunk does not count). Waiting requests
-    /// are served best first (see the module comment).
+    /// `candidates` (the asked chunk first, then its alternatives), the
+    /// one sent longest ago, recorded as sent now if `whole` (a part of a
+    /// chunk does not count). Waiting requests are served best first (see
+    /// the module comment). A whole chunk on its way to another peer is
+    /// not sent: if every candidate is, the request is refused (busy).
     pub async fn seed(
         &self,
         to: Option<SocketAddr>,
@@ -271,8 +368,8 @@ impl Turns {
         id: &GameId,
         (manifest, chunks): (ManifestId, usize),
         candidates: Vec<u32>,
-        count: bool,
-    ) -> (Turn, u32) {
+        whole: bool,
+    ) -> Result<(Turn, u32), OnItsWay> {
         let units = Self::units(bytes);
         // The connection's share first: a peer that stopped reading waits
         // here, outside the queue, and holds up no one else.
@@ -297,6 +394,7 @@ impl Turns {
                 id: id.clone(),
                 manifest,
                 candidates,
+                whole,
             });
             seeding.refresh();
             arrival
@@ -311,26 +409,39 @@ impl Turns {
             changed.as_mut().enable();
             {
                 let mut seeding = self.seeding();
+                let now_ms = seeding.now_ms();
+                let waiter = seeding
+                    .waiting
+                    .iter()
+                    .find(|w| w.arrival == arrival)
+                    .expect("a waiter stays queued until it leaves");
+                let Some((_, chosen)) = seeding.best(waiter, now_ms) else {
+                    return Err(OnItsWay);
+                };
                 if seeding.front == Some(arrival)
                     && let Ok(all) = Arc::clone(&self.all).try_acquire_many_owned(units)
                 {
-                    let waiter = seeding
-                        .waiting
-                        .iter()
-                        .find(|w| w.arrival == arrival)
-                        .expect("a waiter stays queued until it leaves");
-                    let (_, chosen) = seeding.best(waiter);
                     seeding.given += 1;
-                    if count {
+                    let sending = whole.then(|| {
                         let order = seeding.order(id, manifest, chunks);
-                        if let Some(last) = order.last.get_mut(chosen as usize) {
-                            *last = order.next;
+                        // (A chunk past the manifest is refused when it
+                        // is opened; it is recorded nowhere.)
+                        let c = chosen as usize;
+                        if c < order.last.len() {
+                            order.last[c] = order.next;
                             order.next += 1;
+                            order.sending[c] = order.sending[c].saturating_add(1);
                         }
-                    }
+                        Sending {
+                            seeding: Arc::clone(&self.seeding),
+                            id: id.clone(),
+                            manifest,
+                            chunk: chosen,
+                        }
+                    });
                     // Leaving (below) takes it out of the queue and finds
                     // the next front, now that the send order changed.
-                    return (self.turn(peer, all), chosen);
+                    return Ok((self.turn(peer, all, sending), chosen));
                 }
             }
             changed.await;
@@ -338,10 +449,13 @@ impl Turns {
     }
 }
 
+/// Every chunk a request to a complete game can take is on its way to
+/// another peer ([`ON_ITS_WAY_GRACE`]): it is refused as busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnItsWay;
+
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     const CHUNK: u64 = 4 * 1024 * 1024;
@@ -359,6 +473,7 @@ mod tests {
             turns
                 .seed(None, CHUNK, &id, manifest, candidates, true)
                 .await
+                .expect("not on its way elsewhere")
         })
     }
 
@@ -367,16 +482,34 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    /// Turns where a chunk is on its way only while it is sent.
+    fn no_grace() -> Arc<Turns> {
+        Arc::new(Turns::with_grace(Duration::ZERO))
+    }
+
+    /// Sends `chunks` one after another (each send over before the next).
+    async fn sent_before(turns: &Arc<Turns>, chunks: std::ops::Range<u32>) {
+        for chunk in chunks {
+            let (_, sent) = wait(turns, vec![chunk]).await.unwrap();
+            assert_eq!(sent, chunk);
+        }
+    }
+
+    /// Takes the whole budget: four chunk sends running.
+    async fn take_budget(turns: &Arc<Turns>, chunks: std::ops::Range<u32>) -> Vec<Turn> {
+        let mut held = Vec::new();
+        for chunk in chunks {
+            held.push(wait(turns, vec![chunk]).await.unwrap().0);
+        }
+        assert_eq!(held.len(), 4);
+        held
+    }
+
     #[tokio::test]
     async fn the_chunk_sent_longest_ago_goes_first_whoever_asked_first() {
-        let turns = Arc::new(Turns::default());
-        // Chunks 0..4 sent, in that order: the budget is taken.
-        let mut held = Vec::new();
-        for chunk in 0..4 {
-            let (turn, sent) = wait(&turns, vec![chunk]).await.unwrap();
-            assert_eq!(sent, chunk);
-            held.push(turn);
-        }
+        let turns = no_grace();
+        sent_before(&turns, 0..2).await;
+        let mut held = take_budget(&turns, 20..24).await;
         // A asks first and can only take chunk 0 (sent before); B asks
         // next and can take chunk 7 (never sent) or 1.
         let a = wait(&turns, vec![0]);
@@ -402,18 +535,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_overtaken_often_enough_goes_next() {
-        let turns = Arc::new(Turns::default());
-        let (turn, _) = wait(&turns, vec![0]).await.unwrap();
-        let mut held = vec![turn];
-        for chunk in 1..4 {
-            held.push(wait(&turns, vec![chunk]).await.unwrap().0);
-        }
+        let turns = no_grace();
+        sent_before(&turns, 0..1).await;
+        let mut held = take_budget(&turns, 1..5).await;
         // A can take only chunk 0; newcomers always offer a chunk never
         // sent, so they would overtake A forever without the bound.
         let a = wait(&turns, vec![0]);
         settle().await;
         let mut overtook = 0;
-        for chunk in 4..32 {
+        for chunk in 5..32 {
             let newcomer = wait(&turns, vec![chunk]);
             settle().await;
             held.remove(0);
@@ -432,10 +562,84 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_part_of_a_chunk_does_not_count_as_the_chunk_sent() {
-        let turns = Arc::new(Turns::default());
+    async fn a_chunk_on_its_way_to_one_peer_is_not_sent_to_another_until_the_grace_passed() {
+        let grace = Duration::from_millis(300);
+        let turns = Arc::new(Turns::with_grace(grace));
         let (id, manifest) = game();
-        let (turn, sent) = turns.seed(None, 1024, &id, manifest, vec![3], false).await;
+        let seed = |candidates: Vec<u32>, whole: bool| {
+            let (turns, id) = (Arc::clone(&turns), id.clone());
+            async move {
+                turns
+                    .seed(None, CHUNK, &id, manifest, candidates, whole)
+                    .await
+            }
+        };
+        let (to_a, sent) = seed(vec![5], true).await.unwrap();
+        assert_eq!(sent, 5);
+        // While 5 is sent to A: B, who can take only 5, is refused; C,
+        // who can also take 6, is sent 6; a range of 5 is sent.
+        assert_eq!(seed(vec![5], true).await.unwrap_err(), OnItsWay);
+        let (_, sent) = seed(vec![5, 6], true).await.unwrap();
+        assert_eq!(sent, 6);
+        let (_, sent) = seed(vec![5], false).await.unwrap();
+        assert_eq!(sent, 5, "a part of a chunk is always sent");
+        // A has it: still refused for the grace (A passes it on), then
+        // sent again (A may have left).
+        drop(to_a);
+        assert_eq!(seed(vec![5], true).await.unwrap_err(), OnItsWay);
+        tokio::time::sleep(grace + Duration::from_millis(50)).await;
+        let (_, sent) = seed(vec![5], true).await.unwrap();
+        assert_eq!(sent, 5);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_whose_chunks_all_went_to_others_meanwhile_is_refused() {
+        let turns = no_grace();
+        let mut held = take_budget(&turns, 20..24).await;
+        // A (3 or 4) and B (only 4) wait; A is served first and takes 3
+        // (asked first among equals), then C takes 4; B is refused.
+        let a = wait(&turns, vec![3, 4]);
+        settle().await;
+        let (id, manifest) = game();
+        let b = {
+            let (turns, id) = (Arc::clone(&turns), id.clone());
+            tokio::spawn(async move { turns.seed(None, CHUNK, &id, manifest, vec![4], true).await })
+        };
+        settle().await;
+        held.pop();
+        let (_a_turn, a_sent) = a.await.unwrap();
+        assert_eq!(a_sent, 3);
+        let (turns_c, id_c) = (Arc::clone(&turns), id.clone());
+        // B goes next (it arrived before C), so C waits behind it; free a
+        // turn: B takes 4 and C, who can take only 4, is refused.
+        let c = tokio::spawn(async move {
+            turns_c
+                .seed(None, CHUNK, &id_c, manifest, vec![4], true)
+                .await
+        });
+        settle().await;
+        held.pop();
+        let (_b_turn, b_sent) = tokio::time::timeout(Duration::from_secs(5), b)
+            .await
+            .expect("B is served")
+            .unwrap()
+            .unwrap();
+        assert_eq!(b_sent, 4);
+        let refused = tokio::time::timeout(Duration::from_secs(5), c)
+            .await
+            .expect("C is answered at once")
+            .unwrap();
+        assert_eq!(refused.unwrap_err(), OnItsWay);
+    }
+
+    #[tokio::test]
+    async fn a_part_of_a_chunk_does_not_count_as_the_chunk_sent() {
+        let turns = no_grace();
+        let (id, manifest) = game();
+        let (turn, sent) = turns
+            .seed(None, 1024, &id, manifest, vec![3], false)
+            .await
+            .unwrap();
         assert_eq!(sent, 3);
         drop(turn);
         // 3 still counts as never sent: it is preferred to 2 sent whole.
@@ -461,7 +665,8 @@ mod tests {
             seeding.push(
                 turns
                     .seed(None, CHUNK, &id, manifest, vec![chunk], true)
-                    .await,
+                    .await
+                    .unwrap(),
             );
         }
         assert!(turns.try_swarm(None, CHUNK).is_none());
