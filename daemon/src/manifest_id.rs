@@ -58,6 +58,9 @@ pub struct ChunkTable {
     /// Per file, its size (to know the last chunk's length).
     sizes: Vec<u64>,
     chunks: u32,
+    /// The chunks of `version.ini` (a download writes it last, so
+    /// downloaders never serve them).
+    sentinel: std::ops::Range<u32>,
 }
 
 /// One chunk's place.
@@ -73,15 +76,27 @@ impl ChunkTable {
     pub fn new(files: &[GameFileDescription]) -> Self {
         let mut first = Vec::with_capacity(files.len());
         let mut next = 0u32;
+        let mut sentinel = 0..0;
         for file in files {
             first.push(next);
-            next = next.saturating_add(u32::try_from(file.chunk_hashes.len()).unwrap_or(u32::MAX));
+            let end =
+                next.saturating_add(u32::try_from(file.chunk_hashes.len()).unwrap_or(u32::MAX));
+            if !file.is_dir && file.relative_path == crate::library::SENTINEL {
+                sentinel = next..end;
+            }
+            next = end;
         }
         Self {
             first,
             sizes: files.iter().map(|f| f.size).collect(),
             chunks: next,
+            sentinel,
         }
+    }
+
+    /// The chunks of `version.ini`, which downloaders never serve.
+    pub fn sentinel_chunks(&self) -> std::ops::Range<u32> {
+        self.sentinel.clone()
     }
 
     /// How many chunks the manifest has.
@@ -153,6 +168,9 @@ mod tests {
         assert_eq!(place(3), Some((2, 0, 7)));
         assert_eq!(place(4), None);
         assert_eq!(table.index(2, 0), 3);
+        assert_eq!(table.sentinel_chunks(), 0..0, "no version.ini");
+        let with_sentinel = ChunkTable::new(&[sized("a", 5), sized("version.ini", 16)]);
+        assert_eq!(with_sentinel.sentinel_chunks(), 1..2);
         let id = ManifestId::of(&Version::new("1"), &files);
         assert_eq!(ManifestId::from_hex(&id.to_hex()), Some(id));
         assert_eq!(ManifestId::from_hex("xyz"), None);

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::framing::{encode_header, read_to_end_bounded};
 use super::rate::RateLimiter;
 use super::tls::TlsIdentity;
-use super::turns::{OnItsWay, Turns, UPLOAD_BUDGET_BYTES};
+use super::turns::{OnItsWay, SeedGame, Turns, UPLOAD_BUDGET_BYTES};
 use super::{
     HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_STREAMS_PER_CONNECTION, REQUEST_READ_TIMEOUT,
     STREAM_WRITE_TIMEOUT, TransportError,
@@ -706,7 +706,11 @@ async fn send_chunk(
                             remote,
                             length,
                             id,
-                            (prepared.manifest, prepared.table.len()),
+                            &SeedGame {
+                                manifest: prepared.manifest,
+                                chunks: prepared.table.len(),
+                                not_passed_on: prepared.table.sentinel_chunks(),
+                            },
                             candidates,
                             whole,
                         )

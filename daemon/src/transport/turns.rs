@@ -170,9 +170,22 @@ struct Waiter {
 /// sends would not do: after one group of downloaders, the chunks sent
 /// least often overall are not the ones the next group lacks, and the
 /// seeder would send some twice early.)
+/// What the send order of a complete game needs of its manifest.
+#[derive(Debug, Clone)]
+pub struct SeedGame {
+    pub manifest: ManifestId,
+    /// How many chunks it has.
+    pub chunks: usize,
+    /// Chunks downloaders never pass on (`version.ini`'s: a download
+    /// writes it last): never held back as on their way, since every
+    /// downloader gets them from a complete holder.
+    pub not_passed_on: std::ops::Range<u32>,
+}
+
 #[derive(Debug)]
 struct SendOrder {
     manifest: ManifestId,
+    not_passed_on: std::ops::Range<u32>,
     /// Per chunk, the sequence number of its last send (0: never).
     last: Vec<u64>,
     /// Per chunk, sends running now.
@@ -184,9 +197,11 @@ struct SendOrder {
 }
 
 impl SendOrder {
-    fn new(manifest: ManifestId, chunks: usize) -> Self {
+    fn new(game: &SeedGame) -> Self {
+        let chunks = game.chunks;
         Self {
-            manifest,
+            manifest: game.manifest,
+            not_passed_on: game.not_passed_on.clone(),
             last: vec![0; chunks],
             sending: vec![0; chunks],
             ended_ms: vec![0; chunks],
@@ -197,6 +212,9 @@ impl SendOrder {
     /// Whether chunk `c` is on its way to a peer, or arrived less than
     /// `grace_ms` ago (`now_ms` since the epoch).
     fn on_its_way(&self, c: usize, now_ms: u64, grace_ms: u64) -> bool {
+        if self.not_passed_on.contains(&(c as u32)) {
+            return false;
+        }
         self.sending.get(c).is_some_and(|&n| n > 0)
             || self
                 .ended_ms
@@ -206,15 +224,15 @@ impl SendOrder {
 }
 
 impl Seeding {
-    /// The send order of `id` for `manifest` of `chunks` chunks (a new
-    /// one when the game's manifest changed).
-    fn order(&mut self, id: &GameId, manifest: ManifestId, chunks: usize) -> &mut SendOrder {
+    /// The send order of `id` for `game` (a new one when the game's
+    /// manifest changed).
+    fn order(&mut self, id: &GameId, game: &SeedGame) -> &mut SendOrder {
         let order = self
             .sent
             .entry(id.clone())
-            .or_insert_with(|| SendOrder::new(manifest, chunks));
-        if order.manifest != manifest || order.last.len() != chunks {
-            *order = SendOrder::new(manifest, chunks);
+            .or_insert_with(|| SendOrder::new(game));
+        if order.manifest != game.manifest || order.last.len() != game.chunks {
+            *order = SendOrder::new(game);
         }
         order
     }
@@ -354,8 +372,8 @@ impl Turns {
         Some(self.turn(peer, all, None))
     }
 
-    /// Waits for a turn to send `bytes` of complete game `id` (its
-    /// manifest and number of chunks) to `to`, and picks what to send: of
+    /// Waits for a turn to send `bytes` of complete game `id` (`game`
+    /// says what of its manifest matters) to `to`, and picks what to send: of
     /// `candidates` (the asked chunk first, then its alternatives), the
     /// one sent longest ago, recorded as sent now if `whole` (a part of a
     /// chunk does not count). Waiting requests are served best first (see
@@ -366,10 +384,11 @@ impl Turns {
         to: Option<SocketAddr>,
         bytes: u64,
         id: &GameId,
-        (manifest, chunks): (ManifestId, usize),
+        game: &SeedGame,
         candidates: Vec<u32>,
         whole: bool,
     ) -> Result<(Turn, u32), OnItsWay> {
+        let manifest = game.manifest;
         let units = Self::units(bytes);
         // The connection's share first: a peer that stopped reading waits
         // here, outside the queue, and holds up no one else.
@@ -384,7 +403,7 @@ impl Turns {
         };
         let arrival = {
             let mut seeding = self.seeding();
-            seeding.order(id, manifest, chunks);
+            seeding.order(id, game);
             let arrival = seeding.next_arrival;
             seeding.next_arrival += 1;
             let given_before = seeding.given;
@@ -423,7 +442,7 @@ impl Turns {
                 {
                     seeding.given += 1;
                     let sending = whole.then(|| {
-                        let order = seeding.order(id, manifest, chunks);
+                        let order = seeding.order(id, game);
                         // (A chunk past the manifest is refused when it
                         // is opened; it is recorded nowhere.)
                         let c = chosen as usize;
@@ -460,9 +479,15 @@ mod tests {
 
     const CHUNK: u64 = 4 * 1024 * 1024;
 
-    fn game() -> (GameId, (ManifestId, usize)) {
+    /// A game of 32 chunks, the last one `version.ini`'s.
+    fn game() -> (GameId, SeedGame) {
         let manifest = ManifestId::from_hex(&"ab".repeat(32)).unwrap();
-        (GameId::new("openarena").unwrap(), (manifest, 32))
+        let game = SeedGame {
+            manifest,
+            chunks: 32,
+            not_passed_on: 31..32,
+        };
+        (GameId::new("openarena").unwrap(), game)
     }
 
     /// A waiting `seed` request, run on its own task.
@@ -471,7 +496,7 @@ mod tests {
         tokio::spawn(async move {
             let (id, manifest) = game();
             turns
-                .seed(None, CHUNK, &id, manifest, candidates, true)
+                .seed(None, CHUNK, &id, &manifest, candidates, true)
                 .await
                 .expect("not on its way elsewhere")
         })
@@ -567,10 +592,10 @@ mod tests {
         let turns = Arc::new(Turns::with_grace(grace));
         let (id, manifest) = game();
         let seed = |candidates: Vec<u32>, whole: bool| {
-            let (turns, id) = (Arc::clone(&turns), id.clone());
+            let (turns, id, manifest) = (Arc::clone(&turns), id.clone(), manifest.clone());
             async move {
                 turns
-                    .seed(None, CHUNK, &id, manifest, candidates, whole)
+                    .seed(None, CHUNK, &id, &manifest, candidates, whole)
                     .await
             }
         };
@@ -583,6 +608,10 @@ mod tests {
         assert_eq!(sent, 6);
         let (_, sent) = seed(vec![5], false).await.unwrap();
         assert_eq!(sent, 5, "a part of a chunk is always sent");
+        // version.ini's chunk is never passed on: sent to all at once.
+        let (_to_a, sent) = seed(vec![31], true).await.unwrap();
+        let (_to_b, sent_b) = seed(vec![31], true).await.unwrap();
+        assert_eq!((sent, sent_b), (31, 31));
         // A has it: still refused for the grace (A passes it on), then
         // sent again (A may have left).
         drop(to_a);
@@ -602,8 +631,10 @@ mod tests {
         settle().await;
         let (id, manifest) = game();
         let b = {
-            let (turns, id) = (Arc::clone(&turns), id.clone());
-            tokio::spawn(async move { turns.seed(None, CHUNK, &id, manifest, vec![4], true).await })
+            let (turns, id, manifest) = (Arc::clone(&turns), id.clone(), manifest.clone());
+            tokio::spawn(
+                async move { turns.seed(None, CHUNK, &id, &manifest, vec![4], true).await },
+            )
         };
         settle().await;
         held.pop();
@@ -614,7 +645,7 @@ mod tests {
         // turn: B takes 4 and C, who can take only 4, is refused.
         let c = tokio::spawn(async move {
             turns_c
-                .seed(None, CHUNK, &id_c, manifest, vec![4], true)
+                .seed(None, CHUNK, &id_c, &manifest, vec![4], true)
                 .await
         });
         settle().await;
@@ -637,7 +668,7 @@ mod tests {
         let turns = no_grace();
         let (id, manifest) = game();
         let (turn, sent) = turns
-            .seed(None, 1024, &id, manifest, vec![3], false)
+            .seed(None, 1024, &id, &manifest, vec![3], false)
             .await
             .unwrap();
         assert_eq!(sent, 3);
@@ -664,7 +695,7 @@ mod tests {
         for chunk in 0..3 {
             seeding.push(
                 turns
-                    .seed(None, CHUNK, &id, manifest, vec![chunk], true)
+                    .seed(None, CHUNK, &id, &manifest, vec![chunk], true)
                     .await
                     .unwrap(),
             );
