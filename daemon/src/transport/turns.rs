@@ -165,11 +165,6 @@ struct Waiter {
     whole: bool,
 }
 
-/// When each chunk of one manifest was last sent (a sequence number), so
-/// a request with alternatives gets the one sent longest ago. (Counts of
-/// sends would not do: after one group of downloaders, the chunks sent
-/// least often overall are not the ones the next group lacks, and the
-/// seeder would send some twice early.)
 /// What the send order of a complete game needs of its manifest.
 #[derive(Debug, Clone)]
 pub struct SeedGame {
@@ -182,6 +177,11 @@ pub struct SeedGame {
     pub not_passed_on: std::ops::Range<u32>,
 }
 
+/// When each chunk of one manifest was last sent (a sequence number), so
+/// a request with alternatives gets the one sent longest ago. (Counts of
+/// sends would not do: after one group of downloaders, the chunks sent
+/// least often overall are not the ones the next group lacks, and the
+/// seeder would send some twice early.)
 #[derive(Debug)]
 struct SendOrder {
     manifest: ManifestId,
