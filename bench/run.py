@@ -1739,6 +1739,10 @@ def markdown(report, notes):
         "are network namespaces on one veth bridge, so an \"unshaped link\" is bounded by "
         "the two shared CPU cores, not by a wire.",
         "",
+        *([f"This run measured {', '.join(report['measured'])}; the other figures are kept "
+           "from earlier runs (this file's history says when)."]
+          if set(report.get("measured") or SCENARIOS) != set(SCENARIOS) else []),
+        "",
         "| figure | median | min | max | runs |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
@@ -2029,6 +2033,8 @@ def main():
                    f"load average at start {os.getloadavg()[0]:.2f}",
         "seconds": round(time.monotonic() - started, 1),
         "previous_date": previous.get("date") if previous else None,
+        # A partial run (--only) measured these; the others are kept.
+        "measured": names,
         "scenarios": results,
         "discovery_misses": DISCOVERY_MISSES,
         "flame_graphs": FLAME_GRAPHS,
