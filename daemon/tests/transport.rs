@@ -463,18 +463,33 @@ async fn ranges_and_block_signatures_describe_the_served_bytes() {
 
 /// Asked for a chunk with alternatives, a complete holder sends the one it
 /// sent least often (the asked one among equals): downloaders asking at
-/// the same moment get different chunks.
+/// the same moment get different chunks. One just sent is on its way to
+/// a peer that will pass it on: not sent again within the grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_complete_holder_sends_the_least_sent_of_the_alternatives() {
     let fixture = Fixture::start().await;
     let client = client();
     let served = served_manifest(&client, fixture.addr).await;
     let data = content(BIG_FILE, 1);
+    let fetch = || chunk(&client, fixture.addr, "openarena", &served, 2, vec![1, 3]);
     let mut sent = Vec::new();
-    for _ in 0..4 {
-        let (index, bytes) = chunk(&client, fixture.addr, "openarena", &served, 2, vec![1, 3])
-            .await
-            .unwrap();
+    for round in 0..4 {
+        if round == 3 {
+            // All three were sent within the grace: busy, then sent again.
+            let refused = fetch().await;
+            assert!(
+                matches!(
+                    refused,
+                    Err(TransportError::Refused {
+                        code: WireErrorCode::Busy,
+                        ..
+                    })
+                ),
+                "{refused:?}"
+            );
+            tokio::time::sleep(lanspreadd::transport::ON_ITS_WAY_GRACE).await;
+        }
+        let (index, bytes) = fetch().await.unwrap();
         let place = served.1.place(index).unwrap();
         let start = place.offset as usize;
         assert_eq!(
@@ -699,7 +714,11 @@ async fn a_peer_that_opens_many_streams_and_never_reads_does_not_starve_others()
         stalled.push(stream); // never read
     }
     let data = content(BIG_FILE, 1);
-    for _ in 0..3 {
+    for round in 0..3 {
+        if round > 0 {
+            // Chunk 2 was just sent: past the grace it is sent again.
+            tokio::time::sleep(lanspreadd::transport::ON_ITS_WAY_GRACE).await;
+        }
         let started = Instant::now();
         let (_, got) = chunk(&good, fixture.addr, "openarena", &served, 2, vec![])
             .await

@@ -21,6 +21,7 @@ pub use rate::{RateLimiter, RateLimiters};
 pub use server::{QuicServer, RevisionFeed, ServeContext, ServeEvent};
 pub use serving_runtime::{SERVING_NICE, SERVING_THREAD_NAME, ServingRuntime};
 pub use tls::TlsIdentity;
+pub use turns::ON_ITS_WAY_GRACE;
 
 /// Longest a QUIC handshake may take. Short, because an ALPN mismatch is
 /// only ever reported as a handshake timeout.
