@@ -2037,7 +2037,9 @@ def main():
         "measured": names,
         "scenarios": results,
         "discovery_misses": DISCOVERY_MISSES,
-        "flame_graphs": FLAME_GRAPHS,
+        # A partial run that drew none keeps the links to the last ones.
+        "flame_graphs": FLAME_GRAPHS or ((previous or {}).get("flame_graphs", []) if args.only
+                                         else []),
     }
     notes = compare(results, previous)
     os.makedirs(RESULTS, exist_ok=True)

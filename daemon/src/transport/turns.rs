@@ -142,7 +142,8 @@ struct Seeding {
     given: u64,
     /// The arrival of the waiter that goes next, kept by
     /// [`Seeding::refresh`] whenever what decides it changes (so each
-    /// waiter woken checks in O(1), not by ranking every other).
+    /// waiter woken checks only its own candidates, not by ranking every
+    /// other).
     front: Option<u64>,
     /// Per complete game, when each chunk was last sent.
     sent: HashMap<GameId, SendOrder>,
