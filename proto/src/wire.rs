@@ -272,8 +272,9 @@ pub enum WireErrorCode {
     /// chunk (or any of the alternatives) yet.
     NotHeld,
     /// The server is downloading this manifest too and is already sending
-    /// as much of it as it serves at once: ask another peer, or this one
-    /// again a little later. Nothing failed.
+    /// as much of it as it serves at once, or holds it complete and every
+    /// chunk asked is on its way to another peer: ask another peer, or
+    /// this one again a little later. Nothing failed.
     Busy,
     /// The server failed to read its own disk.
     Internal,

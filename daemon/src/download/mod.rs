@@ -201,8 +201,9 @@ enum Fetched {
     /// The peer no longer holds this manifest (its game changed, or its
     /// download ended): it leaves the download, without blame.
     Left(String),
-    /// The peer (a downloader) is sending as much as it serves at once:
-    /// ask it again after the swarm moved on, nothing failed.
+    /// The peer is sending as much as it serves at once (a downloader), or
+    /// every chunk asked is on its way to another peer (a complete
+    /// holder): ask it again after the swarm moved on, nothing failed.
     Busy,
     /// Our own disk failed: the download cannot go on.
     Local(DownloadError),

@@ -110,7 +110,8 @@ pub struct PeerSlot {
     in_flight_bytes: u64,
     failures_in_row: u32,
     /// It answered `Busy` (a downloader sending as much as it serves at
-    /// once): asked nothing until [`Plan::not_busy`].
+    /// once, or a complete holder whose chunks asked are all on their way
+    /// elsewhere): asked nothing until [`Plan::not_busy`].
     busy: bool,
     bad_chunks: u32,
     /// Smoothed bytes per second of its completed chunks (per chunk, so
