@@ -8,8 +8,9 @@
 //! A download registers its [`Partial`] when it starts, marks each chunk
 //! once verified and written, and ends it when it is cancelled or fails
 //! (its chunks are served no more from that moment). A download that
-//! finished keeps serving until the core retires it, once the game is
-//! served as a complete one.
+//! finished keeps serving until the core hands it over, once the game is
+//! served as a complete one: its subscribers then hear that it holds the
+//! game complete, and chunk streams in progress go on.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -56,6 +57,9 @@ struct PartialState {
     ended: Option<String>,
     /// The download finished: every chunk is on disk.
     finished: bool,
+    /// It finished and the game is served complete now: new requests go
+    /// to the complete game; subscribers are told it holds everything.
+    handed_over: bool,
 }
 
 impl Partial {
@@ -79,6 +83,7 @@ impl Partial {
                 held,
                 ended: None,
                 finished: false,
+                handed_over: false,
             }),
             changes: watch::channel(0).0,
         })
@@ -113,6 +118,24 @@ impl Partial {
     /// Whether the download finished.
     pub fn is_finished(&self) -> bool {
         self.lock().finished
+    }
+
+    /// The finished download is served as a complete game from now on:
+    /// what it holds stays served (streams in progress go on), and its
+    /// subscribers are told it is complete.
+    fn hand_over(&self) {
+        let mut state = self.lock();
+        if state.ended.is_some() {
+            return;
+        }
+        state.handed_over = true;
+        drop(state);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Whether it was handed over to the complete game.
+    pub fn is_handed_over(&self) -> bool {
+        self.lock().handed_over
     }
 
     /// Whether chunk `chunk` may be served: verified, and the download
@@ -167,6 +190,12 @@ impl Swarm {
     /// of its game).
     pub fn retire(&self, partial: &Arc<Partial>, reason: &str) {
         partial.end(reason);
+        self.forget(partial);
+    }
+
+    /// Forgets `partial` if it is still the registered download of its
+    /// game.
+    fn forget(&self, partial: &Arc<Partial>) {
         let mut downloads = self.lock();
         if downloads
             .get(&partial.id)
@@ -178,12 +207,15 @@ impl Swarm {
         }
     }
 
-    /// Retires the download of `id` if it finished (the game is served as
-    /// a complete one from now on).
+    /// Hands the download of `id` over to the complete game if it
+    /// finished (the game is served as a complete one from now on): it is
+    /// forgotten, its subscribers are told it holds everything, and chunk
+    /// streams in progress go on (the same files, now the complete game's).
     pub fn retire_finished(&self, id: &GameId) {
         let partial = self.lock().get(id).cloned();
         if let Some(partial) = partial.filter(|p| p.lock().finished) {
-            self.retire(&partial, "finished: served as a complete game now");
+            partial.hand_over();
+            self.forget(&partial);
         }
     }
 
@@ -259,5 +291,25 @@ mod tests {
         assert!(swarm.announced().is_empty());
         second.verified([0]);
         assert!(!second.holds(0), "an ended download learns nothing new");
+    }
+
+    #[test]
+    fn a_finished_download_is_handed_over_and_keeps_serving_what_it_holds() {
+        let swarm = Swarm::default();
+        let done = partial("game");
+        swarm.register(Arc::clone(&done));
+        done.verified([0]);
+        let changes = done.watch();
+        // Not finished yet: nothing to hand over.
+        swarm.retire_finished(&done.id);
+        assert!(swarm.get(&done.id).is_some() && !done.is_handed_over());
+        done.finish();
+        swarm.retire_finished(&done.id);
+        assert!(swarm.get(&done.id).is_none(), "requests go to the complete game");
+        assert!(swarm.announced().is_empty());
+        assert!(done.is_handed_over());
+        assert!(changes.has_changed().unwrap(), "subscribers are woken");
+        assert!(done.holds(0), "a stream in progress goes on");
+        assert!(done.held().is_ok());
     }
 }

@@ -30,12 +30,12 @@ use crate::model::{GameFileDescription, GameId, Version};
 /// `GetChunk` with a `range` (part of a chunk).
 /// 6: `Busy`: a downloader serving the swarm refuses what it cannot send
 /// at once, instead of queueing it.
-pub const WIRE_VERSION: u32 = 6;
+pub const WIRE_VERSION: u32 = 7;
 
 /// ALPN protocol id negotiated on every QUIC connection (carries the wire
 /// version, so a peer of another version fails the handshake, never a
 /// request).
-pub const ALPN: &[u8] = b"lanspread/6";
+pub const ALPN: &[u8] = b"lanspread/7";
 
 /// TLS server name used by clients (the compiled-in certificate is issued
 /// for it).
@@ -230,7 +230,9 @@ pub enum Availability {
     /// The first line: the chunks the peer holds (less those the asker
     /// said it holds), as lower-case hex of a bit set: bit `i % 8` of byte
     /// `i / 8` is chunk `i`. `complete`: it holds the whole game, and no
-    /// line follows.
+    /// line follows. A downloader whose download finished and whose game
+    /// is served complete now ends its stream with one that is complete
+    /// (the chunks it had not told of yet).
     Have { chunks: String, complete: bool },
     /// Chunks it verified since the last line.
     More { chunks: Vec<u32> },

@@ -219,6 +219,8 @@ enum News {
     Holds(Vec<u32>),
     /// It no longer serves this manifest.
     Gone(String),
+    /// It finished its download: a complete holder from now on.
+    Complete,
     /// A tentative source does not hold the manifest.
     NotHere,
 }
@@ -500,7 +502,8 @@ async fn transfer(
 
     loop {
         // Hand out work to every free slot.
-        for (peer, &addr) in addrs.iter().enumerate() {
+        for peer in plan.source_order() {
+            let addr = addrs[peer];
             while let Some(chunk_id) = plan.next_for(peer) {
                 let alternatives = plan.alternatives(peer, chunk_id);
                 tracing::debug!(chunk = numbering.global[chunk_id], peer = %plan.peers()[peer].peer_id, alternatives = alternatives.len(), "chunk asked");
@@ -567,11 +570,17 @@ async fn transfer(
                 )])));
             }
             Some(source) = new_sources.recv() => {
-                let known = plan.peers().iter().any(|p| {
+                let known = plan.peers().iter().position(|p| {
                     p.peer_id == source.peer_id && p.dropped.is_none()
                 });
-                if !known {
-                    joiner.join(&mut plan, &mut addrs, &mut subscriptions, &source);
+                match known {
+                    None => joiner.join(&mut plan, &mut addrs, &mut subscriptions, &source),
+                    // It finished (its subscription may say so first).
+                    Some(peer) if source.complete && !plan.peers()[peer].complete => {
+                        tracing::debug!(peer = %source.peer_id, "source finished: a complete holder now");
+                        plan.became_complete(peer);
+                    }
+                    Some(_) => {}
                 }
             }
             Some((peer, news)) = news_rx.recv() => match news {
@@ -587,6 +596,12 @@ async fn transfer(
                     tracing::info!(peer = %peer_id, %reason, "source left this download");
                     plan.drop_peer(peer, format!("left: {reason}"));
                     abort_fetches_of(&mut running, peer);
+                }
+                News::Complete => {
+                    if !plan.peers()[peer].complete {
+                        tracing::debug!(peer = %plan.peers()[peer].peer_id, "source finished: a complete holder now");
+                        plan.became_complete(peer);
+                    }
                 }
                 News::NotHere => {
                     plan.drop_peer(peer, "does not download this manifest".into());
@@ -862,7 +877,15 @@ async fn reuse_in_place<F: Future<Output = ()>>(
 fn per_source(plan: &Plan, before: &[SourceBytes]) -> Vec<SourceBytes> {
     let mut sources: Vec<SourceBytes> = before.to_vec();
     for peer in plan.peers() {
-        add_source_bytes(&mut sources, &peer.peer_id, peer.complete, peer.bytes);
+        // A downloader that finished during this download counts under
+        // both kinds: what it sent before and after.
+        let as_downloader = peer.bytes_as_downloader;
+        if !peer.complete || as_downloader > 0 {
+            add_source_bytes(&mut sources, &peer.peer_id, false, as_downloader);
+        }
+        if peer.complete {
+            add_source_bytes(&mut sources, &peer.peer_id, true, peer.bytes - as_downloader);
+        }
     }
     sources
 }
@@ -980,6 +1003,8 @@ async fn subscribe(
             }
         };
         let item = match line {
+            // A downloader that finished says so as a complete holder does.
+            Availability::Have { complete: true, .. } if !source.complete => News::Complete,
             Availability::Have { chunks: set, .. } => match ChunkSet::from_hex(chunks, &set) {
                 Some(set) => News::Holds(set.iter().map(|c| c as u32).collect()),
                 None => News::Gone("sent an unreadable chunk set".into()),
@@ -992,7 +1017,7 @@ async fn subscribe(
             Availability::Error(_) if source.tentative => News::NotHere,
             Availability::Error(refusal) => News::Gone(refusal.message),
         };
-        let last = matches!(item, News::Gone(_) | News::NotHere);
+        let last = matches!(item, News::Gone(_) | News::NotHere | News::Complete);
         if !report(item).await || last {
             return;
         }

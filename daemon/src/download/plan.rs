@@ -118,6 +118,9 @@ pub struct PeerSlot {
     /// comparable between peers with the same slot count).
     rate: Option<f64>,
     pub bytes: u64,
+    /// Of [`PeerSlot::bytes`], those that came while it was downloading
+    /// too (all of them, unless it finished during this download).
+    pub bytes_as_downloader: u64,
     pub dropped: Option<String>,
 }
 
@@ -247,6 +250,7 @@ impl Plan {
             bad_chunks: 0,
             rate: None,
             bytes: 0,
+            bytes_as_downloader: 0,
             dropped: None,
         });
         if complete {
@@ -275,6 +279,26 @@ impl Plan {
         if pending {
             self.list(id);
         }
+    }
+
+    /// `peer`, a downloader source, finished its download: it holds every
+    /// chunk, and is a complete holder from now on. Its fetches in flight
+    /// go on (`docs/download.md#plan`).
+    pub fn became_complete(&mut self, peer: PeerIdx) {
+        let slot = &mut self.peers[peer];
+        if slot.dropped.is_some() || slot.complete {
+            return;
+        }
+        slot.complete = true;
+        slot.busy = false;
+        if let Some(holdings) = slot.holdings.take() {
+            for (id, held) in self.held_by.iter_mut().enumerate() {
+                if !holdings.has.contains(id) {
+                    *held = held.saturating_add(1);
+                }
+            }
+        }
+        self.rebuild_sets();
     }
 
     /// Takes `peer` out of the download: it left (cancelled, changed its
@@ -417,6 +441,18 @@ impl Plan {
             .holdings
             .as_ref()
             .is_none_or(|h| h.has.contains(id))
+    }
+
+    /// The order in which to offer free slots to the sources this time: at
+    /// random. Downloaders list their sources in about the same order (the
+    /// order they were found), and the first ones with a chunk to give
+    /// would take every free slot: in the 1 → 8 bench the first two
+    /// downloaders to join sent 33 and 34 chunks, the last 14, and a busy
+    /// uplink answers busy while an idle one waits (`docs/download.md#plan`).
+    pub fn source_order(&mut self) -> Vec<PeerIdx> {
+        let mut order: Vec<PeerIdx> = (0..self.peers.len()).collect();
+        self.rng.shuffle(&mut order);
+        order
     }
 
     /// The next chunk for `peer`, if it has a free slot and there is work
@@ -636,6 +672,9 @@ impl Plan {
         let slot = &mut self.peers[peer];
         slot.failures_in_row = 0;
         slot.bytes += length;
+        if !slot.complete {
+            slot.bytes_as_downloader += length;
+        }
         let sample = length as f64 / elapsed.as_secs_f64().max(1e-6);
         slot.rate = Some(match slot.rate {
             Some(rate) => rate * (1.0 - RATE_SMOOTHING) + sample * RATE_SMOOTHING,
@@ -1145,6 +1184,33 @@ mod tests {
             taken += 1;
         }
         assert_eq!(taken, SLOTS_PER_PEER);
+    }
+
+    #[test]
+    fn a_downloader_source_that_finishes_keeps_its_fetch_and_serves_every_chunk() {
+        let mut plan = plan(8, 0);
+        let other = plan.add_peer("downloader".into(), false);
+        plan.holds(other, 3);
+        assert_eq!(plan.next_for(other), Some(3));
+        // It finished meanwhile: it holds everything, and the fetch of
+        // chunk 3 started before goes on (no chunk is handed out twice).
+        plan.became_complete(other);
+        assert!(plan.peers()[other].complete);
+        let mut asked = Vec::new();
+        while let Some(id) = plan.next_for(other) {
+            asked.push(id);
+        }
+        assert!(!asked.is_empty() && !asked.contains(&3), "{asked:?}");
+        assert_eq!(plan.completed(3, other, Duration::from_millis(5)), Some(vec![]));
+        let slot = &plan.peers()[other];
+        assert_eq!((slot.bytes, slot.bytes_as_downloader), (CHUNK_SIZE, 0));
+        for &id in &asked {
+            assert!(plan.completed(id, other, Duration::from_millis(5)).is_some());
+        }
+        let served = simulate(&mut plan, &[1]);
+        assert!(plan.is_finished(), "every chunk is fetched from it");
+        assert_eq!(served[0] as usize, 7 - asked.len());
+        assert_eq!(plan.peers()[other].bytes_as_downloader, 0);
     }
 
     #[test]

@@ -943,7 +943,9 @@ async fn send_data(
 
 /// Answers `Subscribe`: the chunks held (less the asker's), then, for a
 /// download, each chunk as it is verified, batched over
-/// [`AVAILABILITY_BATCH`], until the download stops serving.
+/// [`AVAILABILITY_BATCH`], until the download stops serving (`Gone`) or,
+/// finished, is handed over to the complete game (a last `Have` that is
+/// `complete`).
 async fn subscribe(
     stream: &mut BidirectionalStream,
     library: &ServedLibrary,
@@ -998,6 +1000,15 @@ async fn subscribe(
                 return send_bytes(stream, encode_header(&Availability::Gone { reason })).await;
             }
         };
+        if partial.is_handed_over() {
+            // Finished and served complete now: said as a complete holder
+            // says it, the last line (the asker keeps its fetches here).
+            let line = Availability::Have {
+                chunks: ChunkSet::full(partial.table.len()).without(&told).to_hex(),
+                complete: true,
+            };
+            return send_bytes(stream, encode_header(&line)).await;
+        }
         let news = held.without(&told);
         if first {
             let line = Availability::Have {
