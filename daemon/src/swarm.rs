@@ -305,7 +305,10 @@ mod tests {
         assert!(swarm.get(&done.id).is_some() && !done.is_handed_over());
         done.finish();
         swarm.retire_finished(&done.id);
-        assert!(swarm.get(&done.id).is_none(), "requests go to the complete game");
+        assert!(
+            swarm.get(&done.id).is_none(),
+            "requests go to the complete game"
+        );
         assert!(swarm.announced().is_empty());
         assert!(done.is_handed_over());
         assert!(changes.has_changed().unwrap(), "subscribers are woken");

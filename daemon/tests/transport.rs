@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{test_catalog, write};
-use lanspread_proto::model::GameId;
+use lanspread_proto::model::{GameFileDescription, GameId, Version};
 use lanspread_proto::wire::{
     Availability, CHUNK_SIZE, MAX_REQUEST_BYTES, Request, Response, WIRE_VERSION, WireErrorCode,
 };
@@ -18,6 +18,7 @@ use lanspreadd::library::{LibraryIndex, scan_local_library};
 use lanspreadd::manifest_id::{ChunkTable, ManifestId};
 use lanspreadd::prepare::{Manifests, PrepareEvent, Preparer};
 use lanspreadd::serve::ServedLibrary;
+use lanspreadd::swarm::{Partial, Swarm};
 use lanspreadd::transport::{
     HANDSHAKE_TIMEOUT, PeerClient, QuicServer, ServeContext, ServeEvent, TlsIdentity,
     TransportError,
@@ -45,6 +46,9 @@ struct Fixture {
     addr: SocketAddr,
     dir: TempDir,
     shutdown: CancellationToken,
+    /// The downloads the server serves chunks of.
+    swarm: Arc<Swarm>,
+    upload_limit: Arc<lanspreadd::transport::RateLimiter>,
 }
 
 impl Fixture {
@@ -103,12 +107,14 @@ impl Fixture {
         let server =
             QuicServer::bind("127.0.0.1:0".parse().unwrap(), &TlsIdentity::compiled_in()).unwrap();
         let addr = server.local_addr();
+        let swarm = Arc::new(Swarm::default());
+        let upload_limit: Arc<lanspreadd::transport::RateLimiter> = Default::default();
         let context = Arc::new(ServeContext {
             peer_id: "server-peer".into(),
             library: rx,
             manifests,
-            upload_limit: Default::default(),
-            swarm: Default::default(),
+            upload_limit: Arc::clone(&upload_limit),
+            swarm: Arc::clone(&swarm),
             events: EventSender::<ServeEvent>::new(tokio::sync::mpsc::channel::<ServeEvent>(16).0),
             uploads: Default::default(),
             turns: Default::default(),
@@ -119,6 +125,8 @@ impl Fixture {
             addr,
             dir,
             shutdown,
+            swarm,
+            upload_limit,
         }
     }
 
@@ -584,6 +592,102 @@ async fn a_complete_holder_says_it_holds_every_chunk_the_asker_lacks() {
         refused.next().await.unwrap(),
         Some(Availability::Error(ref e)) if e.code == WireErrorCode::UnknownManifest
     ));
+}
+
+/// A download in progress tells a subscriber each chunk it verifies; once
+/// finished and handed over to the complete game, it ends the stream as a
+/// complete holder does (the chunks not told yet, `complete: true`), and a
+/// chunk stream running at that moment goes on to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_download_ends_its_subscriptions_as_a_complete_holder_and_its_sends_go_on() {
+    let fixture = Fixture::start().await;
+    let root = fixture.dir.path().join("downloading");
+    let data = content(CHUNK_SIZE * 2 + 10, 9);
+    write(&root.join("big.bin"), &data);
+    let files = vec![GameFileDescription {
+        relative_path: "big.bin".into(),
+        is_dir: false,
+        size: data.len() as u64,
+        chunk_hashes: data
+            .chunks(CHUNK_SIZE as usize)
+            .map(|c| blake3::hash(c).to_hex().to_string())
+            .collect(),
+    }];
+    let game = id("downloading");
+    let partial = Partial::new(game.clone(), Version::new("2"), Arc::new(files), root);
+    fixture.swarm.register(Arc::clone(&partial));
+    partial.verified([0]);
+    let manifest = partial.manifest.to_hex();
+    let client = client();
+    let mut subscription = client
+        .subscribe(fixture.addr, &game, &manifest, String::new())
+        .await
+        .unwrap();
+    let first = subscription.next().await.unwrap();
+    assert_eq!(
+        first,
+        Some(Availability::Have {
+            chunks: "01".into(),
+            complete: false
+        })
+    );
+    partial.verified([1]);
+    let news = subscription.next().await.unwrap();
+    assert_eq!(news, Some(Availability::More { chunks: vec![1] }));
+    // A send of chunk 1, slowed to take about a second, runs while the
+    // download finishes and is handed over.
+    fixture.upload_limit.set_rate(4 * 1024 * 1024);
+    let table = ChunkTable::new(&partial.files);
+    let send = {
+        let (sender, addr, manifest) = (self::client(), fixture.addr, manifest.clone());
+        tokio::spawn(async move {
+            chunk(
+                &sender,
+                addr,
+                "downloading",
+                &(manifest, table),
+                1,
+                Vec::new(),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    partial.verified([2]);
+    partial.finish();
+    fixture.swarm.retire_finished(&game);
+    let mut lines = Vec::new();
+    while let Some(line) = subscription.next().await.unwrap() {
+        lines.push(line);
+    }
+    // The last line says it is complete, with the chunks not told yet:
+    // chunk 2, unless a `More` told of it just before.
+    let Some(Availability::Have {
+        chunks,
+        complete: true,
+    }) = lines.pop()
+    else {
+        panic!("the stream ends as a complete holder's would: {lines:?}");
+    };
+    let told: Vec<u32> = lines
+        .iter()
+        .flat_map(|line| match line {
+            Availability::More { chunks } => chunks.clone(),
+            other => panic!("only news before the end: {other:?}"),
+        })
+        .collect();
+    let expected = if told == [2] { "00" } else { "04" };
+    assert_eq!(
+        (chunks.as_str(), told.len() <= 1),
+        (expected, true),
+        "{told:?}"
+    );
+    let (sent, bytes) = send.await.unwrap().expect("the send running goes on");
+    assert_eq!(sent, 1);
+    assert!(
+        bytes == data[CHUNK_SIZE as usize..2 * CHUNK_SIZE as usize],
+        "the chunk's bytes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

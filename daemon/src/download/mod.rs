@@ -884,7 +884,12 @@ fn per_source(plan: &Plan, before: &[SourceBytes]) -> Vec<SourceBytes> {
             add_source_bytes(&mut sources, &peer.peer_id, false, as_downloader);
         }
         if peer.complete {
-            add_source_bytes(&mut sources, &peer.peer_id, true, peer.bytes - as_downloader);
+            add_source_bytes(
+                &mut sources,
+                &peer.peer_id,
+                true,
+                peer.bytes - as_downloader,
+            );
         }
     }
     sources

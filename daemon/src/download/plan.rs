@@ -1201,11 +1201,17 @@ mod tests {
             asked.push(id);
         }
         assert!(!asked.is_empty() && !asked.contains(&3), "{asked:?}");
-        assert_eq!(plan.completed(3, other, Duration::from_millis(5)), Some(vec![]));
+        assert_eq!(
+            plan.completed(3, other, Duration::from_millis(5)),
+            Some(vec![])
+        );
         let slot = &plan.peers()[other];
         assert_eq!((slot.bytes, slot.bytes_as_downloader), (CHUNK_SIZE, 0));
         for &id in &asked {
-            assert!(plan.completed(id, other, Duration::from_millis(5)).is_some());
+            assert!(
+                plan.completed(id, other, Duration::from_millis(5))
+                    .is_some()
+            );
         }
         let served = simulate(&mut plan, &[1]);
         assert!(plan.is_finished(), "every chunk is fetched from it");
