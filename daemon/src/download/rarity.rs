@@ -83,9 +83,21 @@ impl Rarity {
     pub fn pick(
         &self,
         rng: &mut fastrand::Rng,
+        acceptable: impl FnMut(ChunkId) -> bool,
+    ) -> Option<ChunkId> {
+        self.pick_held_by_at_most(usize::MAX, rng, acceptable)
+    }
+
+    /// [`Rarity::pick`] among the chunks at most `max_held_by` sources
+    /// hold (the buckets past it are not looked at).
+    pub fn pick_held_by_at_most(
+        &self,
+        max_held_by: usize,
+        rng: &mut fastrand::Rng,
         mut acceptable: impl FnMut(ChunkId) -> bool,
     ) -> Option<ChunkId> {
-        for bucket in self.buckets.iter().filter(|b| !b.is_empty()) {
+        let buckets = self.buckets.iter().take(max_held_by.saturating_add(1));
+        for bucket in buckets.filter(|b| !b.is_empty()) {
             let start = rng.usize(..bucket.len());
             let found = (0..bucket.len())
                 .map(|i| bucket[(start + i) % bucket.len()])
@@ -99,16 +111,19 @@ impl Rarity {
 }
 
 impl Rarity {
-    /// Up to `max` `acceptable` chunks, the rarest first, each bucket
-    /// entered at a random place. Does not remove them.
+    /// Up to `max` `acceptable` chunks that at most `max_held_by` sources
+    /// hold, the rarest first, each bucket entered at a random place. Does
+    /// not remove them.
     pub fn sample(
         &self,
         rng: &mut fastrand::Rng,
         max: usize,
+        max_held_by: usize,
         mut acceptable: impl FnMut(ChunkId) -> bool,
     ) -> Vec<ChunkId> {
         let mut chosen = Vec::new();
-        for bucket in self.buckets.iter().filter(|b| !b.is_empty()) {
+        let buckets = self.buckets.iter().take(max_held_by.saturating_add(1));
+        for bucket in buckets.filter(|b| !b.is_empty()) {
             let start = rng.usize(..bucket.len());
             for i in 0..bucket.len() {
                 if chosen.len() == max {
@@ -127,6 +142,27 @@ impl Rarity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pick_within_a_bound_looks_only_at_the_buckets_under_it() {
+        let mut set = Rarity::new(10);
+        set.insert(0, 1);
+        set.insert(1, 3);
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut looked = Vec::new();
+        let picked = set.pick_held_by_at_most(2, &mut rng, |id| {
+            looked.push(id);
+            id == 1
+        });
+        assert_eq!(
+            (picked, looked),
+            (None, vec![0]),
+            "bucket 3 is not looked at"
+        );
+        assert_eq!(set.pick_held_by_at_most(3, &mut rng, |id| id == 1), Some(1));
+        assert_eq!(set.sample(&mut rng, 5, 1, |_| true), vec![0]);
+        assert_eq!(set.sample(&mut rng, 5, usize::MAX, |_| true), vec![0, 1]);
+    }
 
     #[test]
     fn picks_come_from_the_rarest_bucket_and_spread_over_it() {
