@@ -962,6 +962,21 @@ mod tests {
         );
     }
 
+    /// A game of `files` one-chunk files, with a downloader source (peer 0)
+    /// holding the second half of them and a complete holder (peer 1).
+    fn one_chunk_files_half_held(files: usize) -> Plan {
+        let chunks = (0..files)
+            .map(|f| (f, 0, 10, format!("h{f}"), false))
+            .collect();
+        let mut plan = Plan::new(chunks, 1);
+        let half = plan.add_peer("half".into(), false);
+        for id in files / 2..files {
+            plan.holds(half, id);
+        }
+        plan.add_peer("all".into(), true);
+        plan
+    }
+
     /// A game of 150 000 one-chunk files, one source (a downloader) holding
     /// only the second half of them: every chunk is fetched from a source
     /// that holds it, in linear steps (searching one shared list for a
@@ -969,15 +984,7 @@ mod tests {
     #[test]
     fn a_plan_of_150_000_one_chunk_files_runs_to_completion_in_linear_steps() {
         const FILES: usize = 150_000;
-        let chunks = (0..FILES)
-            .map(|f| (f, 0, 10, format!("h{f}"), false))
-            .collect();
-        let mut plan = Plan::new(chunks, 1);
-        let half = plan.add_peer("half".into(), false);
-        for id in FILES / 2..FILES {
-            plan.holds(half, id);
-        }
-        plan.add_peer("all".into(), true);
+        let mut plan = one_chunk_files_half_held(FILES);
         let started = std::time::Instant::now();
         let served = simulate(&mut plan, &[1, 1]);
         assert!(plan.is_finished());
@@ -1006,15 +1013,7 @@ mod tests {
     #[test]
     fn a_complete_holder_next_to_a_slow_downloader_is_asked_in_linear_steps() {
         const FILES: usize = 20_000;
-        let chunks = (0..FILES)
-            .map(|f| (f, 0, 10, format!("h{f}"), false))
-            .collect();
-        let mut plan = Plan::new(chunks, 1);
-        let half = plan.add_peer("half".into(), false);
-        for id in FILES / 2..FILES {
-            plan.holds(half, id);
-        }
-        plan.add_peer("all".into(), true);
+        let mut plan = one_chunk_files_half_held(FILES);
         let served = simulate(&mut plan, &[50, 1]);
         assert!(plan.is_finished());
         assert_eq!(served.iter().sum::<u64>(), FILES as u64);
