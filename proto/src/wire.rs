@@ -30,6 +30,9 @@ use crate::model::{GameFileDescription, GameId, Version};
 /// `GetChunk` with a `range` (part of a chunk).
 /// 6: `Busy`: a downloader serving the swarm refuses what it cannot send
 /// at once, instead of queueing it.
+/// 7: a downloader that finished ends its availability streams with a
+/// complete `Have` (it is a complete holder now), and its chunk streams in
+/// progress go on.
 pub const WIRE_VERSION: u32 = 7;
 
 /// ALPN protocol id negotiated on every QUIC connection (carries the wire

@@ -576,10 +576,7 @@ async fn transfer(
                 match known {
                     None => joiner.join(&mut plan, &mut addrs, &mut subscriptions, &source),
                     // It finished (its subscription may say so first).
-                    Some(peer) if source.complete && !plan.peers()[peer].complete => {
-                        tracing::debug!(peer = %source.peer_id, "source finished: a complete holder now");
-                        plan.became_complete(peer);
-                    }
+                    Some(peer) if source.complete => source_finished(&mut plan, peer),
                     Some(_) => {}
                 }
             }
@@ -597,12 +594,7 @@ async fn transfer(
                     plan.drop_peer(peer, format!("left: {reason}"));
                     abort_fetches_of(&mut running, peer);
                 }
-                News::Complete => {
-                    if !plan.peers()[peer].complete {
-                        tracing::debug!(peer = %plan.peers()[peer].peer_id, "source finished: a complete holder now");
-                        plan.became_complete(peer);
-                    }
-                }
+                News::Complete => source_finished(&mut plan, peer),
                 News::NotHere => {
                     plan.drop_peer(peer, "does not download this manifest".into());
                 }
@@ -870,6 +862,14 @@ async fn reuse_in_place<F: Future<Output = ()>>(
         "chunks found in place on disk"
     );
     Ok(found)
+}
+
+/// Downloader source `peer` finished: a complete holder from now on (its
+/// subscription or its library news says so, whichever comes first).
+fn source_finished(plan: &mut Plan, peer: PeerIdx) {
+    if plan.became_complete(peer) {
+        tracing::debug!(peer = %plan.peers()[peer].peer_id, "source finished: a complete holder now");
+    }
 }
 
 /// Bytes per source (one entry per peer id and kind).

@@ -283,11 +283,11 @@ impl Plan {
 
     /// `peer`, a downloader source, finished its download: it holds every
     /// chunk, and is a complete holder from now on. Its fetches in flight
-    /// go on (`docs/download.md#plan`).
-    pub fn became_complete(&mut self, peer: PeerIdx) {
+    /// go on (`docs/download.md#plan`). Returns whether that is news.
+    pub fn became_complete(&mut self, peer: PeerIdx) -> bool {
         let slot = &mut self.peers[peer];
         if slot.dropped.is_some() || slot.complete {
-            return;
+            return false;
         }
         slot.complete = true;
         slot.busy = false;
@@ -299,6 +299,7 @@ impl Plan {
             }
         }
         self.rebuild_sets();
+        true
     }
 
     /// Takes `peer` out of the download: it left (cancelled, changed its
@@ -1227,7 +1228,8 @@ mod tests {
         assert_eq!(plan.next_for(other), Some(3));
         // It finished meanwhile: it holds everything, and the fetch of
         // chunk 3 started before goes on (no chunk is handed out twice).
-        plan.became_complete(other);
+        assert!(plan.became_complete(other));
+        assert!(!plan.became_complete(other), "said once");
         assert!(plan.peers()[other].complete);
         let mut asked = Vec::new();
         while let Some(id) = plan.next_for(other) {
