@@ -231,6 +231,7 @@ async fn repair(
                         global,
                         Vec::new(),
                         |g| (g == global).then_some(length),
+                        |_| crate::transport::ChunkData::default(),
                         REPAIR_CHUNK_TIMEOUT,
                     )
                     .await;

@@ -20,7 +20,7 @@ use lanspreadd::prepare::{Manifests, PrepareEvent, Preparer};
 use lanspreadd::serve::ServedLibrary;
 use lanspreadd::swarm::{Partial, Swarm};
 use lanspreadd::transport::{
-    HANDSHAKE_TIMEOUT, PeerClient, QuicServer, ServeContext, ServeEvent, TlsIdentity,
+    ChunkData, HANDSHAKE_TIMEOUT, PeerClient, QuicServer, ServeContext, ServeEvent, TlsIdentity,
     TransportError,
 };
 use tempfile::TempDir;
@@ -215,6 +215,7 @@ async fn chunk(
             index,
             alternatives,
             |c| table.place(c).map(|p| p.length),
+            |_| ChunkData::default(),
             Duration::from_secs(10),
         )
         .await
@@ -518,6 +519,7 @@ async fn a_complete_holder_sends_the_least_sent_of_the_alternatives() {
             1,
             vec![],
             lying_length,
+            |_| ChunkData::default(),
             Duration::from_secs(10),
         )
         .await;

@@ -15,6 +15,7 @@
 //! chunks or 150 000 files costs no more per byte than a small one.
 
 pub mod delta;
+mod durable;
 pub mod gather;
 pub mod journal;
 pub mod plan;
@@ -24,7 +25,7 @@ pub mod sentinel;
 pub mod space;
 pub mod store;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,10 +43,11 @@ use crate::event_sender::EventSender;
 use crate::library::SENTINEL;
 use crate::manifest_id::ManifestId;
 use crate::swarm::{Partial, Swarm};
-use crate::transport::PeerClient;
+use crate::transport::{ChunkData, ChunkSink, PeerClient};
+use durable::Saver;
 use journal::{ChunkSet, Journal};
 use plan::{AfterFailure, ChunkId, FetchFailure, PeerIdx, Plan};
-use sentinel::{Durability, SentinelError};
+use sentinel::SentinelError;
 use store::{Claims, Stored};
 
 /// Shortest time one chunk fetch may take before it counts as stalled.
@@ -329,7 +331,7 @@ async fn transfer(
     // Chunks are numbered in manifest order: the plan's `ChunkId` is the
     // journal's chunk index.
     let chunk_count: usize = request.files.iter().map(|f| f.chunk_hashes.len()).sum();
-    let mut done = Journal::load_matching(
+    let done = Journal::load_matching(
         &request.state_dir,
         &request.id,
         &request.version,
@@ -374,9 +376,9 @@ async fn transfer(
         id: request.id.clone(),
     })
     .await;
-    // Files written to since the last sync, and their chunks: those enter
-    // `done` only once synced (see `save_journal`).
-    let mut unsynced = Unsynced::default();
+    // Written chunks enter the journal only once their files were synced
+    // (`durable`); saves run in the background of the fetches.
+    let mut saver = Saver::new(manifest, durability, done);
     // Chunks already in place on disk (an update's unchanged ones) count
     // as done without crossing the network; they enter the journal with
     // the next save, which syncs their files first.
@@ -387,8 +389,7 @@ async fn transfer(
         let (file, _, length, _, already) = &mut chunks[id];
         *already = true;
         reused += *length;
-        unsynced.files.insert(*file);
-        unsynced.chunks.push(id);
+        saver.written(*file, id);
     }
     // Then chunks whose bytes moved (another offset, another file) are
     // assembled from what is on disk plus the ranges that changed.
@@ -444,8 +445,7 @@ async fn transfer(
     for &id in &moved.chunks {
         let (file, _, _, _, already) = &mut chunks[id];
         *already = true;
-        unsynced.files.insert(*file);
-        unsynced.chunks.push(id);
+        saver.written(*file, id);
     }
     let fetched_before = moved.fetched;
     // What a resumed download already holds is served at once.
@@ -454,10 +454,6 @@ async fn transfer(
             .filter(|&c| chunks[c].4)
             .map(|c| numbering.global[c] as usize),
     );
-    let journal = JournalState {
-        manifest,
-        durability,
-    };
     // Which chunk regions hold verified bytes or are being written.
     let claims = Arc::new(Claims::new(chunks.len(), |c| chunks[c].4));
     let mut plan = Plan::new(chunks, fastrand::u64(..));
@@ -541,7 +537,7 @@ async fn transfer(
             } else {
                 DownloadError::ChangedAtSources(changed_at)
             };
-            let _ = save_journal(request, &journal, &mut done, &mut unsynced).await;
+            let _ = saver.save_all(request).await;
             return Err(Ended::Failed(error));
         }
         if !fetches.is_empty() {
@@ -552,11 +548,11 @@ async fn transfer(
         tokio::select! {
             () = cancel.cancelled() => {
                 fetches.abort_all();
-                let _ = save_journal(request, &journal, &mut done, &mut unsynced).await;
+                let _ = saver.save_all(request).await;
                 return Err(Ended::Cancelled);
             }
             () = &mut stall, if fetches.is_empty() => {
-                let _ = save_journal(request, &journal, &mut done, &mut unsynced).await;
+                let _ = saver.save_all(request).await;
                 let waiting: Vec<String> = plan
                     .peers()
                     .iter()
@@ -618,12 +614,17 @@ async fn transfer(
                     bytes_reused: reused,
                 })
                 .await;
-                if !unsynced.is_empty() && last_journal.elapsed() >= JOURNAL_INTERVAL {
-                    if let Err(error) = save_journal(request, &journal, &mut done, &mut unsynced).await {
-                        fetches.abort_all();
-                        return Err(Ended::Failed(error));
-                    }
+                if !saver.is_saving() && saver.has_unsynced()
+                    && last_journal.elapsed() >= JOURNAL_INTERVAL
+                {
+                    saver.start(request);
                     last_journal = Instant::now();
+                }
+            }
+            saved = saver.saved(), if saver.is_saving() => {
+                if let Err(error) = saved {
+                    fetches.abort_all();
+                    return Err(Ended::Failed(error));
                 }
             }
             Some(joined) = fetches.join_next() => {
@@ -658,8 +659,7 @@ async fn transfer(
                                 ms = started_at.elapsed().as_millis() as u64,
                                 "chunk verified; serving it"
                             );
-                            unsynced.files.insert(file);
-                            unsynced.chunks.push(got);
+                            saver.written(file, got);
                         }
                     }
                     Fetched::Busy => {
@@ -674,7 +674,7 @@ async fn transfer(
                     }
                     Fetched::Local(error) => {
                         fetches.abort_all();
-                        let _ = save_journal(request, &journal, &mut done, &mut unsynced).await;
+                        let _ = saver.save_all(request).await;
                         return Err(Ended::Failed(error));
                     }
                     Fetched::Left(message) => {
@@ -705,7 +705,7 @@ async fn transfer(
                             }
                             AfterFailure::Fatal(reason) => {
                                 fetches.abort_all();
-                                let _ = save_journal(request, &journal, &mut done, &mut unsynced).await;
+                                let _ = saver.save_all(request).await;
                                 return Err(Ended::Failed(DownloadError::GaveUp(reason)));
                             }
                         }
@@ -717,9 +717,7 @@ async fn transfer(
     subscriptions.abort_all();
 
     // Step 5: every other byte is made durable; then commit the sentinel.
-    save_journal(request, &journal, &mut done, &mut unsynced)
-        .await
-        .map_err(Ended::Failed)?;
+    saver.save_all(request).await.map_err(Ended::Failed)?;
     sentinel_parts.sort_by_key(|(offset, _)| *offset);
     let sentinel_bytes: Vec<u8> = sentinel_parts.into_iter().flat_map(|(_, b)| b).collect();
     let (root, files) = (request.root.clone(), request.files.clone());
@@ -1048,14 +1046,14 @@ fn fetch_task(
     let candidate = |id: ChunkId| {
         let chunk = plan.chunk(id);
         let relative_path = &request.files[chunk.file].relative_path;
-        (
+        let target = store::Target {
             id,
-            chunk.offset,
-            chunk.length,
-            chunk.hash.clone(),
-            relative_path == SENTINEL,
-            request.root.join(relative_path),
-        )
+            path: request.root.join(relative_path),
+            offset: chunk.offset,
+            length: chunk.length,
+            hash: chunk.hash.clone(),
+        };
+        (target, relative_path == SENTINEL)
     };
     let candidates: Vec<_> = std::iter::once(chunk_id)
         .chain(alternatives)
@@ -1071,12 +1069,22 @@ fn fetch_task(
     let timeout = plan.timeout_for(peer, plan.chunk(chunk_id).length);
     async move {
         let started = Instant::now();
-        let globals: Vec<u32> = candidates.iter().map(|c| numbering.global[c.0]).collect();
-        let length_of = |global: u32| {
-            globals
-                .iter()
-                .position(|&g| g == global)
-                .map(|i| candidates[i].2)
+        let globals: Vec<u32> = candidates
+            .iter()
+            .map(|c| numbering.global[c.0.id])
+            .collect();
+        let index_of = |global: u32| globals.iter().position(|&g| g == global);
+        let length_of = |global: u32| index_of(global).map(|i| candidates[i].0.length);
+        // The sink the chunk sent streams into, chosen once the peer said
+        // which chunk it sends.
+        let open = |global: u32| {
+            let (target, is_sentinel) = &candidates[index_of(global).expect("asked")];
+            if *is_sentinel {
+                // Kept in memory until the commit (never written early).
+                Sink::Memory(ChunkData::default())
+            } else {
+                Sink::Store(store::Intake::new(&claims, target.clone()))
+            }
         };
         let fetched = client
             .fetch_chunk(
@@ -1086,10 +1094,11 @@ fn fetch_task(
                 globals[0],
                 globals[1..].to_vec(),
                 length_of,
+                open,
                 timeout,
             )
             .await;
-        let (sent, data) = match fetched {
+        let (sent, sink) = match fetched {
             Ok(fetched) => fetched,
             Err(crate::transport::TransportError::Refused {
                 code: WireErrorCode::UnknownManifest,
@@ -1105,98 +1114,52 @@ fn fetch_task(
                 return (chunk_id, chunk_id, peer, started, Fetched::Failed(failure));
             }
         };
-        let Some(index) = globals.iter().position(|&g| g == sent) else {
+        let Some(index) = index_of(sent) else {
             unreachable!("the client checks the chunk sent was asked for");
         };
-        let (got, offset, _, hash, is_sentinel, path) = candidates[index].clone();
-        // Verify and write on one blocking thread: one hand-off per
-        // chunk, which is what a game of many tiny files pays per file.
-        let stored = tokio::task::spawn_blocking(move || {
-            if is_sentinel {
-                // Kept in memory until the commit (never written early).
-                return if data.hash().to_hex().as_str() == hash {
-                    Fetched::Sentinel(data.to_vec())
-                } else {
-                    Fetched::Failed(FetchFailure::BadData)
-                };
+        let (target, _) = &candidates[index];
+        let result = match sink {
+            Sink::Memory(data) => {
+                let hash = target.hash.clone();
+                tokio::task::spawn_blocking(move || {
+                    if data.hash().to_hex().as_str() == hash {
+                        Fetched::Sentinel(data.to_vec())
+                    } else {
+                        Fetched::Failed(FetchFailure::BadData)
+                    }
+                })
+                .await
+                .unwrap_or(Fetched::Local(DownloadError::Panicked("verifying a chunk")))
             }
-            match store::store_chunk(&claims, got, &data, &hash, &path, offset) {
+            Sink::Store(intake) => match intake.finish().await {
                 Stored::InPlace => Fetched::Written,
                 Stored::BadData => Fetched::Failed(FetchFailure::BadData),
+                // Good bytes another fetch of the chunk took over and
+                // could not write (its disk failed): ask again, no blame.
+                Stored::Lost => Fetched::Busy,
                 Stored::Disk(err) => Fetched::Local(DownloadError::Disk(err)),
-            }
-        })
-        .await;
-        let result = stored.unwrap_or(Fetched::Local(DownloadError::Panicked(
-            "verifying and writing a chunk",
-        )));
-        (chunk_id, got, peer, started, result)
+                Stored::Panicked => {
+                    Fetched::Local(DownloadError::Panicked("verifying and writing a chunk"))
+                }
+            },
+        };
+        (chunk_id, target.id, peer, started, result)
     }
 }
 
-/// What the journal saves need besides the request.
-struct JournalState {
-    /// Names the manifest in the journal.
-    manifest: ManifestId,
-    /// Syncs the game root's files.
-    durability: Arc<Durability>,
+/// Where a fetched chunk's bytes go while they arrive.
+enum Sink {
+    /// `version.ini`: kept in memory until the commit.
+    Memory(ChunkData),
+    /// Every other chunk: hashed and written a slice at a time.
+    Store(store::Intake),
 }
 
-/// Chunks written since the last journal save: not durable yet.
-#[derive(Default)]
-struct Unsynced {
-    /// The files they were written to.
-    files: BTreeSet<usize>,
-    chunks: Vec<ChunkId>,
-}
-
-impl Unsynced {
-    fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+impl ChunkSink for Sink {
+    async fn piece(&mut self, piece: bytes::Bytes) -> std::ops::ControlFlow<()> {
+        match self {
+            Sink::Memory(data) => data.piece(piece).await,
+            Sink::Store(intake) => intake.piece(piece).await,
+        }
     }
-}
-
-/// Syncs the files written since the last save, then records their chunks
-/// in the resume journal: the journal never lists a chunk that a crash
-/// could lose. A sync failure
-/// is an error (the bytes may not be on disk); a journal that cannot be
-/// written only costs a resume, so it is logged.
-async fn save_journal(
-    request: &DownloadRequest,
-    state: &JournalState,
-    done: &mut ChunkSet,
-    unsynced: &mut Unsynced,
-) -> Result<(), DownloadError> {
-    if unsynced.is_empty() {
-        return Ok(());
-    }
-    let paths: Vec<PathBuf> = unsynced
-        .files
-        .iter()
-        .map(|&file| request.root.join(&request.files[file].relative_path))
-        .collect();
-    let durability = Arc::clone(&state.durability);
-    tokio::task::spawn_blocking(move || durability.sync(&paths))
-        .await
-        .map_err(|_| DownloadError::Panicked("syncing downloaded files"))?
-        .map_err(DownloadError::Disk)?;
-    // Durable now: into the journal.
-    for chunk in unsynced.chunks.drain(..) {
-        done.insert(chunk);
-    }
-    unsynced.files.clear();
-    let journal = Journal {
-        id: request.id.clone(),
-        version: request.version.clone(),
-        manifest: state.manifest.to_hex(),
-        done: done.clone(),
-    };
-    let state_dir = request.state_dir.clone();
-    let saved = tokio::task::spawn_blocking(move || journal.save(&state_dir))
-        .await
-        .map_err(|_| DownloadError::Panicked("saving the download journal"))?;
-    if let Err(err) = saved {
-        tracing::warn!(game = %request.id, cause = %err, "cannot save the download journal");
-    }
-    Ok(())
 }

@@ -209,7 +209,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
 
-    /// Step 4 as the download does it (`store::store_chunk`), unverified.
+    /// Step 4 as the download does it (`store::ChunkWriter`), unverified.
     fn write_chunk(path: &Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
         OpenOptions::new()
             .write(true)

@@ -1,8 +1,11 @@
-//! Storing one fetched chunk (`docs/download.md#storing-a-chunk`): its
-//! pieces are hashed and written (`pwritev`, straight from the pieces) in
-//! batches small enough to stay in the CPU cache between the two, so the
-//! chunk's bytes are read from memory once and never copied by us; the
-//! chunk counts only when the hash of the whole matched.
+//! Storing one fetched chunk while it arrives
+//! (`docs/download.md#storing-a-chunk`): the stream's pieces are handed to
+//! a blocking thread a megabyte at a time, while the next ones arrive;
+//! there they are hashed and written (`pwritev`, straight from the pieces)
+//! in slices small enough to stay in the CPU cache between the two, so the
+//! bytes are read from memory once and never copied by us. The chunk
+//! counts only when the hash of the whole matched; no chunk is ever
+//! gathered in memory.
 //!
 //! Writing before the verdict is safe because of [`Claims`]: one fetch at
 //! a time may write a chunk's region (the endgame and a complete holder's
@@ -10,21 +13,27 @@
 //! that verified is never written again (it is being served to the swarm).
 //! Bytes that failed leave the region unverified; the chunk is fetched
 //! again and overwrites them.
-//!
-//! Blocking work; callers run it off the async threads.
 
 use std::fs::OpenOptions;
 use std::io::IoSlice;
-use std::path::Path;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use crate::transport::ChunkData;
+use bytes::Bytes;
+
+use crate::transport::{ChunkData, ChunkSink};
 
 use super::plan::ChunkId;
 use super::sentinel::SentinelError;
 
-/// Bytes hashed and then written in one go: well inside a core's L2 cache,
-/// so the write copies from cache what the hash just read.
+/// Bytes handed to the blocking thread at once: a few hand-offs per 4 MiB
+/// chunk (one per slice cost more CPU than it saved), while the chunk
+/// never waits in memory whole.
+pub const HANDOFF_BYTES: usize = 1024 * 1024;
+
+/// Bytes hashed and then written in one go: well inside a core's L2
+/// cache, so the write copies from cache what the hash just read.
 const SLICE_BYTES: usize = 256 * 1024;
 
 /// Most pieces one `pwritev` takes (Linux's `IOV_MAX`).
@@ -35,8 +44,9 @@ const MAX_IOVECS: usize = 1024;
 enum Region {
     /// Nothing verified in it; a fetch may claim it.
     Open,
-    /// A fetch is writing it (not verified yet).
-    Writing,
+    /// The fetch holding claim `token` writes it (not verified yet);
+    /// `now` while a write is under way (it cannot be taken over then).
+    Writing { token: u64, now: bool },
     /// It holds the verified chunk; never written again.
     Verified,
 }
@@ -45,8 +55,24 @@ enum Region {
 /// every fetch of one download.
 #[derive(Debug)]
 pub struct Claims {
-    regions: Mutex<Vec<Region>>,
+    state: Mutex<ClaimState>,
     changed: Condvar,
+}
+
+#[derive(Debug)]
+struct ClaimState {
+    regions: Vec<Region>,
+    next_token: u64,
+}
+
+/// What [`Claims::try_claim`] found.
+enum Claimed {
+    /// The region is ours to write.
+    Ours(Claim),
+    /// Another fetch writes it.
+    Taken,
+    /// It holds the verified chunk.
+    Verified,
 }
 
 impl Claims {
@@ -63,173 +89,477 @@ impl Claims {
             })
             .collect();
         Self {
-            regions: Mutex::new(regions),
+            state: Mutex::new(ClaimState {
+                regions,
+                next_token: 0,
+            }),
             changed: Condvar::new(),
         }
     }
 
-    fn regions(&self) -> MutexGuard<'_, Vec<Region>> {
-        self.regions.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> MutexGuard<'_, ClaimState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The right to write chunk `id`'s region; waits while another fetch
-    /// writes it (a few milliseconds: a page-cache write); `None` once the
-    /// region holds the verified chunk.
-    fn claim(&self, id: ChunkId) -> Option<Claim<'_>> {
-        let mut regions = self.regions();
-        while regions[id] == Region::Writing {
-            regions = self
-                .changed
-                .wait(regions)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        if regions[id] == Region::Verified {
-            return None;
-        }
-        regions[id] = Region::Writing;
-        Some(Claim {
-            claims: self,
+    fn wait<'a>(&self, state: MutexGuard<'a, ClaimState>) -> MutexGuard<'a, ClaimState> {
+        self.changed
+            .wait(state)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new claim on `id`, in `state` (locked); `now` if its write starts
+    /// at once.
+    fn grant(self: &Arc<Self>, state: &mut ClaimState, id: ChunkId, now: bool) -> Claim {
+        state.next_token += 1;
+        let token = state.next_token;
+        state.regions[id] = Region::Writing { token, now };
+        Claim {
+            claims: Arc::clone(self),
             id,
+            token,
             verified: false,
-        })
+        }
+    }
+
+    /// The right to write chunk `id`'s region, if nobody writes it and it
+    /// is not verified; never waits.
+    fn try_claim(self: &Arc<Self>, id: ChunkId) -> Claimed {
+        let mut state = self.state();
+        match state.regions[id] {
+            Region::Open => Claimed::Ours(self.grant(&mut state, id, false)),
+            Region::Writing { .. } => Claimed::Taken,
+            Region::Verified => Claimed::Verified,
+        }
+    }
+
+    /// The right to write chunk `id`'s region at once, taken from the fetch
+    /// that writes it (which stops writing: it learns so at its next
+    /// slice), once its write under way ended (a page-cache write of one
+    /// slice). For a fetch whose copy is whole and verified in memory;
+    /// `None` once the region holds the verified chunk.
+    fn take_over(self: &Arc<Self>, id: ChunkId) -> Option<Claim> {
+        let mut state = self.state();
+        loop {
+            match state.regions[id] {
+                Region::Verified => return None,
+                Region::Writing { now: true, .. } => state = self.wait(state),
+                Region::Open | Region::Writing { now: false, .. } => {
+                    return Some(self.grant(&mut state, id, true));
+                }
+            }
+        }
+    }
+
+    /// Whether claim `token` still holds chunk `id`'s region; if so, a
+    /// write of it is under way until [`Claims::end_write`].
+    fn begin_write(&self, id: ChunkId, token: u64) -> bool {
+        let mut state = self.state();
+        if let Region::Writing { token: holder, now } = &mut state.regions[id]
+            && *holder == token
+        {
+            *now = true;
+            return true;
+        }
+        false
+    }
+
+    fn end_write(&self, id: ChunkId, token: u64) {
+        let mut state = self.state();
+        if let Region::Writing { token: holder, now } = &mut state.regions[id]
+            && *holder == token
+        {
+            *now = false;
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Waits until nobody writes chunk `id`'s region; whether it verified.
+    fn settled(&self, id: ChunkId) -> bool {
+        let mut state = self.state();
+        while matches!(state.regions[id], Region::Writing { .. }) {
+            state = self.wait(state);
+        }
+        state.regions[id] == Region::Verified
     }
 }
 
 /// A fetch's right to write one region; dropped, it leaves the region
-/// verified or open again (also when the write failed or panicked).
-struct Claim<'a> {
-    claims: &'a Claims,
+/// verified or open again (also when the write failed or panicked), unless
+/// another fetch took it over.
+#[derive(Debug)]
+struct Claim {
+    claims: Arc<Claims>,
     id: ChunkId,
+    token: u64,
     verified: bool,
 }
 
-impl Drop for Claim<'_> {
+impl Claim {
+    /// Leaves the region verified; whether it was still ours to leave so.
+    fn verify(mut self) -> bool {
+        let mut state = self.claims.state();
+        let ours =
+            matches!(state.regions[self.id], Region::Writing { token, .. } if token == self.token);
+        if ours {
+            state.regions[self.id] = Region::Verified;
+            self.verified = true;
+        }
+        ours
+    }
+}
+
+impl Drop for Claim {
     fn drop(&mut self) {
-        self.claims.regions()[self.id] = if self.verified {
-            Region::Verified
-        } else {
-            Region::Open
-        };
+        let mut state = self.claims.state();
+        if !self.verified
+            && matches!(state.regions[self.id], Region::Writing { token, .. } if token == self.token)
+        {
+            state.regions[self.id] = Region::Open;
+        }
+        drop(state);
         self.claims.changed.notify_all();
     }
 }
 
-/// Hashes `pieces` and writes them at `offset` of `file`, a batch of at
-/// most [`SLICE_BYTES`] at a time: the batch is hashed, then written with
-/// one `pwritev` straight from the pieces while they are still in the CPU
-/// cache (no copy into a buffer of our own).
-fn write_pieces(
-    file: &std::fs::File,
-    pieces: &[bytes::Bytes],
-    mut offset: u64,
-    hasher: &mut blake3::Hasher,
-) -> std::io::Result<()> {
-    let mut rest = pieces;
-    while !rest.is_empty() {
-        // A batch: whole pieces up to SLICE_BYTES (at least one), no more
-        // than the kernel takes in one call.
-        let mut take = 0;
-        let mut bytes = 0;
-        while take < rest.len()
-            && take < MAX_IOVECS
-            && (take == 0 || bytes + rest[take].len() <= SLICE_BYTES)
-        {
-            bytes += rest[take].len();
-            take += 1;
-        }
-        let (batch, after) = rest.split_at(take);
-        for piece in batch {
-            hasher.update(piece);
-        }
-        let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|p| IoSlice::new(p)).collect();
-        let mut slices = &mut slices[..];
-        while !slices.is_empty() {
-            let n = rustix::io::pwritev(file, slices, offset).map_err(std::io::Error::from)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            offset += n as u64;
-            IoSlice::advance_slices(&mut slices, n);
-        }
-        rest = after;
-    }
-    Ok(())
+/// The chunk a fetch stores, and where.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: ChunkId,
+    /// The file that holds it, and where in it.
+    pub path: PathBuf,
+    pub offset: u64,
+    pub length: u64,
+    /// The chunk's BLAKE3 hash (hex, as the manifest has it).
+    pub hash: String,
 }
 
 /// What became of a fetched chunk.
 #[derive(Debug)]
 pub enum Stored {
     /// The chunk's region holds the verified bytes (written by this fetch,
-    /// or already by another one of the same chunk).
+    /// or by another one of the same chunk).
     InPlace,
     /// The bytes do not match the chunk's hash.
     BadData,
+    /// The bytes matched, but another fetch of the chunk took the region
+    /// over and did not verify it (its disk failed): fetch it again.
+    Lost,
     /// Our own disk failed.
     Disk(SentinelError),
+    /// The blocking work panicked.
+    Panicked,
 }
 
-/// Hashes `data` and writes it at `offset` of `path`, slice by slice, if
-/// no other fetch did or does; `expected` is the chunk's hash (hex).
-pub fn store_chunk(
-    claims: &Claims,
-    id: ChunkId,
-    data: &ChunkData,
-    expected: &str,
-    path: &Path,
-    offset: u64,
-) -> Stored {
-    let Some(mut claim) = claims.claim(id) else {
-        // Another fetch stored it; this copy is still checked, so a peer
-        // that sent bad bytes is blamed all the same.
-        return if data.hash().to_hex().as_str() == expected {
+/// What a fetch does with the bytes it hashes.
+#[derive(Debug)]
+enum Mode {
+    /// Writes them: it holds the region's claim (the file is opened at the
+    /// first write).
+    Writing {
+        claim: Claim,
+        file: Option<std::fs::File>,
+    },
+    /// Another fetch writes the region: keeps the pieces (no copy), to
+    /// take the region over if this copy verifies first.
+    Holding(ChunkData),
+    /// Only hashes them: the region verified already, or another fetch
+    /// took it over from us.
+    Checking,
+}
+
+/// The blocking side of storing one chunk: the hash so far, where the
+/// next piece goes, and the claim.
+#[derive(Debug)]
+pub struct ChunkWriter {
+    target: Target,
+    claims: Arc<Claims>,
+    mode: Mode,
+    hasher: blake3::Hasher,
+    /// Bytes of the chunk absorbed so far.
+    absorbed: u64,
+    error: Option<SentinelError>,
+}
+
+impl ChunkWriter {
+    /// A writer of `target`'s region: it claims the region if nobody
+    /// writes it (never waits).
+    pub fn open(claims: &Arc<Claims>, target: Target) -> Self {
+        let mode = match claims.try_claim(target.id) {
+            Claimed::Ours(claim) => Mode::Writing { claim, file: None },
+            Claimed::Taken => Mode::Holding(ChunkData::default()),
+            Claimed::Verified => Mode::Checking,
+        };
+        Self {
+            target,
+            claims: Arc::clone(claims),
+            mode,
+            hasher: blake3::Hasher::new(),
+            absorbed: 0,
+            error: None,
+        }
+    }
+
+    /// Whether our disk failed (the fetch should stop).
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// The next pieces of the chunk, in order: a slice at a time (at
+    /// least one piece) hashed, then, while the region is ours, written.
+    pub fn absorb(&mut self, pieces: &[Bytes]) {
+        let mut rest = pieces;
+        while !rest.is_empty() {
+            let mut take = 0;
+            let mut bytes = 0;
+            while take < rest.len()
+                && take < MAX_IOVECS
+                && (take == 0 || bytes + rest[take].len() <= SLICE_BYTES)
+            {
+                bytes += rest[take].len();
+                take += 1;
+            }
+            let (slice, after) = rest.split_at(take);
+            self.slice(slice);
+            self.absorbed += bytes as u64;
+            rest = after;
+        }
+    }
+
+    fn slice(&mut self, pieces: &[Bytes]) {
+        for piece in pieces {
+            self.hasher.update(piece);
+        }
+        match &mut self.mode {
+            Mode::Writing { .. } if self.error.is_some() => {}
+            Mode::Writing { claim, file } => {
+                if self.claims.begin_write(claim.id, claim.token) {
+                    let at = self.target.offset + self.absorbed;
+                    let written = write_pieces(file, &self.target, pieces, at);
+                    self.claims.end_write(claim.id, claim.token);
+                    if let Err(err) = written {
+                        self.error = Some(err);
+                    }
+                } else {
+                    // Taken over by a fetch whose copy verified: it writes
+                    // the whole region; we only check ours.
+                    self.mode = Mode::Checking;
+                }
+            }
+            Mode::Holding(kept) => {
+                for piece in pieces {
+                    kept.push_piece(piece.clone());
+                }
+            }
+            Mode::Checking => {}
+        }
+    }
+
+    /// The verdict, once every byte was absorbed: the rest is flushed and
+    /// the hash of the whole compared with the chunk's.
+    pub fn finish(mut self) -> Stored {
+        if let Some(err) = self.error.take() {
+            return Stored::Disk(err);
+        }
+        if self.hasher.finalize().to_hex().as_str() != self.target.hash {
+            // A claim we hold is dropped: the region is open again.
+            return Stored::BadData;
+        }
+        let id = self.target.id;
+        match std::mem::replace(&mut self.mode, Mode::Checking) {
+            Mode::Writing { claim, .. } => {
+                if claim.verify() {
+                    Stored::InPlace
+                } else {
+                    self.settled()
+                }
+            }
+            Mode::Checking => self.settled(),
+            Mode::Holding(kept) => match self.claims.take_over(id) {
+                None => Stored::InPlace,
+                Some(claim) => {
+                    let mut file = None;
+                    match write_pieces(&mut file, &self.target, kept.pieces(), self.target.offset) {
+                        Ok(()) => {
+                            claim.verify();
+                            Stored::InPlace
+                        }
+                        Err(err) => Stored::Disk(err),
+                    }
+                }
+            },
+        }
+    }
+
+    /// A good copy that another fetch writes: in place once that one
+    /// verified (it writes from a copy verified in memory, so only its
+    /// disk can fail it).
+    fn settled(&self) -> Stored {
+        if self.claims.settled(self.target.id) {
             Stored::InPlace
         } else {
-            Stored::BadData
-        };
-    };
-    let io = |action: &'static str| {
-        let path = path.to_owned();
-        move |source| SentinelError::Io {
-            action,
-            path,
-            source,
+            Stored::Lost
         }
-    };
-    let file = match OpenOptions::new().write(true).open(path) {
-        Ok(file) => file,
-        Err(err) => return Stored::Disk(io("open")(err)),
-    };
-    let mut hasher = blake3::Hasher::new();
-    let written = write_pieces(&file, data.pieces(), offset, &mut hasher);
-    if let Err(err) = written {
-        return Stored::Disk(io("write")(err));
     }
-    if hasher.finalize().to_hex().as_str() == expected {
-        claim.verified = true;
-        Stored::InPlace
-    } else {
-        Stored::BadData
+}
+
+/// `target`'s file, opened for writing on first use.
+fn file_of<'a>(
+    file: &'a mut Option<std::fs::File>,
+    target: &Target,
+) -> Result<&'a std::fs::File, SentinelError> {
+    if file.is_none() {
+        *file = Some(
+            OpenOptions::new()
+                .write(true)
+                .open(&target.path)
+                .map_err(|source| disk_error("open", target, source))?,
+        );
+    }
+    Ok(file.as_ref().expect("opened above"))
+}
+
+fn disk_error(action: &'static str, target: &Target, source: std::io::Error) -> SentinelError {
+    SentinelError::Io {
+        action,
+        path: target.path.clone(),
+        source,
+    }
+}
+
+/// Writes `pieces` at `offset` of `target`'s file with `pwritev`s
+/// straight from them.
+fn write_pieces(
+    file: &mut Option<std::fs::File>,
+    target: &Target,
+    pieces: &[Bytes],
+    mut offset: u64,
+) -> Result<(), SentinelError> {
+    let file = file_of(file, target)?;
+    for batch in pieces.chunks(MAX_IOVECS) {
+        let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|p| IoSlice::new(p)).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            let n = rustix::io::pwritev(file, slices, offset)
+                .map_err(|err| disk_error("write", target, err.into()))?;
+            if n == 0 {
+                return Err(disk_error(
+                    "write",
+                    target,
+                    std::io::ErrorKind::WriteZero.into(),
+                ));
+            }
+            offset += n as u64;
+            IoSlice::advance_slices(&mut slices, n);
+        }
+    }
+    Ok(())
+}
+
+/// The async side of storing one chunk, the sink its fetch reads into:
+/// pieces are handed to the [`ChunkWriter`] on a blocking thread
+/// [`HANDOFF_BYTES`] at a time, one hand-off under way while the next
+/// pieces arrive (a chunk of that size or less, a small file's, costs one
+/// hand-off).
+#[derive(Debug)]
+pub struct Intake {
+    /// `None` while a hand-off is under way (or after one panicked);
+    /// boxed, as the hasher's state is two kilobytes moved at each one.
+    writer: Option<Box<ChunkWriter>>,
+    under_way: Option<tokio::task::JoinHandle<Box<ChunkWriter>>>,
+    pending: ChunkData,
+}
+
+impl Intake {
+    pub fn new(claims: &Arc<Claims>, target: Target) -> Self {
+        Self {
+            writer: Some(Box::new(ChunkWriter::open(claims, target))),
+            under_way: None,
+            pending: ChunkData::default(),
+        }
+    }
+
+    /// The writer, once the hand-off under way ended; `None` if it panicked.
+    async fn writer(&mut self) -> Option<Box<ChunkWriter>> {
+        if let Some(job) = self.under_way.take() {
+            self.writer = job.await.ok();
+        }
+        self.writer.take()
+    }
+
+    /// Stores the rest and gives the verdict (after the fetch read every
+    /// byte, or stopped because our disk failed).
+    pub async fn finish(mut self) -> Stored {
+        let Some(mut writer) = self.writer().await else {
+            return Stored::Panicked;
+        };
+        let rest = self.pending.take();
+        tokio::task::spawn_blocking(move || {
+            writer.absorb(rest.pieces());
+            writer.finish()
+        })
+        .await
+        .unwrap_or(Stored::Panicked)
+    }
+}
+
+impl ChunkSink for Intake {
+    async fn piece(&mut self, piece: Bytes) -> ControlFlow<()> {
+        self.pending.push_piece(piece);
+        if self.pending.len() < HANDOFF_BYTES as u64 {
+            return ControlFlow::Continue(());
+        }
+        let Some(mut writer) = self.writer().await else {
+            return ControlFlow::Break(());
+        };
+        if writer.failed() {
+            self.writer = Some(writer);
+            return ControlFlow::Break(());
+        }
+        let batch = self.pending.take();
+        self.under_way = Some(tokio::task::spawn_blocking(move || {
+            writer.absorb(batch.pieces());
+            writer
+        }));
+        ControlFlow::Continue(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
-    fn pieces(bytes: &[u8], size: usize) -> ChunkData {
-        let mut data = ChunkData::default();
-        for piece in bytes.chunks(size) {
-            data.push_piece(Bytes::copy_from_slice(piece));
-        }
-        data
+    fn pieces(bytes: &[u8], size: usize) -> Vec<Bytes> {
+        bytes.chunks(size).map(Bytes::copy_from_slice).collect()
     }
 
-    fn setup(len: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    fn setup(len: usize) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, vec![0u8; len]).unwrap();
         (dir, path)
+    }
+
+    fn target(id: ChunkId, path: &std::path::Path, offset: u64, good: &[u8]) -> Target {
+        Target {
+            id,
+            path: path.to_owned(),
+            offset,
+            length: good.len() as u64,
+            hash: blake3::hash(good).to_hex().to_string(),
+        }
+    }
+
+    /// One whole fetch of `bytes` in pieces of `size`, for a chunk whose
+    /// good bytes are `good`.
+    fn store(claims: &Arc<Claims>, target: Target, bytes: &[u8], size: usize) -> Stored {
+        let mut writer = ChunkWriter::open(claims, target);
+        writer.absorb(&pieces(bytes, size));
+        writer.finish()
+    }
+
+    fn region(claims: &Claims, id: ChunkId) -> Region {
+        claims.state().regions[id]
     }
 
     #[test]
@@ -239,79 +569,150 @@ mod tests {
             .map(|i| (i * 31 % 251) as u8)
             .collect();
         let (_dir, path) = setup(bytes.len() + 10);
-        let claims = Claims::new(1, |_| false);
-        let hash = blake3::hash(&bytes).to_hex();
-        let stored = store_chunk(&claims, 0, &pieces(&bytes, 1350), &hash, &path, 10);
+        let claims = Arc::new(Claims::new(1, |_| false));
+        let stored = store(&claims, target(0, &path, 10, &bytes), &bytes, 1350);
         assert!(matches!(stored, Stored::InPlace), "{stored:?}");
         let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(&on_disk[10..], &bytes[..]);
         assert_eq!(&on_disk[..10], &[0u8; 10], "nothing before the offset");
-        assert_eq!(claims.regions()[0], Region::Verified);
-        // Pieces so small that a batch is bounded by the iovec limit.
-        let (_dir, path) = setup(bytes.len());
-        let claims = Claims::new(1, |_| false);
-        let stored = store_chunk(&claims, 0, &pieces(&bytes, 7), &hash, &path, 0);
-        assert!(matches!(stored, Stored::InPlace), "{stored:?}");
-        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        assert_eq!(region(&claims, 0), Region::Verified);
+        // Tiny pieces (a slice bounded by the iovec limit), and one piece
+        // bigger than a slice.
+        for size in [7, SLICE_BYTES * 2 + 1] {
+            let (_dir, path) = setup(bytes.len());
+            let claims = Arc::new(Claims::new(1, |_| false));
+            let stored = store(&claims, target(0, &path, 0, &bytes), &bytes, size);
+            assert!(matches!(stored, Stored::InPlace), "{stored:?}");
+            assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        }
     }
 
     #[test]
     fn a_verified_region_is_never_written_again_and_bad_bytes_leave_it_open() {
         let good = vec![7u8; 100_000];
         let bad = vec![9u8; 100_000];
-        let hash = blake3::hash(&good).to_hex();
         let (_dir, path) = setup(good.len());
-        let claims = Claims::new(2, |_| false);
+        let claims = Arc::new(Claims::new(2, |_| false));
+        let chunk = target(0, &path, 0, &good);
         // Bad bytes first: written, not verified, the region stays open.
-        let stored = store_chunk(&claims, 0, &pieces(&bad, 4096), &hash, &path, 0);
+        let stored = store(&claims, chunk.clone(), &bad, 4096);
         assert!(matches!(stored, Stored::BadData), "{stored:?}");
-        assert_eq!(claims.regions()[0], Region::Open);
+        assert_eq!(region(&claims, 0), Region::Open);
         // Good bytes overwrite them.
-        let stored = store_chunk(&claims, 0, &pieces(&good, 4096), &hash, &path, 0);
+        let stored = store(&claims, chunk.clone(), &good, 4096);
         assert!(matches!(stored, Stored::InPlace), "{stored:?}");
         // A late duplicate with bad bytes is blamed and writes nothing.
-        let stored = store_chunk(&claims, 0, &pieces(&bad, 4096), &hash, &path, 0);
+        let stored = store(&claims, chunk.clone(), &bad, 4096);
         assert!(matches!(stored, Stored::BadData), "{stored:?}");
         assert_eq!(std::fs::read(&path).unwrap(), good);
         // A late good duplicate: in place, nothing written.
-        let stored = store_chunk(&claims, 0, &pieces(&good, 4096), &hash, &path, 0);
+        let stored = store(&claims, chunk, &good, 4096);
         assert!(matches!(stored, Stored::InPlace), "{stored:?}");
         // A resumed download's chunk counts as verified from the start.
         let resumed = Claims::new(2, |id| id == 1);
-        assert_eq!(*resumed.regions(), [Region::Open, Region::Verified]);
+        assert_eq!(region(&resumed, 0), Region::Open);
+        assert_eq!(region(&resumed, 1), Region::Verified);
+    }
+
+    #[test]
+    fn a_copy_verified_in_memory_takes_the_region_over_from_a_slower_writer() {
+        // The endgame: a slow fetch claimed the region and wrote its first
+        // (bad) slice; a second copy arrives whole and good meanwhile.
+        let good: Vec<u8> = (0..SLICE_BYTES * 3).map(|i| (i % 199) as u8).collect();
+        let bad = vec![0xeeu8; good.len()];
+        let (_dir, path) = setup(good.len());
+        let claims = Arc::new(Claims::new(1, |_| false));
+        let chunk = target(0, &path, 0, &good);
+        let mut slow = ChunkWriter::open(&claims, chunk.clone());
+        slow.absorb(&pieces(&bad[..SLICE_BYTES], 1000));
+        let mut fast = ChunkWriter::open(&claims, chunk.clone());
+        assert!(matches!(fast.mode, Mode::Holding(_)), "the region is taken");
+        fast.absorb(&pieces(&good, 1000));
+        assert!(matches!(fast.finish(), Stored::InPlace));
+        assert_eq!(region(&claims, 0), Region::Verified);
+        // The slow writer learns it lost the region and writes nothing more.
+        slow.absorb(&pieces(&bad[SLICE_BYTES..], 1000));
+        assert!(matches!(slow.finish(), Stored::BadData));
+        assert_eq!(std::fs::read(&path).unwrap(), good);
+        assert_eq!(region(&claims, 0), Region::Verified);
+
+        // A good slow copy taken over by a copy whose disk write fails: the
+        // slow one's bytes were not written, so it is lost, not in place.
+        let (_dir, path) = setup(good.len());
+        let claims = Arc::new(Claims::new(1, |_| false));
+        let mut slow = ChunkWriter::open(&claims, target(0, &path, 0, &good));
+        slow.absorb(&pieces(&good[..SLICE_BYTES], 1000));
+        let unwritable = target(0, &path.with_file_name("gone"), 0, &good);
+        let mut fast = ChunkWriter::open(&claims, unwritable);
+        fast.absorb(&pieces(&good, 1000));
+        assert!(matches!(fast.finish(), Stored::Disk(_)));
+        slow.absorb(&pieces(&good[SLICE_BYTES..], 1000));
+        assert!(matches!(slow.finish(), Stored::Lost));
+        assert_eq!(region(&claims, 0), Region::Open);
     }
 
     #[test]
     fn two_fetches_of_one_chunk_never_write_it_at_once() {
-        // Many rounds of a good and a bad copy racing: whatever the order,
-        // the region ends verified and holding the good bytes.
-        let good: Vec<u8> = (0..SLICE_BYTES * 2).map(|i| (i % 13) as u8).collect();
+        // Many rounds of a good and a bad copy racing, slice by slice:
+        // whatever the order, the region ends verified with the good bytes.
+        let good: Vec<u8> = (0..SLICE_BYTES * 4).map(|i| (i % 13) as u8).collect();
         let bad = vec![0xeeu8; good.len()];
-        let hash = blake3::hash(&good).to_hex().to_string();
         for _ in 0..20 {
             let (_dir, path) = setup(good.len());
-            let claims = Claims::new(1, |_| false);
+            let claims = Arc::new(Claims::new(1, |_| false));
+            let chunk = target(0, &path, 0, &good);
             std::thread::scope(|scope| {
-                let a =
-                    scope.spawn(|| store_chunk(&claims, 0, &pieces(&bad, 1200), &hash, &path, 0));
-                let b =
-                    scope.spawn(|| store_chunk(&claims, 0, &pieces(&good, 1200), &hash, &path, 0));
+                let a = scope.spawn(|| store(&claims, chunk.clone(), &bad, 1200));
+                let b = scope.spawn(|| store(&claims, chunk.clone(), &good, 1200));
                 assert!(matches!(a.join().unwrap(), Stored::BadData));
                 assert!(matches!(b.join().unwrap(), Stored::InPlace));
             });
             assert_eq!(std::fs::read(&path).unwrap(), good);
-            assert_eq!(claims.regions()[0], Region::Verified);
+            assert_eq!(region(&claims, 0), Region::Verified);
         }
     }
 
     #[test]
     fn a_missing_file_is_a_disk_error_and_releases_the_claim() {
         let dir = tempfile::tempdir().unwrap();
-        let claims = Claims::new(1, |_| false);
-        let data = pieces(b"abc", 2);
-        let hash = blake3::hash(b"abc").to_hex();
-        let stored = store_chunk(&claims, 0, &data, &hash, &dir.path().join("gone"), 0);
+        let claims = Arc::new(Claims::new(1, |_| false));
+        let stored = store(
+            &claims,
+            target(0, &dir.path().join("gone"), 0, b"abc"),
+            b"abc",
+            2,
+        );
         assert!(matches!(stored, Stored::Disk(_)), "{stored:?}");
-        assert_eq!(claims.regions()[0], Region::Open);
+        assert_eq!(region(&claims, 0), Region::Open);
+    }
+
+    #[tokio::test]
+    async fn the_intake_stores_a_chunk_a_slice_at_a_time_as_it_arrives() {
+        let bytes: Vec<u8> = (0..HANDOFF_BYTES * 5 / 2)
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let (_dir, path) = setup(bytes.len());
+        let claims = Arc::new(Claims::new(1, |_| false));
+        let mut intake = Intake::new(&claims, target(0, &path, 0, &bytes));
+        for piece in pieces(&bytes, 40_000) {
+            assert!(intake.piece(piece).await.is_continue());
+        }
+        assert!(intake.under_way.is_some(), "a slice was handed off early");
+        assert!(matches!(intake.finish().await, Stored::InPlace));
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        // A disk that fails stops the fetch at the next hand-off.
+        let claims = Arc::new(Claims::new(1, |_| false));
+        let gone = path.with_file_name("gone");
+        let mut intake = Intake::new(&claims, target(0, &gone, 0, &bytes));
+        let mut flow = ControlFlow::Continue(());
+        for piece in pieces(&bytes, 40_000) {
+            flow = intake.piece(piece).await;
+            if flow.is_break() {
+                break;
+            }
+        }
+        assert!(flow.is_break(), "the fetch is stopped");
+        assert!(matches!(intake.finish().await, Stored::Disk(_)));
+        assert_eq!(region(&claims, 0), Region::Open);
     }
 }

@@ -22,7 +22,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
 use super::framing::{
-    ChunkData, read_data_pieces, read_json_line, read_piece_header, read_to_end_bounded,
+    ChunkData, ChunkSink, read_data_into, read_json_line, read_piece_header, read_to_end_bounded,
 };
 use super::rate::RateLimiter;
 use super::tls::TlsIdentity;
@@ -106,12 +106,13 @@ impl PeerClient {
 
     /// Fetches chunk `chunk` of manifest `manifest` of game `id`, or, from
     /// a complete holder, whichever of it and `alternatives` the peer
-    /// chooses; returns the chunk sent and its bytes, as the stream's
-    /// pieces (never copied into one buffer). `length_of` gives
-    /// each chunk's length: the peer must send one of the asked chunks, at
-    /// its length. The peer's refusal is a [`TransportError::Refused`].
+    /// chooses. `length_of` gives each chunk's length: the peer must send
+    /// one of the asked chunks, at its length. Once it announced which,
+    /// `open(chunk)` gives the sink its bytes go to as the stream's pieces
+    /// arrive (never copied into one buffer); returns the chunk sent and
+    /// the sink. The peer's refusal is a [`TransportError::Refused`].
     #[allow(clippy::too_many_arguments)]
-    pub async fn fetch_chunk(
+    pub async fn fetch_chunk<S: ChunkSink>(
         &self,
         addr: SocketAddr,
         id: &GameId,
@@ -119,8 +120,9 @@ impl PeerClient {
         chunk: u32,
         alternatives: Vec<u32>,
         length_of: impl Fn(u32) -> Option<u64>,
+        open: impl FnOnce(u32) -> S,
         timeout: Duration,
-    ) -> Result<(u32, ChunkData), TransportError> {
+    ) -> Result<(u32, S), TransportError> {
         let request = Request::GetChunk {
             id: id.clone(),
             manifest: manifest.to_owned(),
@@ -129,7 +131,7 @@ impl PeerClient {
             range: None,
         };
         let asked = |sent: u32| sent == chunk || alternatives.contains(&sent);
-        self.fetch_data(addr, &request, asked, length_of, timeout)
+        self.fetch_data(addr, &request, asked, length_of, open, timeout)
             .await
     }
 
@@ -153,21 +155,30 @@ impl PeerClient {
         };
         let length_of = |_| Some(range.length);
         let (_, data) = self
-            .fetch_data(addr, &request, |sent| sent == chunk, length_of, timeout)
+            .fetch_data(
+                addr,
+                &request,
+                |sent| sent == chunk,
+                length_of,
+                |_| ChunkData::default(),
+                timeout,
+            )
             .await?;
         Ok(data)
     }
 
     /// Sends a `GetChunk` and reads its header and data: the chunk sent
-    /// must be `asked` and its length what `length_of` says.
-    async fn fetch_data(
+    /// must be `asked` and its length what `length_of` says; its data goes
+    /// to the sink `open` gives for it.
+    async fn fetch_data<S: ChunkSink>(
         &self,
         addr: SocketAddr,
         request: &Request,
         asked: impl Fn(u32) -> bool,
         length_of: impl Fn(u32) -> Option<u64>,
+        open: impl FnOnce(u32) -> S,
         timeout: Duration,
-    ) -> Result<(u32, ChunkData), TransportError> {
+    ) -> Result<(u32, S), TransportError> {
         let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % BULK_LANES;
         self.bounded(addr, timeout, async {
             let mut stream = self.open_stream(addr, lane, request).await?;
@@ -196,10 +207,11 @@ impl PeerClient {
                             format!("announced {length} bytes for chunk {sent} of another length"),
                         ));
                     }
-                    let data = read_data_pieces(&mut stream, rest, length, &self.download_limit)
+                    let mut sink = open(sent);
+                    read_data_into(&mut stream, rest, length, &self.download_limit, &mut sink)
                         .await
                         .map_err(|err| protocol(addr, err))?;
-                    Ok((sent, data))
+                    Ok((sent, sink))
                 }
             }
         })

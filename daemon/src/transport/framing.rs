@@ -1,6 +1,8 @@
 //! Reading and writing the wire messages on one stream, with every length
 //! bounded before memory is spent on it.
 
+use std::ops::ControlFlow;
+
 use bytes::Bytes;
 use lanspread_proto::wire::DataHeader;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt};
@@ -78,9 +80,20 @@ impl Pieces for s2n_quic::stream::BidirectionalStream {
     }
 }
 
+/// Where a fetched chunk's bytes go while they arrive: the downloader's
+/// store hashes and writes them a slice at a time while they are in the
+/// CPU cache (`docs/download.md#storing-a-chunk`); [`ChunkData`] keeps
+/// them in memory.
+pub trait ChunkSink: Send {
+    /// The next piece of the chunk, in stream order. `Break` stops the
+    /// fetch: the stream is dropped (and reset) and the sink is handed
+    /// back as it is (it knows why it stopped).
+    fn piece(&mut self, piece: Bytes) -> impl Future<Output = ControlFlow<()>> + Send;
+}
+
 /// A chunk's bytes as they were received: the stream's pieces in order,
-/// never gathered into one buffer (the downloader hashes and writes each
-/// piece while it is in the CPU cache; see `docs/download.md`).
+/// never gathered into one buffer (kept in memory: `version.ini`, an
+/// update's part of a chunk, tests).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ChunkData {
     pieces: Vec<Bytes>,
@@ -128,6 +141,18 @@ impl ChunkData {
             self.pieces.push(piece);
         }
     }
+
+    /// Takes every piece out, leaving it empty.
+    pub fn take(&mut self) -> Self {
+        std::mem::take(self)
+    }
+}
+
+impl ChunkSink for ChunkData {
+    async fn piece(&mut self, piece: Bytes) -> ControlFlow<()> {
+        self.push_piece(piece);
+        ControlFlow::Continue(())
+    }
 }
 
 impl From<Vec<u8>> for ChunkData {
@@ -165,37 +190,42 @@ pub async fn read_piece_header(
 
 /// Reads exactly `length` bytes of data, `first` (what followed the
 /// header) included, as the stream's own pieces (no copy), paced by
-/// `limiter` (the download limit); then checks the stream ends there.
-pub async fn read_data_pieces(
+/// `limiter` (the download limit), into `sink`; then checks the stream
+/// ends there. Returns early, without that check, if the sink stops.
+pub async fn read_data_into(
     stream: &mut impl Pieces,
     first: Bytes,
     length: u64,
     limiter: &RateLimiter,
-) -> Result<ChunkData, FrameError> {
-    let mut data = ChunkData::default();
+    sink: &mut impl ChunkSink,
+) -> Result<(), FrameError> {
+    let mut got = 0u64;
     let mut next = Some(first);
     loop {
         let Some(piece) = next.take() else {
             break;
         };
-        if data.len() + piece.len() as u64 > length {
+        if got + piece.len() as u64 > length {
             return Err(FrameError::TrailingData(length));
         }
         limiter.acquire(piece.len()).await;
-        data.push_piece(piece);
-        if data.len() == length {
+        got += piece.len() as u64;
+        if !piece.is_empty() && sink.piece(piece).await.is_break() {
+            return Ok(());
+        }
+        if got == length {
             // The stream must end here.
             if let Some(extra) = stream.next_piece().await? {
                 if !extra.is_empty() {
                     return Err(FrameError::TrailingData(length));
                 }
             }
-            return Ok(data);
+            return Ok(());
         }
         next = stream.next_piece().await?;
     }
     Err(FrameError::Truncated {
-        got: data.len(),
+        got,
         expected: length,
     })
 }
@@ -236,6 +266,44 @@ mod tests {
         Listed(pieces.iter().map(|p| Bytes::copy_from_slice(p)).collect())
     }
 
+    /// A sink that takes `room` pieces, then stops the fetch.
+    struct Stopping {
+        room: usize,
+        got: Vec<Bytes>,
+    }
+
+    impl ChunkSink for Stopping {
+        async fn piece(&mut self, piece: Bytes) -> ControlFlow<()> {
+            self.got.push(piece);
+            if self.got.len() == self.room {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sink_that_stops_ends_the_read_at_once() {
+        let unlimited = RateLimiter::default();
+        let mut input = listed(&[b"cd", b"ef", b"gh"]);
+        let mut sink = Stopping {
+            room: 2,
+            got: Vec::new(),
+        };
+        read_data_into(
+            &mut input,
+            Bytes::from_static(b"ab"),
+            8,
+            &unlimited,
+            &mut sink,
+        )
+        .await
+        .unwrap();
+        assert_eq!(sink.got, [&b"ab"[..], &b"cd"[..]]);
+        assert_eq!(input.0.len(), 2, "nothing more was read");
+    }
+
     #[tokio::test]
     async fn chunk_data_is_read_as_the_streams_pieces_and_bounded() {
         let unlimited = RateLimiter::default();
@@ -253,7 +321,8 @@ mod tests {
                 length: 5
             }
         );
-        let data = read_data_pieces(&mut input, rest, 5, &unlimited)
+        let mut data = ChunkData::default();
+        read_data_into(&mut input, rest, 5, &unlimited, &mut data)
             .await
             .unwrap();
         assert_eq!(data.to_vec(), b"abcde");
@@ -262,7 +331,14 @@ mod tests {
         // Short, long (in the last piece or in one more), no header end.
         let mut short = listed(&[b"ab"]);
         assert!(matches!(
-            read_data_pieces(&mut short, Bytes::new(), 3, &unlimited).await,
+            read_data_into(
+                &mut short,
+                Bytes::new(),
+                3,
+                &unlimited,
+                &mut ChunkData::default()
+            )
+            .await,
             Err(FrameError::Truncated {
                 got: 2,
                 expected: 3
@@ -270,12 +346,26 @@ mod tests {
         ));
         let mut long = listed(&[b"abcd"]);
         assert!(matches!(
-            read_data_pieces(&mut long, Bytes::new(), 3, &unlimited).await,
+            read_data_into(
+                &mut long,
+                Bytes::new(),
+                3,
+                &unlimited,
+                &mut ChunkData::default()
+            )
+            .await,
             Err(FrameError::TrailingData(3))
         ));
         let mut one_more = listed(&[b"abc", b"d"]);
         assert!(matches!(
-            read_data_pieces(&mut one_more, Bytes::new(), 3, &unlimited).await,
+            read_data_into(
+                &mut one_more,
+                Bytes::new(),
+                3,
+                &unlimited,
+                &mut ChunkData::default()
+            )
+            .await,
             Err(FrameError::TrailingData(3))
         ));
         let mut no_newline = listed(&[b"{\"type\":\"Data\""]);

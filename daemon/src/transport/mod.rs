@@ -16,7 +16,7 @@ mod turns;
 use std::time::Duration;
 
 pub use client::{BULK_LANES, PeerClient};
-pub use framing::ChunkData;
+pub use framing::{ChunkData, ChunkSink};
 pub use rate::{RateLimiter, RateLimiters};
 pub use server::{QuicServer, RevisionFeed, ServeContext, ServeEvent};
 pub use serving_runtime::{SERVING_NICE, SERVING_THREAD_NAME, ServingRuntime};
