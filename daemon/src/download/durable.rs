@@ -77,16 +77,11 @@ impl Saver {
         self.under_way.is_some()
     }
 
-    /// Whether written chunks wait for a save.
-    pub fn has_unsynced(&self) -> bool {
-        !self.unsynced.is_empty()
-    }
-
     /// Starts a save of what was written so far in the background, unless
-    /// one is under way or nothing waits.
-    pub fn start(&mut self, request: &DownloadRequest) {
+    /// one is under way or nothing waits; whether it started one.
+    pub fn start(&mut self, request: &DownloadRequest) -> bool {
         if self.under_way.is_some() || self.unsynced.is_empty() {
-            return;
+            return false;
         }
         let unsynced = std::mem::take(&mut self.unsynced);
         let paths: Vec<PathBuf> = unsynced
@@ -114,6 +109,7 @@ impl Saver {
             }
             Ok(unsynced.chunks)
         }));
+        true
     }
 
     /// The save under way, once it ended (pending forever if none is: for
@@ -137,8 +133,7 @@ impl Saver {
         if self.is_saving() {
             self.saved().await?;
         }
-        self.start(request);
-        if self.is_saving() {
+        if self.start(request) {
             self.saved().await?;
         }
         Ok(())
@@ -177,16 +172,16 @@ mod tests {
         };
         let mut saver = Saver::new(manifest, Arc::new(durability), ChunkSet::new(3));
         saver.written(0, 0);
-        saver.start(&request);
+        assert!(saver.start(&request));
         assert!(saver.is_saving());
         // Written while the save runs: not in it, kept for the next one.
         saver.written(0, 1);
-        saver.start(&request);
+        assert!(!saver.start(&request), "one save at a time");
         saver.saved().await.unwrap();
         assert_eq!(journaled(), [true, false, false]);
-        assert!(saver.has_unsynced());
         saver.save_all(&request).await.unwrap();
         assert_eq!(journaled(), [true, true, false]);
-        assert!(!saver.is_saving() && !saver.has_unsynced());
+        assert!(!saver.is_saving());
+        assert!(!saver.start(&request), "nothing left to save");
     }
 }

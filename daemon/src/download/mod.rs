@@ -614,10 +614,7 @@ async fn transfer(
                     bytes_reused: reused,
                 })
                 .await;
-                if !saver.is_saving() && saver.has_unsynced()
-                    && last_journal.elapsed() >= JOURNAL_INTERVAL
-                {
-                    saver.start(request);
+                if last_journal.elapsed() >= JOURNAL_INTERVAL && saver.start(request) {
                     last_journal = Instant::now();
                 }
             }
