@@ -41,16 +41,19 @@ pub const SLOTS_PER_PEER: usize = 4;
 pub const MAX_CHUNKS_IN_FLIGHT: usize = 64;
 
 /// Most bytes in flight from all the sources that are downloading too
-/// (two full chunks), whatever their number. Each of them sends at most two
-/// chunks at once and answers busy beyond (`transport::turns`): fetching
-/// from all seven other downloaders of an eight-machine swarm at once
-/// would split our link seven ways, hold each uploader's turn seven times
-/// longer than the chunk needs, and pass every chunk on late. Two at a
-/// time keep the link full and get each chunk here at half its rate or
-/// better; a complete holder's requests come on top (they wait in its
-/// queue, `docs/download.md#plan`). Measured in the 1 → 8 swarm bench: no
-/// cap 19.4–20 s, two 16.8–18.5 s, one 21–22 s.
-pub const SWARM_IN_FLIGHT_BYTES: u64 = 2 * CHUNK_SIZE;
+/// (four full chunks), whatever their number. Each of them sends at most
+/// four chunks at once and answers busy beyond (`transport::turns`), so
+/// there are as many upload turns in a swarm as fetches. Fetching from all
+/// seven other downloaders of an eight-machine swarm at once would split
+/// our link seven ways, hold each uploader's turn seven times longer than
+/// the chunk needs, and pass every chunk on late; a complete holder's
+/// requests come on top (they wait in its queue, `docs/download.md#plan`).
+/// Measured in the 1 → 8 swarm bench: no cap 19.4–20 s, one 21–22 s, two
+/// 16.8–18.5 s (when uploaders sent two at once); with uploaders sending
+/// four, same-session A/B: two 1.33–1.35 × one alone in the 1 → 4 bench
+/// (three chunks 1.34–1.51: requesters outnumbered the upload turns and
+/// met `busy`), four 1.24–1.31 ×; 1 → 8 1.47 against 1.37–1.42 ×.
+pub const SWARM_IN_FLIGHT_BYTES: u64 = 4 * CHUNK_SIZE;
 
 /// A peer whose fetches failed this many times in a row is dropped.
 pub const MAX_FAILURES_IN_ROW: u32 = 4;
@@ -868,6 +871,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::{SWARM_UPLOAD_BYTES, UPLOAD_BUDGET_BYTES};
 
     /// A plan of `chunks` full-size chunks of one file.
     fn plan(chunks: usize, peers: usize) -> Plan {
@@ -1079,7 +1083,7 @@ mod tests {
     }
 
     #[test]
-    fn downloaders_serving_us_share_two_chunks_in_flight_a_seeder_comes_on_top() {
+    fn downloaders_serving_us_share_four_chunks_in_flight_a_seeder_comes_on_top() {
         let mut plan = plan(40, 1);
         let downloaders: Vec<PeerIdx> = (0..6)
             .map(|i| plan.add_peer(format!("d{i}"), false))
@@ -1364,8 +1368,10 @@ mod tests {
                             let mut candidates = vec![asked];
                             candidates.extend(plan.alternatives(from, asked));
                             queue.push((d, asked, candidates));
-                        } else if fetches.iter().filter(|f| f.from == from).count() >= 2 {
-                            // A downloader sends two chunks at once and
+                        } else if fetches.iter().filter(|f| f.from == from).count()
+                            >= (SWARM_UPLOAD_BYTES / CHUNK_SIZE) as usize
+                        {
+                            // A downloader sends four chunks at once and
                             // answers busy beyond (`transport::turns`).
                             plan.busy(asked, from);
                         } else {
@@ -1381,10 +1387,13 @@ mod tests {
                     }
                 }
             }
-            // The seeder sends four chunks at once; a free turn goes to the
+            // The seeder sends five chunks at once; a free turn goes to the
             // queued request that can take the chunk sent longest ago, and
             // that is what it sends (`transport::turns`).
-            while fetches.iter().filter(|f| f.from == 0).count() < 4 && !queue.is_empty() {
+            while fetches.iter().filter(|f| f.from == 0).count()
+                < (UPLOAD_BUDGET_BYTES / CHUNK_SIZE) as usize
+                && !queue.is_empty()
+            {
                 let best = |(_, _, c): &(usize, ChunkId, Vec<ChunkId>)| {
                     c.iter().map(|&c| last_sent[c]).min().unwrap()
                 };

@@ -21,7 +21,7 @@ pub use rate::{RateLimiter, RateLimiters};
 pub use server::{QuicServer, RevisionFeed, ServeContext, ServeEvent};
 pub use serving_runtime::{SERVING_NICE, SERVING_THREAD_NAME, ServingRuntime};
 pub use tls::TlsIdentity;
-pub use turns::ON_ITS_WAY_GRACE;
+pub use turns::{ON_ITS_WAY_GRACE, SWARM_UPLOAD_BYTES, UPLOAD_BUDGET_BYTES};
 
 /// Longest a QUIC handshake may take. Short, because an ALPN mismatch is
 /// only ever reported as a handshake timeout.
