@@ -26,13 +26,15 @@ h2's link received ÷ the bytes changed, the update times, and a full
 lanspread download of the new version (about 5 minutes).
 
 The fan-out scenarios shape every link of the swarm in both directions
-(lab.sh shape2) and run SWARM_RUNS (2) rounds of "one downloader alone"
-and "all downloaders together" from one seeder in h1:
-  fanout      1 → 4 (h2..h5), 400 Mbit/s, 128 MiB, lanspread (about 40 s)
+(lab.sh shape2) and run rounds of "one downloader alone" and "all
+downloaders together" from one seeder in h1 (SWARMS: 5 rounds of 1 → 4,
+whose spread between rounds is as large as the effects worth measuring,
+2 of 1 → 8):
+  fanout      1 → 4 (h2..h5), 400 Mbit/s, 128 MiB, lanspread (about 90 s)
   fanout-bt   the same with BitTorrent: aria2c seeder and leechers, an
               opentracker in h1 that whitelists only the torrent, 4 MiB
               pieces (mktorrent -l 22), each round with a fresh tracker and
-              seeder; needs no lanspread binary (about 30 s)
+              seeder; needs no lanspread binary (about 70 s)
   fanout8     1 → 8 (h2..h9), 100 Mbit/s, 128 MiB, lanspread (about 90 s)
   fanout8-bt  the same with BitTorrent (about 70 s)
 Each reports one alone, all done, their ratio, the bytes h1 sent (its veth
@@ -77,6 +79,7 @@ RESULTS = os.environ.get("LANSPREAD_BENCH_RESULTS") or os.path.join(ROOT, "bench
 LAB_ID = os.environ.get("LANSPREAD_BENCH_LAB", "bench")
 GAME = "openarena"
 MIB = 1 << 20
+CHUNK_BYTES = 4 * MIB  # the manifest's chunk size (lanspread_proto::wire::CHUNK_SIZE)
 TOTAL_LIMIT_S = 1800
 RUNS = 3
 LAB_HOSTS = 9  # h1 seeds to h2..h9 in fanout8
@@ -352,25 +355,25 @@ def same_file(a, b):
 
 
 class LinkSampler:
-    """Bytes each lab host sends, read on the bridge side every 0.2 s."""
+    """Bytes each lab host sends, read on the bridge side every `period`
+    seconds (`received` records what it received instead)."""
 
-    def __init__(self, hosts):
-        self.hosts = hosts
+    def __init__(self, hosts, period=0.2, received=False):
+        self.hosts, self.period, self.received = hosts, period, received
         self.samples = []
+        self.started = None
         self.stop_flag = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _read(self):
-        out = subprocess.run(["ip", "-n", f"lsl-{LAB_ID}-br", "-s", "-j", "link", "show"],
-                             check=True, stdout=subprocess.PIPE, text=True).stdout
-        by_name = {link["ifname"]: link["stats64"]["rx"]["bytes"] for link in json.loads(out)}
-        return {h: by_name[f"v{h}"] for h in self.hosts}
+        counters = link_counters()
+        return {h: counters[f"v{h}"][1 if self.received else 0] for h in self.hosts}
 
     def _run(self):
-        start = time.monotonic()
+        start = self.started = time.monotonic()
         while not self.stop_flag.is_set():
             self.samples.append((time.monotonic() - start, self._read()))
-            time.sleep(0.2)
+            time.sleep(self.period)
 
     def __enter__(self):
         self.thread.start()
@@ -612,10 +615,9 @@ def scenario_multi(work):
 # with an opentracker tracker) come from separate scenarios, so either can
 # run alone: fanout / fanout-bt (1 → 4) and fanout8 / fanout8-bt (1 → 8).
 SWARMS = {
-    "fanout": {"rate": 400, "hosts": [f"h{i}" for i in range(2, 6)], "mib": 128},
-    "fanout8": {"rate": 100, "hosts": [f"h{i}" for i in range(2, 10)], "mib": 128},
+    "fanout": {"rate": 400, "hosts": [f"h{i}" for i in range(2, 6)], "mib": 128, "runs": 5},
+    "fanout8": {"rate": 100, "hosts": [f"h{i}" for i in range(2, 10)], "mib": 128, "runs": 2},
 }
-SWARM_RUNS = 2
 SEEDER = "h1"
 
 
@@ -692,16 +694,22 @@ def swarm_lanspread(work, name):
     seed_games = os.path.join(work, f"{name}-seed")
     write_game(seed_games, size, name)
     source = os.path.join(seed_games, GAME, "pak0.eti")
-    alone, together, sent, sent_alone, runs = [], [], [], [], []
+    alone, together, sent, sent_alone, runs, alone_idle = [], [], [], [], [], []
     with Shaped([SEEDER, *hosts], cfg["rate"]):
         seeder = Daemon(work, SEEDER, f"{name}-seed", seed_games)
         try:
-            for run in range(SWARM_RUNS):
+            for run in range(cfg["runs"]):
                 leech = leech_in(work, "h2", f"{name}-alone{run}", 1)
-                before = sent_by(SEEDER)
-                started = time.monotonic()
-                download(leech)
-                alone.append(time.monotonic() - started)
+                received = LinkSampler(["h2"], period=0.1, received=True)
+                seeder_sent = LinkSampler([SEEDER], period=0.1)
+                with received, seeder_sent:
+                    before = sent_by(SEEDER)
+                    started = time.monotonic()
+                    download(leech)
+                    alone.append(time.monotonic() - started)
+                idle = downlink_idle(received, seeder_sent, started, {"h2": alone[-1]},
+                                     cfg["rate"], CHUNK_BYTES)["h2"]
+                alone_idle.append(sum(idle.values()))
                 sent_alone.append((sent_by(SEEDER) - before) / size)
                 leech.stop()
                 if not same_file(source, os.path.join(leech.games, GAME, "pak0.eti")):
@@ -719,11 +727,55 @@ def swarm_lanspread(work, name):
             keep_logs(seeder)
     shutil.rmtree(seed_games)
     out = swarm_figures(cfg, alone, together, sent, sent_alone)
-    median_run = sorted(range(SWARM_RUNS), key=lambda i: together[i])[SWARM_RUNS // 2]
+    median_run = sorted(range(cfg["runs"]), key=lambda i: together[i])[cfg["runs"] // 2]
     shares = [r["from_downloaders_share"] for r in runs if r["from_downloaders_share"] is not None]
     out["from_downloaders_share"] = summary(shares) if shares else None
     out["done_s_median_run"] = runs[median_run]["done_s"]
+    out["alone_downlink_idle_s"] = summary(alone_idle)
+    for phase in ("start", "middle", "end"):
+        # Per run, the mean over the downloaders.
+        out[f"downlink_idle_{phase}_s"] = summary(
+            [statistics.mean(h[phase] for h in r["downlink_idle_s"].values()) for r in runs])
     out["progress_median_run"] = runs[median_run]["progress"]
+    return out
+
+
+def downlink_idle(received, sent, started, done, rate_mbit, first_round_bytes):
+    """Seconds each downloader's downlink sat idle during a swarm run, in
+    three phases: "start" until the seeder had sent `first_round_bytes`
+    (one chunk per downloader: until then there is little to share),
+    "middle" while the seeder still sent, "end" after it stopped, each up
+    to the host's own done time. `received` and `sent` are LinkSamplers of
+    the downloaders' received and the seeder's sent bytes, `started` the
+    run's start (time.monotonic()). Idle is 1 - received ÷ link rate
+    (headers count as received, so an idle figure is a slight underestimate).
+    Summed over the phases, it is about how much later than one alone a
+    downloader finished: what keeps the ratio above 1."""
+    seeder = SEEDER
+    offset = sent.started - started
+    seeder_at = [(t + offset, counters[seeder]) for t, counters in sent.samples]
+    base = seeder_at[0][1]
+    first_round = next((t for t, b in seeder_at if b - base >= first_round_bytes), None)
+    active = [t1 for (t0, a), (t1, b) in zip(seeder_at, seeder_at[1:])
+              if (b - a) * 8 / (t1 - t0) > 0.05 * rate_mbit * 1e6]
+    last_sent = active[-1] if active else None
+    offset = received.started - started
+    out = {}
+    for host, finished in done.items():
+        idle = {"start": 0.0, "middle": 0.0, "end": 0.0}
+        samples = [(t + offset, counters[host]) for t, counters in received.samples]
+        for (t0, a), (t1, b) in zip(samples, samples[1:]):
+            t1c = min(t1, finished)
+            if t1c <= max(t0, 0.0):
+                continue
+            dt = t1 - t0
+            used = min(1.0, (b - a) * 8 / dt / (rate_mbit * 1e6))
+            span = t1c - max(t0, 0.0)
+            mid = (max(t0, 0.0) + t1c) / 2
+            phase = ("start" if first_round is None or mid < first_round else
+                     "middle" if last_sent is None or mid < last_sent else "end")
+            idle[phase] += (1 - used) * span
+        out[host] = {k: round(v, 3) for k, v in idle.items()}
     return out
 
 
@@ -752,15 +804,18 @@ def swarm_lanspread_together(work, name, run, source, size):
         except Exception as err:  # reported below
             done[host] = err
 
+    received = LinkSampler(hosts, period=0.1, received=True)
+    sent = LinkSampler([SEEDER], period=0.1)
     try:
-        before = sent_by(SEEDER)
-        started = time.monotonic()
-        threads = [threading.Thread(target=one, args=item) for item in leeches.items()]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        seeder_sent = sent_by(SEEDER) - before
+        with received, sent:
+            before = sent_by(SEEDER)
+            started = time.monotonic()
+            threads = [threading.Thread(target=one, args=item) for item in leeches.items()]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            seeder_sent = sent_by(SEEDER) - before
         errors = [v for v in done.values() if isinstance(v, Exception)]
         if errors:
             raise RuntimeError(f"{name}: a download failed: {errors[0]}")
@@ -795,8 +850,11 @@ def swarm_lanspread_together(work, name, run, source, size):
     if len(finished) == len(hosts) and None not in from_seeders + from_downloaders:
         total = sum(from_seeders) + sum(from_downloaders)
         share = round(sum(from_downloaders) / total, 3) if total else None
+    idle = downlink_idle(received, sent, started, done, SWARMS[name]["rate"],
+                         len(hosts) * CHUNK_BYTES)
     return {"all_done_s": max(done.values()), "seeder_sent_over_size": seeder_sent / size,
             "done_s": {h: round(done[h], 2) for h in hosts},
+            "downlink_idle_s": idle,
             "from_downloaders_share": share, "progress": progress}
 
 
@@ -1012,7 +1070,7 @@ def swarm_bt(work, name):
     os.chmod(hook, 0o755)
     alone, together, sent, sent_alone, done_runs = [], [], [], [], []
     with Shaped([SEEDER, *hosts], cfg["rate"]):
-        for run in range(SWARM_RUNS):
+        for run in range(cfg["runs"]):
             secs, ratio, _ = bt_round(work, name, torrent, seed_dir, source, ["h2"], size,
                                       f"{name}-bt{run}-alone", hook)
             alone.append(secs)
@@ -1027,7 +1085,7 @@ def swarm_bt(work, name):
                 f"{sent[-1]:.2f} × the game")
     shutil.rmtree(seed_games)
     out = swarm_figures(cfg, alone, together, sent, sent_alone)
-    median_run = sorted(range(SWARM_RUNS), key=lambda i: together[i])[SWARM_RUNS // 2]
+    median_run = sorted(range(cfg["runs"]), key=lambda i: together[i])[cfg["runs"] // 2]
     out["done_s_median_run"] = done_runs[median_run]
     out["piece_kib"] = 4096
     return out
@@ -1647,6 +1705,10 @@ ROWS = [
     ("fanout", "kumar_ross_bound_s", "fan-out 1 → 4: Kumar–Ross lower bound for all done", "s", False),
     ("fanout", "bound_over_one_alone", "fan-out 1 → 4, lanspread: bound ÷ one alone (best ratio possible)", "", False),
     ("fanout", "from_downloaders_share", "fan-out 1 → 4, lanspread: share of bytes from other downloaders", "", True),
+    ("fanout", "alone_downlink_idle_s", "fan-out 1 → 4, lanspread: one alone, its downlink idle (start-up, the last round trips)", "s", False),
+    ("fanout", "downlink_idle_start_s", "fan-out 1 → 4, lanspread: a downloader's downlink idle until the seeder sent one chunk per downloader", "s", False),
+    ("fanout", "downlink_idle_middle_s", "fan-out 1 → 4, lanspread: … idle while the seeder sends", "s", False),
+    ("fanout", "downlink_idle_end_s", "fan-out 1 → 4, lanspread: … idle after the seeder's last byte, until done", "s", False),
     ("fanout-bt", "one_alone_s", "fan-out 1 → 4, BitTorrent (aria2c): one alone", "s", False),
     ("fanout-bt", "all_done_s", "fan-out 1 → 4, BitTorrent: four together, all done", "s", False),
     ("fanout-bt", "all_over_one", "fan-out 1 → 4, BitTorrent: all done ÷ one alone", "", False),
@@ -1659,6 +1721,10 @@ ROWS = [
     ("fanout8", "kumar_ross_bound_s", "fan-out 1 → 8: Kumar–Ross lower bound for all done", "s", False),
     ("fanout8", "bound_over_one_alone", "fan-out 1 → 8, lanspread: bound ÷ one alone (best ratio possible)", "", False),
     ("fanout8", "from_downloaders_share", "fan-out 1 → 8, lanspread: share of bytes from other downloaders", "", True),
+    ("fanout8", "alone_downlink_idle_s", "fan-out 1 → 8, lanspread: one alone, its downlink idle (start-up, the last round trips)", "s", False),
+    ("fanout8", "downlink_idle_start_s", "fan-out 1 → 8, lanspread: a downloader's downlink idle until the seeder sent one chunk per downloader", "s", False),
+    ("fanout8", "downlink_idle_middle_s", "fan-out 1 → 8, lanspread: … idle while the seeder sends", "s", False),
+    ("fanout8", "downlink_idle_end_s", "fan-out 1 → 8, lanspread: … idle after the seeder's last byte, until done", "s", False),
     ("fanout8-bt", "one_alone_s", "fan-out 1 → 8, BitTorrent (aria2c): one alone", "s", False),
     ("fanout8-bt", "all_done_s", "fan-out 1 → 8, BitTorrent: eight together, all done", "s", False),
     ("fanout8-bt", "all_over_one", "fan-out 1 → 8, BitTorrent: all done ÷ one alone", "", False),
