@@ -749,8 +749,9 @@ def downlink_idle(received, sent, started, done, rate_mbit, first_round_bytes):
     the downloaders' received and the seeder's sent bytes, `started` the
     run's start (time.monotonic()). Idle is 1 - received ÷ link rate
     (headers count as received, so an idle figure is a slight underestimate).
-    Summed over the phases, it is about how much later than one alone a
-    downloader finished: what keeps the ratio above 1."""
+    Summed over the phases, less what one alone's downlink sat idle
+    (start-up, the last round trips), it is about how much later than one
+    alone a downloader finished: what keeps the ratio above 1."""
     seeder = SEEDER
     offset = sent.started - started
     seeder_at = [(t + offset, counters[seeder]) for t, counters in sent.samples]
