@@ -1477,9 +1477,10 @@ mod tests {
     /// The swarm the issue asks for, simulated: 1 → 8 on equal links. One
     /// download alone takes `chunks` ticks (the seeder's link); the
     /// Kumar–Ross bound for eight is the same. The seeder sends each chunk
-    /// about once; all eight finish in about 1.5 times the time of one
-    /// (store and forward of whole chunks, shared links), as the lab bench
-    /// measures (`docs/lab.md`).
+    /// about once; all eight finish in about 1.35 times the time of one
+    /// (store and forward of whole chunks, shared links; 1.5 with two
+    /// upload turns and fetches each way), as the lab bench measures about
+    /// 1.4 (`docs/lab.md`).
     #[test]
     fn in_a_simulated_one_to_eight_swarm_the_seeder_sends_each_chunk_about_once() {
         const CHUNKS: usize = 64;
@@ -1494,7 +1495,7 @@ mod tests {
             "seeder sent {sent:.1} of {CHUNKS}"
         );
         assert!(
-            f64::from(eight) <= 1.6 * f64::from(alone),
+            f64::from(eight) <= 1.45 * f64::from(alone),
             "eight took {eight} ticks, one alone {alone}"
         );
     }
