@@ -355,11 +355,11 @@ def same_file(a, b):
 
 
 class LinkSampler:
-    """Bytes each lab host sends, read on the bridge side every `period`
-    seconds (`received` records what it received instead)."""
+    """Bytes each lab host sent and received, read on the bridge side
+    every `period` seconds: samples are (t, {host: (sent, received)})."""
 
-    def __init__(self, hosts, period=0.2, received=False):
-        self.hosts, self.period, self.received = hosts, period, received
+    def __init__(self, hosts, period=0.2):
+        self.hosts, self.period = hosts, period
         self.samples = []
         self.started = None
         self.stop_flag = threading.Event()
@@ -367,7 +367,7 @@ class LinkSampler:
 
     def _read(self):
         counters = link_counters()
-        return {h: counters[f"v{h}"][1 if self.received else 0] for h in self.hosts}
+        return {h: counters[f"v{h}"] for h in self.hosts}
 
     def _run(self):
         start = self.started = time.monotonic()
@@ -384,11 +384,12 @@ class LinkSampler:
         self.thread.join()
 
     def series(self):
-        """Per host: [(t, Mbit/s over the previous interval)]."""
+        """Per host: [(t, Mbit/s it sent over the previous interval)]."""
         out = {h: [] for h in self.hosts}
         for (t0, a), (t1, b) in zip(self.samples, self.samples[1:]):
             for h in self.hosts:
-                out[h].append((round(t1, 2), round((b[h] - a[h]) * 8 / (t1 - t0) / 1e6, 1)))
+                bits = (b[h][0] - a[h][0]) * 8
+                out[h].append((round(t1, 2), round(bits / (t1 - t0) / 1e6, 1)))
         return out
 
 
@@ -587,7 +588,7 @@ def scenario_multi(work):
             rates.append(mbit)
             ratios.append(mbit / link_sum)
             first, last = sampler.samples[0][1], sampler.samples[-1][1]
-            sent = {h: last[h] - first[h] for h in MULTI_RATES}
+            sent = {h: last[h][0] - first[h][0] for h in MULTI_RATES}
             shares.append({h: round(sent[h] / sum(sent.values()), 3) for h in MULTI_RATES})
             series.append(sampler.series())
             log(f"  run {run + 1}: {mbit:.0f} Mbit/s of {link_sum} ({ratios[-1]:.2f}); shares {shares[-1]}")
@@ -700,15 +701,13 @@ def swarm_lanspread(work, name):
         try:
             for run in range(cfg["runs"]):
                 leech = leech_in(work, "h2", f"{name}-alone{run}", 1)
-                received = LinkSampler(["h2"], period=0.1, received=True)
-                seeder_sent = LinkSampler([SEEDER], period=0.1)
-                with received, seeder_sent:
+                with LinkSampler([SEEDER, "h2"], period=0.1) as links:
                     before = sent_by(SEEDER)
                     started = time.monotonic()
                     download(leech)
                     alone.append(time.monotonic() - started)
-                idle = downlink_idle(received, seeder_sent, started, {"h2": alone[-1]},
-                                     cfg["rate"], CHUNK_BYTES)["h2"]
+                idle = downlink_idle(links, started, {"h2": alone[-1]}, cfg["rate"],
+                                     CHUNK_BYTES)["h2"]
                 alone_idle.append(sum(idle.values()))
                 sent_alone.append((sent_by(SEEDER) - before) / size)
                 leech.stop()
@@ -740,42 +739,40 @@ def swarm_lanspread(work, name):
     return out
 
 
-def downlink_idle(received, sent, started, done, rate_mbit, first_round_bytes):
+def downlink_idle(links, started, done, rate_mbit, first_round_bytes):
     """Seconds each downloader's downlink sat idle during a swarm run, in
     three phases: "start" until the seeder had sent `first_round_bytes`
     (one chunk per downloader: until then there is little to share),
     "middle" while the seeder still sent, "end" after it stopped, each up
-    to the host's own done time. `received` and `sent` are LinkSamplers of
-    the downloaders' received and the seeder's sent bytes, `started` the
-    run's start (time.monotonic()). Idle is 1 - received ÷ link rate
-    (headers count as received, so an idle figure is a slight underestimate).
+    to the host's own done time. `links` is a LinkSampler of the seeder and
+    the downloaders, `started` the run's start (time.monotonic()). Idle is
+    1 - received ÷ link rate (headers count as received, so an idle figure
+    is a slight underestimate).
     Summed over the phases, less what one alone's downlink sat idle
     (start-up, the last round trips), it is about how much later than one
     alone a downloader finished: what keeps the ratio above 1."""
-    seeder = SEEDER
-    offset = sent.started - started
-    seeder_at = [(t + offset, counters[seeder]) for t, counters in sent.samples]
+    # Sample times from the run's start.
+    samples = [(t + links.started - started, counters) for t, counters in links.samples]
+    seeder_at = [(t, counters[SEEDER][0]) for t, counters in samples]
     base = seeder_at[0][1]
     first_round = next((t for t, b in seeder_at if b - base >= first_round_bytes), None)
     active = [t1 for (t0, a), (t1, b) in zip(seeder_at, seeder_at[1:])
               if (b - a) * 8 / (t1 - t0) > 0.05 * rate_mbit * 1e6]
     last_sent = active[-1] if active else None
-    offset = received.started - started
     out = {}
     for host, finished in done.items():
         idle = {"start": 0.0, "middle": 0.0, "end": 0.0}
-        samples = [(t + offset, counters[host]) for t, counters in received.samples]
-        for (t0, a), (t1, b) in zip(samples, samples[1:]):
-            t1c = min(t1, finished)
-            if t1c <= max(t0, 0.0):
+        received = [(t, counters[host][1]) for t, counters in samples]
+        for (t0, a), (t1, b) in zip(received, received[1:]):
+            # The part of the interval inside the run, up to done.
+            lo, hi = max(t0, 0.0), min(t1, finished)
+            if hi <= lo:
                 continue
-            dt = t1 - t0
-            used = min(1.0, (b - a) * 8 / dt / (rate_mbit * 1e6))
-            span = t1c - max(t0, 0.0)
-            mid = (max(t0, 0.0) + t1c) / 2
+            used = min(1.0, (b - a) * 8 / (t1 - t0) / (rate_mbit * 1e6))
+            mid = (lo + hi) / 2
             phase = ("start" if first_round is None or mid < first_round else
                      "middle" if last_sent is None or mid < last_sent else "end")
-            idle[phase] += (1 - used) * span
+            idle[phase] += (1 - used) * (hi - lo)
         out[host] = {k: round(v, 3) for k, v in idle.items()}
     return out
 
@@ -805,10 +802,9 @@ def swarm_lanspread_together(work, name, run, source, size):
         except Exception as err:  # reported below
             done[host] = err
 
-    received = LinkSampler(hosts, period=0.1, received=True)
-    sent = LinkSampler([SEEDER], period=0.1)
+    links = LinkSampler([SEEDER, *hosts], period=0.1)
     try:
-        with received, sent:
+        with links:
             before = sent_by(SEEDER)
             started = time.monotonic()
             threads = [threading.Thread(target=one, args=item) for item in leeches.items()]
@@ -851,8 +847,7 @@ def swarm_lanspread_together(work, name, run, source, size):
     if len(finished) == len(hosts) and None not in from_seeders + from_downloaders:
         total = sum(from_seeders) + sum(from_downloaders)
         share = round(sum(from_downloaders) / total, 3) if total else None
-    idle = downlink_idle(received, sent, started, done, SWARMS[name]["rate"],
-                         len(hosts) * CHUNK_BYTES)
+    idle = downlink_idle(links, started, done, SWARMS[name]["rate"], len(hosts) * CHUNK_BYTES)
     return {"all_done_s": max(done.values()), "seeder_sent_over_size": seeder_sent / size,
             "done_s": {h: round(done[h], 2) for h in hosts},
             "downlink_idle_s": idle,

@@ -29,6 +29,7 @@ use lanspread_proto::wire::CHUNK_SIZE;
 
 use super::journal::ChunkSet;
 use super::rarity::Rarity;
+use crate::transport::SWARM_UPLOAD_BYTES;
 
 /// Full-size chunks one peer may have in flight at once: a peer's
 /// in-flight budget is this many [`CHUNK_SIZE`] chunks' worth of bytes.
@@ -41,8 +42,8 @@ pub const SLOTS_PER_PEER: usize = 4;
 pub const MAX_CHUNKS_IN_FLIGHT: usize = 64;
 
 /// Most bytes in flight from all the sources that are downloading too
-/// (four full chunks), whatever their number. Each of them sends at most
-/// four chunks at once and answers busy beyond (`transport::turns`), so
+/// (four full chunks), whatever their number: as many as each of them
+/// sends at once before it answers busy ([`SWARM_UPLOAD_BYTES`]), so
 /// there are as many upload turns in a swarm as fetches. Fetching from all
 /// seven other downloaders of an eight-machine swarm at once would split
 /// our link seven ways, hold each uploader's turn seven times longer than
@@ -53,7 +54,7 @@ pub const MAX_CHUNKS_IN_FLIGHT: usize = 64;
 /// four, same-session A/B: two 1.33–1.35 × one alone in the 1 → 4 bench
 /// (three chunks 1.34–1.51: requesters outnumbered the upload turns and
 /// met `busy`), four 1.24–1.31 ×; 1 → 8 1.47 against 1.37–1.42 ×.
-pub const SWARM_IN_FLIGHT_BYTES: u64 = 4 * CHUNK_SIZE;
+pub const SWARM_IN_FLIGHT_BYTES: u64 = SWARM_UPLOAD_BYTES;
 
 /// A peer whose fetches failed this many times in a row is dropped.
 pub const MAX_FAILURES_IN_ROW: u32 = 4;
@@ -871,7 +872,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::{SWARM_UPLOAD_BYTES, UPLOAD_BUDGET_BYTES};
+    use crate::transport::UPLOAD_BUDGET_BYTES;
 
     /// A plan of `chunks` full-size chunks of one file.
     fn plan(chunks: usize, peers: usize) -> Plan {

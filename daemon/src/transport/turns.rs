@@ -25,11 +25,12 @@ use crate::manifest_id::ManifestId;
 /// How many chunk bytes the server has on the wire at once (sent and not
 /// yet acknowledged), to all peers together: five full chunks (or as many
 /// small ones), of which downloads in progress take at most four
-/// ([`SWARM_UPLOAD_BYTES`]) so complete games always have one. Many downloaders asking one seeder at once would otherwise
-/// each get a sliver of its uplink for every chunk they asked for, and no
-/// chunk would arrive — to be passed on to the others — until all of them
-/// did; in turns, each chunk goes out at a good share of the link and the
-/// swarm can start sharing it.
+/// ([`SWARM_UPLOAD_BYTES`]) so complete games always have one. Many
+/// downloaders asking one seeder at once would otherwise each get a sliver
+/// of its uplink for every chunk they asked for, and no chunk would arrive
+/// — to be passed on to the others — until all of them did; in turns, each
+/// chunk goes out at a good share of the link and the swarm can start
+/// sharing it.
 pub const UPLOAD_BUDGET_BYTES: u64 = 20 * 1024 * 1024;
 
 /// The most of [`UPLOAD_BUDGET_BYTES`] one connection holds at once
@@ -41,22 +42,22 @@ pub const UPLOAD_BUDGET_PER_PEER_BYTES: u64 = 12 * 1024 * 1024;
 /// progress (this daemon serving the swarm while it downloads) take at
 /// once: four full chunks, and no more than complete games' uploads leave
 /// (they come first: such a daemon's uplink is busy anyway). A request
-/// beyond it is refused at once as busy
-/// rather than queued: in a swarm every downloader wants the chunk that
-/// was verified last, from the few that hold it, and a queue there would
-/// hold those requests (and the requesters' fetch slots) for seconds while
-/// other holders' uplinks sit idle; refused, the requester asks another
-/// holder or for another chunk. A complete holder queues instead (its
-/// queue is what keeps its uplink busy, and with alternatives every
-/// request can use a turn well). Four, not two: every downloader fetches
-/// up to four chunks at once from the others (`download::plan`'s
-/// `SWARM_IN_FLIGHT_BYTES`), and with as many upload turns as fetches
-/// a requester finds a holder with a free turn far more often; in the
-/// 1 → 4 bench (400 Mbit/s links) two left downloaders' downlinks idle for
-/// about half a second each in the middle of the run, in 50 ms rounds of
-/// `busy`. Same-session A/B, three rounds each: all done ÷ one alone
-/// 1.33–1.35 with two, 1.24–1.31 with four (1 → 8: 1.47 against
-/// 1.37–1.42).
+/// beyond it is refused at once as busy rather than queued: in a swarm
+/// every downloader wants the chunk that was verified last, from the few
+/// that hold it, and a queue there would hold those requests (and the
+/// requesters' fetch slots) for seconds while other holders' uplinks sit
+/// idle; refused, the requester asks another holder or for another chunk.
+/// A complete holder queues instead (its queue is what keeps its uplink
+/// busy, and with alternatives every request can use a turn well).
+///
+/// Four, not two, and as many as a downloader fetches at once from the
+/// others (`download::plan`'s `SWARM_IN_FLIGHT_BYTES` is this constant):
+/// with as many upload turns as fetches a requester finds a holder with a
+/// free turn far more often. With two, in the 1 → 4 bench (400 Mbit/s
+/// links), downloaders' downlinks sat idle about half a second each in
+/// the middle of the run, in 50 ms rounds of `busy`. Same-session A/B,
+/// three rounds each: all done ÷ one alone 1.33–1.35 with two, 1.24–1.31
+/// with four (1 → 8: 1.47 against 1.37–1.42).
 pub const SWARM_UPLOAD_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The budget's unit, in bytes (a permit of the semaphore).
