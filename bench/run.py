@@ -54,6 +54,7 @@ folder the swarm downloaders' logs are copied to.
 import argparse
 import datetime
 import filecmp
+import glob
 import hashlib
 import json
 import os
@@ -127,6 +128,21 @@ def peak_rss_kib(pid):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmHWM")
+
+
+def context_switches(pid):
+    """Voluntary plus involuntary context switches of every live thread of
+    pid so far (a thread that ended takes its count with it)."""
+    total = 0
+    for status in glob.glob(f"/proc/{pid}/task/*/status"):
+        try:
+            with open(status) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def summary(samples, digits=2):
@@ -407,22 +423,31 @@ def scenario_ceiling(work):
     exe = os.path.join(BIN, "examples", "quic_ceiling")
     server = subprocess.Popen(in_host("h1", [exe, "serve", f"10.77.0.1:{CEILING_PORT}"]),
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    rates = []
+    rates, cpu_sender, cpu_receiver = [], [], []
     try:
         time.sleep(0.5)
         for run in range(RUNS):
             out = os.path.join(work, "ceiling.out")
+            sender_before = cpu_seconds(server.pid)
+            children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             got = subprocess.run(in_host("h2", [exe, "fetch", f"10.77.0.1:{CEILING_PORT}",
                                                 str(size), out]),
                                  check=True, capture_output=True, text=True, timeout=120)
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
             result = json.loads(got.stdout)
+            gib = result["bytes"] / (1 << 30)
             rates.append(result["bytes"] / MIB / result["seconds"])
+            cpu_sender.append((cpu_seconds(server.pid) - sender_before) / gib)
+            cpu_receiver.append((children.ru_utime + children.ru_stime
+                                 - children_before.ru_utime - children_before.ru_stime) / gib)
             log(f"  bare transport run {run + 1}: {rates[-1]:.0f} MiB/s")
             os.unlink(out)
     finally:
         server.terminate()
         server.wait(10)
-    return {"game_mib": size // MIB, "ceiling_mib_per_s": summary(rates, 1)}
+    return {"game_mib": size // MIB, "ceiling_mib_per_s": summary(rates, 1),
+            "ceiling_cpu_s_per_gib_sender": summary(cpu_sender),
+            "ceiling_cpu_s_per_gib_receiver": summary(cpu_receiver)}
 
 
 JUMBO_MTU = 9000
@@ -452,10 +477,13 @@ def scenario_single(work):
     source = os.path.join(seed_games, GAME, "pak0.eti")
     seeder = Daemon(work, "h1", "seed", seed_games)
     ours, ours_cpu_seed, ours_cpu_leech, leech_peak = [], [], [], []
+    switches_seed, switches_leech = [], []
     for run in range(RUNS):
         leech = leech_in(work, "h2", f"leech{run}", 1)
+        switched = {pid: context_switches(pid) for pid in (leech.pid, seeder.pid)}
         got, secs, cpu = download(leech, watch_pids=[seeder.pid],
                                   profile="single" if run == 0 else None)
+        switched = {pid: context_switches(pid) - n for pid, n in switched.items()}
         leech_peak.append(peak_rss_kib(leech.pid) / 1024)
         leech.stop()
         if not same_file(source, os.path.join(leech.games, GAME, "pak0.eti")):
@@ -464,6 +492,8 @@ def scenario_single(work):
         ours.append(got / MIB / secs)
         ours_cpu_seed.append(cpu[seeder.pid] / gib)
         ours_cpu_leech.append(cpu[leech.pid] / gib)
+        switches_seed.append(switched[seeder.pid] / gib / 1000)
+        switches_leech.append(switched[leech.pid] / gib / 1000)
         log(f"  lanspread run {run + 1}: {ours[-1]:.0f} MiB/s")
         shutil.rmtree(leech.dir)
     seeder_peak = peak_rss_kib(seeder.pid) / 1024
@@ -550,6 +580,8 @@ http {{
         "lanspread_over_https": round(statistics.median(ours) / statistics.median(theirs), 2),
         "lanspread_cpu_s_per_gib_seeder": summary(ours_cpu_seed),
         "lanspread_cpu_s_per_gib_downloader": summary(ours_cpu_leech),
+        "lanspread_kswitches_per_gib_seeder": summary(switches_seed, 1),
+        "lanspread_kswitches_per_gib_downloader": summary(switches_leech, 1),
         "https_cpu_s_per_gib_nginx": summary(theirs_cpu_seed),
         "https_cpu_s_per_gib_curl": summary(theirs_cpu_leech),
         # Peak RSS: each downloader over its download; the seeder over its
@@ -1685,9 +1717,13 @@ ROWS = [
     ("single", "https_cpu_s_per_gib_nginx", "CPU per GiB, nginx", "s", False),
     ("single", "lanspread_cpu_s_per_gib_downloader", "CPU per GiB, lanspread downloader", "s", False),
     ("single", "https_cpu_s_per_gib_curl", "CPU per GiB, curl", "s", False),
+    ("single", "lanspread_kswitches_per_gib_seeder", "context switches per GiB, lanspread seeder (thousands)", "", False),
+    ("single", "lanspread_kswitches_per_gib_downloader", "context switches per GiB, lanspread downloader (thousands)", "", False),
     ("single", "lanspread_peak_rss_mib_downloader", "peak RSS moving 1 GiB, lanspread downloader", "MiB", False),
     ("single", "lanspread_peak_rss_mib_seeder", "peak RSS over its life (start, file list, three uploads of 1 GiB), lanspread seeder", "MiB", False),
     ("ceiling", "ceiling_mib_per_s", "1 GiB over bare s2n-quic, daemon's settings, memory → file (the transport's ceiling)", "MiB/s", True),
+    ("ceiling", "ceiling_cpu_s_per_gib_sender", "CPU per GiB, bare transport sender", "s", False),
+    ("ceiling", "ceiling_cpu_s_per_gib_receiver", "CPU per GiB, bare transport receiver", "s", False),
     ("jumbo", "lanspread_mib_per_s", "MTU 9000, 1 seeder, 1 GiB: lanspread", "MiB/s", True),
     ("jumbo", "https_mib_per_s", "MTU 9000, 1 seeder, 1 GiB: nginx + curl", "MiB/s", True),
     ("jumbo", "lanspread_cpu_s_per_gib_seeder", "MTU 9000, CPU per GiB, lanspread seeder", "s", False),

@@ -5,7 +5,8 @@
 //! many connections as a download uses ([`BULK_LANES`]), one stream each;
 //! the receiver writes each piece at its offset as it arrives and ends
 //! with `fdatasync`. No manifest, no hashing, no planner: what lanspread
-//! could reach if everything it adds cost nothing.
+//! could reach if everything it adds cost nothing. Each side runs on the
+//! runtime of its daemon counterpart.
 //!
 //! ```text
 //! quic_ceiling serve ADDR            # serve until killed
@@ -17,7 +18,9 @@ use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
 use bytes::Bytes;
-use lanspreadd::transport::{BULK_LANES, TlsIdentity, client_endpoint, server_endpoint};
+use lanspreadd::transport::{
+    BULK_LANES, ServingRuntime, TlsIdentity, client_endpoint, server_endpoint,
+};
 use s2n_quic::client::Connect;
 use tokio::io::AsyncWriteExt;
 
@@ -32,14 +35,27 @@ fn usage() -> ! {
     std::process::exit(2)
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Each side runs on the runtime its daemon counterpart uses: the server
+/// on the serving runtime (one worker, nice 19), the fetch on the daemon's
+/// main runtime (one thread).
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("serve") if args.len() == 2 => serve(args[1].parse()?).await,
-        Some("fetch") if args.len() == 4 => {
-            fetch(args[1].parse()?, args[2].parse()?, &args[3]).await
+        Some("serve") if args.len() == 2 => {
+            let listen = args[1].parse()?;
+            let runtime = ServingRuntime::start()?;
+            let handle = runtime.handle();
+            handle
+                .block_on(
+                    handle.spawn(async move { serve(listen).await.map_err(|e| e.to_string()) }),
+                )?
+                .map_err(Into::into)
         }
+        Some("fetch") if args.len() == 4 => lanspreadd::main_runtime()?.block_on(fetch(
+            args[1].parse()?,
+            args[2].parse()?,
+            &args[3],
+        )),
         _ => usage(),
     }
 }

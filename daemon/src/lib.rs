@@ -84,6 +84,20 @@ pub enum StartError {
     Bind(#[from] BindError),
 }
 
+/// The runtime [`run`] is meant for: one thread runs every task (the
+/// core, IPC, downloads and their QUIC client endpoint), and disk work,
+/// hashing and scans go to its blocking threads (named `lanspreadd`).
+/// s2n-quic processes all packets of an endpoint in one task and wakes a
+/// stream's task for every batch it received; with more workers each such
+/// wake-up crossed threads (ARCHITECTURE.md, "Runtimes: one thread
+/// each"). The binary and the bench's bare-transport baseline use it.
+pub fn main_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("lanspreadd")
+        .build()
+}
+
 /// Runs the daemon until `shutdown` is cancelled. `on_ready` is called once
 /// the socket accepts clients (systemd readiness, tests).
 pub async fn run(

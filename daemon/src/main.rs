@@ -252,11 +252,7 @@ fn main() -> anyhow::Result<()> {
     }
     init_logging(args.log_format);
     let config = resolve(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("lanspreadd")
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = lanspreadd::main_runtime().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -4,13 +4,17 @@
 //! A watcher thread (notify, behind [`ChangeSource`]) watches the game
 //! directory and each game root, all non-recursively, and keeps those
 //! watches in step with the disk (new roots, a deleted and recreated game
-//! directory). Its raw changes become per-id rescan requests here,
+//! directory). A root the daemon itself is writing (a download, an
+//! install, a verify: [`WatchTarget::busy`]) is not watched while it does:
+//! every write would be an event (a download's are thousands per GiB) and
+//! the operation's end rescans the game anyway; the watch comes back, with
+//! a rescan of that root, once it ended. Its raw changes become per-id rescan requests here,
 //! debounced so a long copy into a root yields one rescan after the writes
 //! settle. The core decides whether a rescan runs now or waits for an
 //! operation on that game to end. A full fallback scan runs every
 //! [`FALLBACK_SCAN_INTERVAL`] to catch what events missed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +53,15 @@ pub enum MonitorEvent {
     FullRescan,
 }
 
+/// What the monitor watches: the game directory and each root in it,
+/// except the `busy` ones (the core sets both).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchTarget {
+    pub game_dir: Option<PathBuf>,
+    /// Roots an operation of the daemon is writing; not watched meanwhile.
+    pub busy: BTreeSet<GameId>,
+}
+
 /// A change the watcher saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -60,12 +73,12 @@ pub enum Change {
 
 /// A source of filesystem changes. The daemon uses [`NotifyWatcher`].
 pub trait ChangeSource: Send + Sync + std::fmt::Debug {
-    /// Starts watching whatever `game_dir` holds (and follows it when it
+    /// Starts watching what `target` says (and follows it when it
     /// changes) until `stop`, reporting to `changes`. Called from within
     /// the runtime.
     fn start(
         &self,
-        game_dir: watch::Receiver<Option<PathBuf>>,
+        target: watch::Receiver<WatchTarget>,
         changes: mpsc::UnboundedSender<Change>,
         stop: CancellationToken,
     ) -> std::io::Result<std::thread::JoinHandle<()>>;
@@ -78,15 +91,15 @@ pub struct NotifyWatcher;
 impl ChangeSource for NotifyWatcher {
     fn start(
         &self,
-        game_dir: watch::Receiver<Option<PathBuf>>,
+        target: watch::Receiver<WatchTarget>,
         changes: mpsc::UnboundedSender<Change>,
         stop: CancellationToken,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         // The thread sleeps on one channel: filesystem events, and a wake-up
-        // when the game directory setting changes or the monitor stops (a
-        // small task turns those into messages), so it never polls.
+        // when the target changes or the monitor stops (a small task turns
+        // those into messages), so it never polls.
         let (inbox, messages) = std::sync::mpsc::channel();
-        let mut setting = game_dir.clone();
+        let mut setting = target.clone();
         let (wake, stopping) = (inbox.clone(), stop.clone());
         tokio::spawn(async move {
             loop {
@@ -102,7 +115,7 @@ impl ChangeSource for NotifyWatcher {
         });
         std::thread::Builder::new()
             .name("monitor".into())
-            .spawn(move || watch_thread(game_dir, inbox, messages, &changes, &stop))
+            .spawn(move || watch_thread(target, inbox, messages, &changes, &stop))
     }
 }
 
@@ -119,11 +132,14 @@ struct Watches {
     game_dir: Option<PathBuf>,
     /// Identity (device, inode) of the watched game directory.
     identity: Option<(u64, u64)>,
+    /// The watched roots.
     roots: HashSet<PathBuf>,
+    /// Roots not to watch (the target's `busy`).
+    busy: BTreeSet<GameId>,
 }
 
 fn watch_thread(
-    mut game_dir: watch::Receiver<Option<PathBuf>>,
+    mut target: watch::Receiver<WatchTarget>,
     inbox: std::sync::mpsc::Sender<Message>,
     messages: std::sync::mpsc::Receiver<Message>,
     changes: &mpsc::UnboundedSender<Change>,
@@ -143,13 +159,18 @@ fn watch_thread(
         game_dir: None,
         identity: None,
         roots: HashSet::new(),
+        busy: BTreeSet::new(),
     };
-    let initial = game_dir.borrow_and_update().clone();
-    watches.retarget(initial);
+    let initial = target.borrow_and_update().clone();
+    watches.retarget(initial.game_dir);
+    watches.busy = initial.busy;
     while !stop.is_cancelled() {
-        if game_dir.has_changed().unwrap_or(false) {
-            let dir = game_dir.borrow_and_update().clone();
-            watches.retarget(dir);
+        if target.has_changed().unwrap_or(false) {
+            let now = target.borrow_and_update().clone();
+            if now.game_dir != watches.game_dir {
+                watches.retarget(now.game_dir);
+            }
+            watches.busy = now.busy;
         }
         watches.resync(changes);
         let wait = if watches.identity.is_some() {
@@ -195,7 +216,8 @@ impl Watches {
     }
 
     /// Brings the watches in line with the disk: the game directory (again,
-    /// if it was deleted and recreated) and every root in it.
+    /// if it was deleted and recreated) and every root in it that is not
+    /// busy.
     fn resync(&mut self, changes: &mpsc::UnboundedSender<Change>) {
         let Some(game_dir) = self.game_dir.clone() else {
             return;
@@ -226,18 +248,20 @@ impl Watches {
         let Ok(entries) = std::fs::read_dir(&game_dir) else {
             return;
         };
-        let mut present = HashSet::new();
+        let mut wanted = HashSet::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) && root_id(&game_dir, &path).is_some() {
-                present.insert(path);
+            if entry.file_type().is_ok_and(|t| t.is_dir())
+                && root_id(&game_dir, &path).is_some_and(|id| !self.busy.contains(&id))
+            {
+                wanted.insert(path);
             }
         }
-        for gone in self.roots.difference(&present).cloned().collect::<Vec<_>>() {
+        for gone in self.roots.difference(&wanted).cloned().collect::<Vec<_>>() {
             let _ = self.watcher.unwatch(&gone);
             self.roots.remove(&gone);
         }
-        for new in present {
+        for new in wanted {
             if !self.roots.contains(&new)
                 && self
                     .watcher
@@ -245,7 +269,8 @@ impl Watches {
                     .is_ok()
             {
                 if let Some(id) = root_id(&game_dir, &new) {
-                    // Anything written before the watch was in place.
+                    // Anything written before the watch was in place (or
+                    // while the root was busy).
                     let _ = changes.send(Change::Root(id));
                 }
                 self.roots.insert(new);
@@ -274,11 +299,13 @@ impl Watches {
             return Resync::Now;
         }
         for path in &event.paths {
-            if let Some(id) = root_id(&game_dir, path) {
-                let _ = changes.send(Change::Root(id));
+            let id = root_id(&game_dir, path);
+            if let Some(id) = &id {
+                let _ = changes.send(Change::Root(id.clone()));
             }
             // A new root: watch it right away, not at the next resync.
             if path.parent() == Some(&game_dir)
+                && id.is_some_and(|id| !self.busy.contains(&id))
                 && path.is_dir()
                 && !self.roots.contains(path)
                 && self
@@ -320,13 +347,13 @@ fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
 /// notices changes).
 pub async fn run(
     source: Arc<dyn ChangeSource>,
-    game_dir: watch::Receiver<Option<PathBuf>>,
+    target: watch::Receiver<WatchTarget>,
     core: EventSender<MonitorEvent>,
     shutdown: CancellationToken,
 ) {
     let (tx, changes) = mpsc::unbounded_channel();
     let stop = shutdown.child_token();
-    let thread = match source.start(game_dir, tx, stop.clone()) {
+    let thread = match source.start(target, tx, stop.clone()) {
         Ok(thread) => Some(thread),
         Err(err) => {
             tracing::error!(cause = %err, "cannot start the monitor thread; only the fallback scan will notice changes");
@@ -420,6 +447,71 @@ mod tests {
 }
 
 #[cfg(test)]
+mod watch_tests {
+    //! The notify watcher on a real directory.
+
+    use super::*;
+
+    fn id(name: &str) -> GameId {
+        GameId::new(name).unwrap()
+    }
+
+    /// Changes until `want` arrives (within five seconds); the ones before.
+    async fn until(changes: &mut mpsc::UnboundedReceiver<Change>, want: Change) -> Vec<Change> {
+        let mut before = Vec::new();
+        loop {
+            let change = tokio::time::timeout(Duration::from_secs(5), changes.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {want:?} within 5 s; saw {before:?}"))
+                .expect("the watcher runs");
+            if change == want {
+                return before;
+            }
+            before.push(change);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_root_is_not_watched_until_its_operation_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        for root in ["busy", "calm"] {
+            std::fs::create_dir(dir.path().join(root)).unwrap();
+        }
+        let (target_tx, target) = watch::channel(WatchTarget {
+            game_dir: Some(dir.path().to_owned()),
+            busy: [id("busy")].into(),
+        });
+        let (tx, mut changes) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let thread = NotifyWatcher.start(target, tx, stop.clone()).unwrap();
+        until(&mut changes, Change::Root(id("calm"))).await;
+
+        // The daemon's own writes into the busy root are not seen; the same
+        // writes into a watched root are (one inotify queue, in order).
+        std::fs::write(dir.path().join("busy/pak0.eti"), [1u8; 4096]).unwrap();
+        std::fs::write(dir.path().join("calm/pak0.eti"), [1u8; 4096]).unwrap();
+        let before = until(&mut changes, Change::Root(id("calm"))).await;
+        assert!(
+            !before.contains(&Change::Root(id("busy"))),
+            "a busy root was watched: {before:?}"
+        );
+
+        // The operation ended: watched again, and rescanned for what was
+        // written meanwhile.
+        target_tx.send_modify(|target| target.busy.clear());
+        until(&mut changes, Change::Root(id("busy"))).await;
+        std::fs::write(dir.path().join("busy/pak1.eti"), [2u8; 4096]).unwrap();
+        until(&mut changes, Change::Root(id("busy"))).await;
+
+        stop.cancel();
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[cfg(test)]
 mod run_tests {
     //! The debounce, fallback and shutdown logic under paused time, through
     //! the [`ChangeSource`] seam.
@@ -437,7 +529,7 @@ mod run_tests {
     impl ChangeSource for Scripted {
         fn start(
             &self,
-            _game_dir: watch::Receiver<Option<PathBuf>>,
+            _target: watch::Receiver<WatchTarget>,
             changes: mpsc::UnboundedSender<Change>,
             _stop: CancellationToken,
         ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -454,17 +546,17 @@ mod run_tests {
         events: mpsc::Receiver<MonitorEvent>,
         shutdown: CancellationToken,
         task: tokio::task::JoinHandle<()>,
-        _game_dir: watch::Sender<Option<PathBuf>>,
+        _target: watch::Sender<WatchTarget>,
     }
 
     async fn start(source: Scripted) -> Running {
         let source = Arc::new(source);
-        let (dir_tx, game_dir) = watch::channel(None);
+        let (target_tx, target) = watch::channel(WatchTarget::default());
         let (core, events) = mpsc::channel(64);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(
             Arc::clone(&source) as Arc<dyn ChangeSource>,
-            game_dir,
+            target,
             EventSender::new(core),
             shutdown.clone(),
         ));
@@ -474,7 +566,7 @@ mod run_tests {
             events,
             shutdown,
             task,
-            _game_dir: dir_tx,
+            _target: target_tx,
         }
     }
 

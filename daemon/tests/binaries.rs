@@ -123,10 +123,33 @@ fn stdout_json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("--json output is JSON")
 }
 
+/// `games --json` once no game is being prepared any more (the daemon
+/// hashes its games in the background after it started, so a first answer
+/// may still say `preparing`).
+fn games_once_prepared(daemon: &DaemonProcess) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let games = stdout_json(&daemon.ctl(&["--json", "games"]));
+        let preparing = games
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g.get("preparing").is_some());
+        if !preparing {
+            return games;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "games still preparing after 10 s: {games}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn ctl_json_games_lists_each_cataloged_root_with_its_facts() {
     let daemon = DaemonProcess::start(sample_library, &[]);
-    let games = stdout_json(&daemon.ctl(&["--json", "games"]));
+    let games = games_once_prepared(&daemon);
     let games = games.as_array().unwrap();
     // The bundled catalog knows openarena and quake3; the rest is left out.
     let ids: Vec<_> = games.iter().map(|g| g["id"].as_str().unwrap()).collect();

@@ -385,7 +385,7 @@ impl Daemon {
         });
         self.swarm.register(std::sync::Arc::clone(&partial));
         let (sources, new_sources) = tokio::sync::mpsc::channel(64);
-        self.operations.insert(
+        self.operation_started(
             id,
             Operation::Download(
                 cancel.clone(),

@@ -62,7 +62,7 @@ impl Daemon {
                 format!("{id} is not downloaded here; download it first"),
             ));
         }
-        self.operations.insert(id.clone(), Operation::Install);
+        self.operation_started(id.clone(), Operation::Install);
         self.publish(PeerEvent::InstallGameBegin { id: id.clone() });
         let (inbox, unpacker) = (self.inbox.clone(), Arc::clone(&self.unpacker));
         let task_id = id.clone();
@@ -104,7 +104,7 @@ impl Daemon {
                 format!("{id} is not installed"),
             ));
         }
-        self.operations.insert(id.clone(), Operation::Uninstall);
+        self.operation_started(id.clone(), Operation::Uninstall);
         self.publish(PeerEvent::UninstallGameBegin { id: id.clone() });
         let inbox = self.inbox.clone();
         let task_id = id.clone();

@@ -113,8 +113,9 @@ pub struct Daemon {
     operations: std::collections::HashMap<GameId, Operation>,
     /// Extracts archives for installs (injected; libarchive by default).
     unpacker: Arc<dyn crate::install::Unpacker>,
-    /// The game directory, for the monitor to follow.
-    watched_dir: watch::Sender<Option<PathBuf>>,
+    /// What the monitor watches: the game directory, minus the roots
+    /// `operations` write.
+    watch_target: watch::Sender<crate::monitor::WatchTarget>,
     /// Where the monitor's changes come from (notify by default).
     change_source: Arc<dyn crate::monitor::ChangeSource>,
     /// Rescans held back while an operation runs on the game; they run
@@ -190,7 +191,7 @@ impl Daemon {
             manifests: Default::default(),
             operations: Default::default(),
             unpacker: parts.unpacker,
-            watched_dir: watch::channel(None).0,
+            watch_target: watch::channel(Default::default()).0,
             change_source: parts.change_source,
             held_rescans: Default::default(),
             preparing: Default::default(),
@@ -217,11 +218,13 @@ impl Daemon {
         if self.game_dir.is_some() {
             self.start_peer_runtime();
         }
-        self.watched_dir.send_replace(self.game_dir.clone());
+        let game_dir = self.game_dir.clone();
+        self.watch_target
+            .send_modify(|target| target.game_dir = game_dir);
         let monitor_stop = CancellationToken::new();
         let monitor = tokio::spawn(crate::monitor::run(
             Arc::clone(&self.change_source),
-            self.watched_dir.subscribe(),
+            self.watch_target.subscribe(),
             EventSender::<MonitorEvent>::new(self.inbox.clone()),
             monitor_stop.clone(),
         ));
@@ -322,14 +325,32 @@ impl Daemon {
         }
     }
 
+    /// Starts `operation` on `id`: the monitor stops watching its root
+    /// until it ends (the daemon's own writes are not changes to notice).
+    fn operation_started(&mut self, id: GameId, operation: Operation) {
+        self.operations.insert(id, operation);
+        self.watch_operations();
+    }
+
     /// An operation on `id` ended: it was rescanned with everything else,
     /// which also covers a rescan held back meanwhile.
     fn operation_ended(&mut self, id: &GameId) {
         self.operations.remove(id);
+        self.watch_operations();
         if self.held_rescans.remove(id) {
             tracing::debug!(game = %id, "held rescan runs now");
         }
         self.rescan();
+    }
+
+    /// Tells the monitor which roots the running operations write.
+    fn watch_operations(&self) {
+        let busy: std::collections::BTreeSet<GameId> = self.operations.keys().cloned().collect();
+        self.watch_target.send_if_modified(|target| {
+            let changed = target.busy != busy;
+            target.busy = busy;
+            changed
+        });
     }
 
     /// Tells peers (new revision) and clients (snapshot) that the local

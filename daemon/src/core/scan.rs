@@ -244,7 +244,9 @@ impl Daemon {
         if dir_changed {
             tracing::info!(game_dir = %path.display(), games = self.library.games.len(), "game directory in use");
             self.manifests.clear();
-            self.watched_dir.send_replace(Some(path.clone()));
+            let game_dir = Some(path.clone());
+            self.watch_target
+                .send_modify(|target| target.game_dir = game_dir);
             self.publish(PeerEvent::GameDirChanged { path });
         }
         if dir_changed || library_changed {

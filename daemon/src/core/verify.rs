@@ -46,7 +46,7 @@ impl Daemon {
             Arc::clone(&self.scanner.index),
             self.scanner.state_dir.path().to_owned(),
         );
-        self.operations.insert(id.clone(), Operation::Verify);
+        self.operation_started(id.clone(), Operation::Verify);
         let events = EventSender::<VerifyEvent>::new(self.inbox.clone());
         let gather_events = EventSender::<GatherEvent>::new(self.inbox.clone());
         let task_id = id.clone();

@@ -21,8 +21,16 @@ pub const SERVING_NICE: i32 = 19;
 /// Name of the serving threads (as `/proc/PID/task/*/comm` shows it).
 pub const SERVING_THREAD_NAME: &str = "lanspread-serve";
 
-/// Worker threads of the serving runtime.
-const SERVING_WORKERS: usize = 2;
+/// Worker threads of the serving runtime: one. s2n-quic processes every
+/// connection of an endpoint in its one endpoint task (packets, AES-GCM,
+/// acknowledgements), and the disk reads go to blocking threads, so a
+/// second worker parallelizes nothing: it only takes stream tasks the
+/// endpoint woke over to another thread, each hand-over a futex wake and a
+/// task switch. In `just bench single` (same session, four rounds each)
+/// one worker cut the seeder's context switches from about 24 000 to
+/// 3 000 per GiB and lanspread moved 372 against 294 MiB/s
+/// (`docs/lab.md`, issue 16).
+const SERVING_WORKERS: usize = 1;
 
 /// Threads for the blocking disk reads and hashing (created on demand,
 /// each lowering its priority once).
