@@ -8,9 +8,9 @@
 //! install, a verify: [`WatchTarget::busy`]) is not watched while it does:
 //! every write would be an event (a download's are thousands per GiB) and
 //! the operation's end rescans the game anyway; the watch comes back, with
-//! a rescan of that root, once it ended. Its raw changes become per-id rescan requests here,
-//! debounced so a long copy into a root yields one rescan after the writes
-//! settle. The core decides whether a rescan runs now or waits for an
+//! a rescan of that root, once it ended. Its raw changes become per-id
+//! rescan requests here, debounced so a long copy into a root yields one
+//! rescan after the writes settle. The core decides whether a rescan runs now or waits for an
 //! operation on that game to end. A full fallback scan runs every
 //! [`FALLBACK_SCAN_INTERVAL`] to catch what events missed.
 
