@@ -10,8 +10,8 @@
 //! the operation's end rescans the game anyway; the watch comes back, with
 //! a rescan of that root, once it ended. Its raw changes become per-id
 //! rescan requests here, debounced so a long copy into a root yields one
-//! rescan after the writes settle. The core decides whether a rescan runs now or waits for an
-//! operation on that game to end. A full fallback scan runs every
+//! rescan after the writes settle. The core decides whether a rescan runs
+//! now or waits for an operation on that game to end. A full fallback scan runs every
 //! [`FALLBACK_SCAN_INTERVAL`] to catch what events missed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -215,6 +215,12 @@ impl Watches {
         self.game_dir = dir;
     }
 
+    /// Whether `path`, an entry of `game_dir`, is a root to watch: it names
+    /// a game, and no operation of the daemon writes it.
+    fn wants(&self, game_dir: &Path, path: &Path) -> bool {
+        root_id(game_dir, path).is_some_and(|id| !self.busy.contains(&id))
+    }
+
     /// Brings the watches in line with the disk: the game directory (again,
     /// if it was deleted and recreated) and every root in it that is not
     /// busy.
@@ -251,9 +257,7 @@ impl Watches {
         let mut wanted = HashSet::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir())
-                && root_id(&game_dir, &path).is_some_and(|id| !self.busy.contains(&id))
-            {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && self.wants(&game_dir, &path) {
                 wanted.insert(path);
             }
         }
@@ -299,13 +303,12 @@ impl Watches {
             return Resync::Now;
         }
         for path in &event.paths {
-            let id = root_id(&game_dir, path);
-            if let Some(id) = &id {
-                let _ = changes.send(Change::Root(id.clone()));
+            if let Some(id) = root_id(&game_dir, path) {
+                let _ = changes.send(Change::Root(id));
             }
             // A new root: watch it right away, not at the next resync.
             if path.parent() == Some(&game_dir)
-                && id.is_some_and(|id| !self.busy.contains(&id))
+                && self.wants(&game_dir, path)
                 && path.is_dir()
                 && !self.roots.contains(path)
                 && self
@@ -427,6 +430,11 @@ async fn sleep_until(at: Option<Instant>) {
 mod tests {
     use super::*;
 
+    /// A game id from a name known to be valid.
+    pub(super) fn id(name: &str) -> GameId {
+        GameId::new(name).unwrap()
+    }
+
     #[test]
     fn paths_map_to_the_root_they_lie_in() {
         let dir = Path::new("/g");
@@ -450,11 +458,8 @@ mod tests {
 mod watch_tests {
     //! The notify watcher on a real directory.
 
+    use super::tests::id;
     use super::*;
-
-    fn id(name: &str) -> GameId {
-        GameId::new(name).unwrap()
-    }
 
     /// Changes until `want` arrives (within five seconds); the ones before.
     async fn until(changes: &mut mpsc::UnboundedReceiver<Change>, want: Change) -> Vec<Change> {
@@ -516,6 +521,7 @@ mod run_tests {
     //! The debounce, fallback and shutdown logic under paused time, through
     //! the [`ChangeSource`] seam.
 
+    use super::tests::id;
     use super::*;
 
     /// A change source whose changes the test sends by hand, or that cannot
@@ -583,10 +589,6 @@ mod run_tests {
                 .expect("the monitor stops on shutdown")
                 .unwrap();
         }
-    }
-
-    fn id(name: &str) -> GameId {
-        GameId::new(name).unwrap()
     }
 
     #[tokio::test(start_paused = true)]
