@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use lanspreadd::transport::{
-    BULK_LANES, ServingRuntime, TlsIdentity, client_endpoint, server_endpoint,
+    BULK_LANES, TlsIdentity, TransportRuntime, client_endpoint, server_endpoint,
 };
 use s2n_quic::client::Connect;
 use tokio::io::AsyncWriteExt;
@@ -36,14 +36,14 @@ fn usage() -> ! {
 }
 
 /// Each side runs on the runtime its daemon counterpart uses: the server
-/// on the serving runtime (one worker, nice 19), the fetch on the daemon's
-/// main runtime (one thread).
+/// on the serving runtime (one worker, nice 19), the fetch on the fetch
+/// runtime (one worker, which reads and writes each lane's data).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("serve") if args.len() == 2 => {
             let listen = args[1].parse()?;
-            let runtime = ServingRuntime::start()?;
+            let runtime = TransportRuntime::serving()?;
             let handle = runtime.handle();
             handle
                 .block_on(
@@ -51,11 +51,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )?
                 .map_err(Into::into)
         }
-        Some("fetch") if args.len() == 4 => lanspreadd::main_runtime()?.block_on(fetch(
-            args[1].parse()?,
-            args[2].parse()?,
-            &args[3],
-        )),
+        Some("fetch") if args.len() == 4 => {
+            // The endpoint and the lanes' tasks run on the fetch thread.
+            let runtime = TransportRuntime::fetching()?;
+            runtime
+                .handle()
+                .block_on(fetch(args[1].parse()?, args[2].parse()?, &args[3]))
+        }
         _ => usage(),
     }
 }

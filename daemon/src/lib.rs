@@ -84,13 +84,12 @@ pub enum StartError {
     Bind(#[from] BindError),
 }
 
-/// The runtime [`run`] is meant for: one thread runs every task (the
-/// core, IPC, downloads and their QUIC client endpoint), and disk work,
-/// hashing and scans go to its blocking threads (named `lanspreadd`).
-/// s2n-quic processes all packets of an endpoint in one task and wakes a
-/// stream's task for every batch it received; with more workers each such
-/// wake-up crossed threads (ARCHITECTURE.md, "Runtimes: one thread
-/// each"). The binary and the bench's bare-transport baseline use it.
+/// The runtime [`run`] is meant for: one thread runs the core, IPC,
+/// download planning and pings, and disk work, hashing and scans go to
+/// its blocking threads (named `lanspreadd`). The transport's endpoints
+/// run on runtimes of their own, one worker each (ARCHITECTURE.md,
+/// "Runtimes: one thread each"); a second worker here would only carry
+/// wake-ups across threads.
 pub fn main_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

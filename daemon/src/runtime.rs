@@ -17,7 +17,8 @@ use crate::ping::{self, PingEvent, PingTarget};
 use crate::prepare::{Manifests, PrepareEvent, Preparer};
 use crate::serve::ServedLibrary;
 use crate::transport::{
-    PeerClient, QuicServer, RateLimiters, ServeContext, ServingRuntime, TlsIdentity, TransportError,
+    PeerClient, QuicServer, RateLimiters, ServeContext, TlsIdentity, TransportError,
+    TransportRuntime,
 };
 
 /// How the peer runtime is set up.
@@ -65,7 +66,9 @@ pub struct PeerRuntime {
     /// Cancels the server and ping tasks.
     tasks: CancellationToken,
     /// The QUIC server's own low-priority runtime.
-    serving: Option<ServingRuntime>,
+    serving: Option<TransportRuntime>,
+    /// The QUIC client's runtime, where chunk data is read and stored.
+    fetching: Option<TransportRuntime>,
 }
 
 impl PeerRuntime {
@@ -75,20 +78,27 @@ impl PeerRuntime {
         identity: &Identity,
         feeds: RuntimeFeeds,
     ) -> Result<Self, TransportError> {
-        let serving = ServingRuntime::start().map_err(|err| TransportError::Start {
-            addr: config.listen.to_string(),
-            reason: format!("cannot start the serving threads: {err}"),
-        })?;
-        // The endpoint's tasks start on the runtime it is bound in.
+        let start = |runtime: std::io::Result<TransportRuntime>, what: &str| {
+            runtime.map_err(|err| TransportError::Start {
+                addr: config.listen.to_string(),
+                reason: format!("cannot start the {what} threads: {err}"),
+            })
+        };
+        let serving = start(TransportRuntime::serving(), "serving")?;
+        let fetching = start(TransportRuntime::fetching(), "fetch")?;
+        // An endpoint's tasks start on the runtime it is bound in.
         let server = {
             let _serving = serving.handle().enter();
             QuicServer::bind(config.listen, &config.tls)?
         };
-        let client = Arc::new(
-            PeerClient::new(&config.tls)?
-                .with_download_limit(Arc::clone(&config.limits.download))
-                .with_peer_id(&identity.peer_id),
-        );
+        let client = {
+            let _fetching = fetching.handle().enter();
+            Arc::new(
+                PeerClient::new(&config.tls)?
+                    .with_download_limit(Arc::clone(&config.limits.download))
+                    .with_peer_id(&identity.peer_id),
+            )
+        };
         let listen = server.local_addr();
         let tasks = CancellationToken::new();
         let manifests = Arc::new(Manifests::default());
@@ -154,6 +164,7 @@ impl PeerRuntime {
             discovery_thread: Some(discovery_thread),
             tasks,
             serving: Some(serving),
+            fetching: Some(fetching),
         })
     }
 
@@ -175,6 +186,9 @@ impl PeerRuntime {
         self.client.close_all().await;
         if let Some(serving) = self.serving.take() {
             serving.stop().await;
+        }
+        if let Some(fetching) = self.fetching.take() {
+            fetching.stop().await;
         }
         if let Some(thread) = self.discovery_thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;

@@ -1,11 +1,11 @@
 //! Storing one fetched chunk while it arrives
-//! (`docs/download.md#storing-a-chunk`): the stream's pieces are handed to
-//! a blocking thread a slice at a time, while the next ones arrive; there
-//! each slice is hashed and written (`pwritev`, straight from the pieces),
-//! small enough to stay in the CPU cache between the two, so the bytes are
-//! read from memory once and never copied by us. The chunk
-//! counts only when the hash of the whole matched; no chunk is ever
-//! gathered in memory.
+//! (`docs/download.md#storing-a-chunk`): each piece of the stream is
+//! hashed as it is read, on the fetch thread that decrypted it, and every
+//! slice of pieces is written there (`pwritev`, straight from the pieces)
+//! while it is still in that core's cache; the bytes are read from memory
+//! once and never copied by us, and no piece crosses to another thread.
+//! The chunk counts only when the hash of the whole matched; no chunk is
+//! ever gathered in memory.
 //!
 //! Writing before the verdict is safe because of [`Claims`]: one fetch at
 //! a time may write a chunk's region (the endgame and a complete holder's
@@ -27,17 +27,8 @@ use crate::transport::{ChunkData, ChunkSink};
 use super::plan::ChunkId;
 use super::sentinel::SentinelError;
 
-/// Bytes handed to the blocking thread at once: one slice. The pieces are
-/// still in the CPU's cache when the blocking thread hashes them; a
-/// megabyte at a time (four per chunk, as before) let them fall out
-/// between the receive and the hash. In `just bench single` (same
-/// session, four rounds each, one-thread runtimes) the downloader's CPU
-/// per GiB fell from 2.87 to 2.34 s and lanspread moved 424 against 328
-/// MiB/s (128 KiB: 387).
-pub const HANDOFF_BYTES: usize = SLICE_BYTES;
-
-/// Bytes hashed and then written in one go: well inside a core's L2
-/// cache, so the write copies from cache what the hash just read.
+/// Bytes written in one go: the pieces of a slice are still in the fetch
+/// thread's cache when they are written, right after each was hashed.
 const SLICE_BYTES: usize = 256 * 1024;
 
 /// Most pieces one `pwritev` takes (Linux's `IOV_MAX`).
@@ -272,16 +263,20 @@ enum Mode {
     Checking,
 }
 
-/// The blocking side of storing one chunk: the hash so far, where the
-/// next piece goes, and the claim.
+/// Storing one chunk: the hash so far, the pieces not yet written, where
+/// they go, and the claim. Its work blocks (disk writes; the verdict may
+/// wait for another fetch of the chunk): it runs on the fetch thread or a
+/// blocking one, never on the main runtime.
 #[derive(Debug)]
 pub struct ChunkWriter {
     target: Target,
     claims: Arc<Claims>,
     mode: Mode,
     hasher: blake3::Hasher,
-    /// Bytes of the chunk absorbed so far.
-    absorbed: u64,
+    /// Hashed, not yet written (or kept, or dropped).
+    pending: ChunkData,
+    /// Bytes of the chunk before `pending`.
+    flushed: u64,
     error: Option<SentinelError>,
 }
 
@@ -299,7 +294,8 @@ impl ChunkWriter {
             claims: Arc::clone(claims),
             mode,
             hasher: blake3::Hasher::new(),
-            absorbed: 0,
+            pending: ChunkData::default(),
+            flushed: 0,
             error: None,
         }
     }
@@ -309,37 +305,27 @@ impl ChunkWriter {
         self.error.is_some()
     }
 
-    /// The next pieces of the chunk, in order: a slice at a time (at
-    /// least one piece) hashed, then, while the region is ours, written.
-    pub fn absorb(&mut self, pieces: &[Bytes]) {
-        let mut rest = pieces;
-        while !rest.is_empty() {
-            let mut take = 0;
-            let mut bytes = 0;
-            while take < rest.len()
-                && take < MAX_IOVECS
-                && (take == 0 || bytes + rest[take].len() <= SLICE_BYTES)
-            {
-                bytes += rest[take].len();
-                take += 1;
-            }
-            let (slice, after) = rest.split_at(take);
-            self.slice(slice);
-            self.absorbed += bytes as u64;
-            rest = after;
+    /// The next piece of the chunk, in order: hashed at once (it was just
+    /// decrypted), then written with the rest of its slice once the slice
+    /// is whole.
+    pub fn take(&mut self, piece: Bytes) {
+        self.hasher.update(&piece);
+        self.pending.push_piece(piece);
+        if self.pending.len() >= SLICE_BYTES as u64 || self.pending.pieces().len() >= MAX_IOVECS {
+            self.flush();
         }
     }
 
-    fn slice(&mut self, pieces: &[Bytes]) {
-        for piece in pieces {
-            self.hasher.update(piece);
-        }
+    /// Writes the pending slice while the region is ours, or keeps its
+    /// pieces to take the region over later.
+    fn flush(&mut self) {
+        let slice = self.pending.take();
         match &mut self.mode {
             Mode::Writing { .. } if self.error.is_some() => {}
             Mode::Writing { claim, file } => {
                 if self.claims.begin_write(claim.id, claim.token) {
-                    let at = self.target.offset + self.absorbed;
-                    let written = write_pieces(file, &self.target, pieces, at);
+                    let at = self.target.offset + self.flushed;
+                    let written = write_pieces(file, &self.target, slice.pieces(), at);
                     self.claims.end_write(claim.id, claim.token);
                     if let Err(err) = written {
                         self.error = Some(err);
@@ -351,17 +337,19 @@ impl ChunkWriter {
                 }
             }
             Mode::Holding(kept) => {
-                for piece in pieces {
+                for piece in slice.pieces() {
                     kept.push_piece(piece.clone());
                 }
             }
             Mode::Checking => {}
         }
+        self.flushed += slice.len();
     }
 
-    /// The verdict, once every byte was absorbed: the rest is flushed and
+    /// The verdict, once every byte was taken: the rest is written and
     /// the hash of the whole compared with the chunk's.
     pub fn finish(mut self) -> Stored {
+        self.flush();
         if let Some(err) = self.error.take() {
             return Stored::Disk(err);
         }
@@ -461,71 +449,42 @@ fn write_pieces(
 }
 
 /// The async side of storing one chunk, the sink its fetch reads into:
-/// pieces are handed to the [`ChunkWriter`] on a blocking thread
-/// [`HANDOFF_BYTES`] at a time, one hand-off under way while the next
-/// pieces arrive (a chunk of that size or less, a small file's, costs one
-/// hand-off).
+/// each piece goes to the [`ChunkWriter`] where it is read, on the fetch
+/// thread (the client reads chunk data on its own runtime: blocking there
+/// on a slow disk is the back-pressure QUIC carries to the seeder); the
+/// verdict, which may wait for another fetch of the chunk, is given on a
+/// blocking thread.
 #[derive(Debug)]
 pub struct Intake {
-    /// `None` while a hand-off is under way (or after one panicked);
-    /// boxed, as the hasher's state is two kilobytes moved at each one.
-    writer: Option<Box<ChunkWriter>>,
-    under_way: Option<tokio::task::JoinHandle<Box<ChunkWriter>>>,
-    pending: ChunkData,
+    /// Boxed: the hasher's state is two kilobytes, moved for the verdict.
+    writer: Box<ChunkWriter>,
 }
 
 impl Intake {
     pub fn new(claims: &Arc<Claims>, target: Target) -> Self {
         Self {
-            writer: Some(Box::new(ChunkWriter::open(claims, target))),
-            under_way: None,
-            pending: ChunkData::default(),
+            writer: Box::new(ChunkWriter::open(claims, target)),
         }
-    }
-
-    /// The writer, once the hand-off under way ended; `None` if it panicked.
-    async fn writer(&mut self) -> Option<Box<ChunkWriter>> {
-        if let Some(job) = self.under_way.take() {
-            self.writer = job.await.ok();
-        }
-        self.writer.take()
     }
 
     /// Stores the rest and gives the verdict (after the fetch read every
     /// byte, or stopped because our disk failed).
-    pub async fn finish(mut self) -> Stored {
-        let Some(mut writer) = self.writer().await else {
-            return Stored::Panicked;
-        };
-        let rest = self.pending.take();
-        tokio::task::spawn_blocking(move || {
-            writer.absorb(rest.pieces());
-            writer.finish()
-        })
-        .await
-        .unwrap_or(Stored::Panicked)
+    pub async fn finish(self) -> Stored {
+        let writer = self.writer;
+        tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .unwrap_or(Stored::Panicked)
     }
 }
 
 impl ChunkSink for Intake {
     async fn piece(&mut self, piece: Bytes) -> ControlFlow<()> {
-        self.pending.push_piece(piece);
-        if self.pending.len() < HANDOFF_BYTES as u64 {
-            return ControlFlow::Continue(());
+        self.writer.take(piece);
+        if self.writer.failed() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
         }
-        let Some(mut writer) = self.writer().await else {
-            return ControlFlow::Break(());
-        };
-        if writer.failed() {
-            self.writer = Some(writer);
-            return ControlFlow::Break(());
-        }
-        let batch = self.pending.take();
-        self.under_way = Some(tokio::task::spawn_blocking(move || {
-            writer.absorb(batch.pieces());
-            writer
-        }));
-        ControlFlow::Continue(())
     }
 }
 
@@ -558,8 +517,17 @@ mod tests {
     /// good bytes are `good`.
     fn store(claims: &Arc<Claims>, target: Target, bytes: &[u8], size: usize) -> Stored {
         let mut writer = ChunkWriter::open(claims, target);
-        writer.absorb(&pieces(bytes, size));
+        for piece in pieces(bytes, size) {
+            writer.take(piece);
+        }
         writer.finish()
+    }
+
+    /// Gives `writer` the bytes in pieces of 1000 (QUIC-sized).
+    fn feed(writer: &mut ChunkWriter, bytes: &[u8]) {
+        for piece in pieces(bytes, 1000) {
+            writer.take(piece);
+        }
     }
 
     fn region(claims: &Claims, id: ChunkId) -> Region {
@@ -628,14 +596,14 @@ mod tests {
         let claims = Arc::new(Claims::new(1, |_| false));
         let chunk = target(0, &path, 0, &good);
         let mut slow = ChunkWriter::open(&claims, chunk.clone());
-        slow.absorb(&pieces(&bad[..SLICE_BYTES], 1000));
+        feed(&mut slow, &bad[..SLICE_BYTES]);
         let mut fast = ChunkWriter::open(&claims, chunk.clone());
         assert!(matches!(fast.mode, Mode::Holding(_)), "the region is taken");
-        fast.absorb(&pieces(&good, 1000));
+        feed(&mut fast, &good);
         assert!(matches!(fast.finish(), Stored::InPlace));
         assert_eq!(region(&claims, 0), Region::Verified);
         // The slow writer learns it lost the region and writes nothing more.
-        slow.absorb(&pieces(&bad[SLICE_BYTES..], 1000));
+        feed(&mut slow, &bad[SLICE_BYTES..]);
         assert!(matches!(slow.finish(), Stored::BadData));
         assert_eq!(std::fs::read(&path).unwrap(), good);
         assert_eq!(region(&claims, 0), Region::Verified);
@@ -645,12 +613,12 @@ mod tests {
         let (_dir, path) = setup(good.len());
         let claims = Arc::new(Claims::new(1, |_| false));
         let mut slow = ChunkWriter::open(&claims, target(0, &path, 0, &good));
-        slow.absorb(&pieces(&good[..SLICE_BYTES], 1000));
+        feed(&mut slow, &good[..SLICE_BYTES]);
         let unwritable = target(0, &path.with_file_name("gone"), 0, &good);
         let mut fast = ChunkWriter::open(&claims, unwritable);
-        fast.absorb(&pieces(&good, 1000));
+        feed(&mut fast, &good);
         assert!(matches!(fast.finish(), Stored::Disk(_)));
-        slow.absorb(&pieces(&good[SLICE_BYTES..], 1000));
+        feed(&mut slow, &good[SLICE_BYTES..]);
         assert!(matches!(slow.finish(), Stored::Lost));
         assert_eq!(region(&claims, 0), Region::Open);
     }
@@ -691,31 +659,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_intake_stores_a_chunk_a_slice_at_a_time_as_it_arrives() {
-        let bytes: Vec<u8> = (0..HANDOFF_BYTES * 5 / 2)
-            .map(|i| (i % 241) as u8)
-            .collect();
+    async fn the_intake_writes_each_slice_as_it_arrives_and_verifies_at_the_end() {
+        let bytes: Vec<u8> = (0..SLICE_BYTES * 5 / 2).map(|i| (i % 241) as u8).collect();
         let (_dir, path) = setup(bytes.len());
         let claims = Arc::new(Claims::new(1, |_| false));
         let mut intake = Intake::new(&claims, target(0, &path, 0, &bytes));
         for piece in pieces(&bytes, 40_000) {
             assert!(intake.piece(piece).await.is_continue());
         }
-        assert!(intake.under_way.is_some(), "a slice was handed off early");
+        let early = std::fs::read(&path).unwrap();
+        assert_eq!(
+            &early[..SLICE_BYTES * 2],
+            &bytes[..SLICE_BYTES * 2],
+            "whole slices are written before the verdict"
+        );
+        assert_eq!(
+            region(&claims, 0),
+            Region::Writing {
+                token: 1,
+                now: false
+            }
+        );
         assert!(matches!(intake.finish().await, Stored::InPlace));
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
-        // A disk that fails stops the fetch at the next hand-off.
+        assert_eq!(region(&claims, 0), Region::Verified);
+        // A disk that fails stops the fetch at the first slice.
         let claims = Arc::new(Claims::new(1, |_| false));
         let gone = path.with_file_name("gone");
         let mut intake = Intake::new(&claims, target(0, &gone, 0, &bytes));
+        let mut taken = 0;
         let mut flow = ControlFlow::Continue(());
         for piece in pieces(&bytes, 40_000) {
+            taken += piece.len();
             flow = intake.piece(piece).await;
             if flow.is_break() {
                 break;
             }
         }
         assert!(flow.is_break(), "the fetch is stopped");
+        assert!(
+            taken < SLICE_BYTES * 2,
+            "stopped at the first slice: {taken}"
+        );
         assert!(matches!(intake.finish().await, Stored::Disk(_)));
         assert_eq!(region(&claims, 0), Region::Open);
     }

@@ -8,8 +8,8 @@
 mod client;
 mod framing;
 mod rate;
+mod runtimes;
 mod server;
-mod serving_runtime;
 mod tls;
 mod turns;
 
@@ -18,8 +18,8 @@ use std::time::Duration;
 pub use client::{BULK_LANES, PeerClient};
 pub use framing::{ChunkData, ChunkSink};
 pub use rate::{RateLimiter, RateLimiters};
+pub use runtimes::{FETCH_THREAD_NAME, SERVING_NICE, SERVING_THREAD_NAME, TransportRuntime};
 pub use server::{QuicServer, RevisionFeed, ServeContext, ServeEvent};
-pub use serving_runtime::{SERVING_NICE, SERVING_THREAD_NAME, ServingRuntime};
 pub use tls::TlsIdentity;
 pub use turns::{ON_ITS_WAY_GRACE, SWARM_UPLOAD_BYTES, UPLOAD_BUDGET_BYTES};
 

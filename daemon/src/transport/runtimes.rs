@@ -1,10 +1,20 @@
-//! Serving is polite to the machine: the QUIC server (its endpoint, every
-//! connection and stream task, the TLS work, and the disk reads and hashing
-//! it does for peers) runs on a runtime of its own whose threads have nice
-//! [`SERVING_NICE`] and the I/O priority best effort, level 7 (the lowest
-//! that is never starved: the idle class could stall serving for as long as
-//! the game reads). Downloads, the core and IPC stay on the daemon's main
-//! runtime at normal priority.
+//! The transport's own runtimes, one thread each, apart from the daemon's
+//! main runtime (core, IPC, download planning):
+//!
+//! - **Serving** is polite to the machine: the QUIC server (its endpoint,
+//!   every connection and stream task, the TLS work, and the disk reads and
+//!   hashing it does for peers) runs on threads whose nice is
+//!   [`SERVING_NICE`] and whose I/O priority is best effort, level 7 (the
+//!   lowest that is never starved: the idle class could stall serving for
+//!   as long as the game reads).
+//! - **Fetching** carries the QUIC client (its endpoint and the reading of
+//!   every chunk's data) at normal priority. A chunk's bytes are hashed
+//!   and written where they are read, on the fetch thread
+//!   (`docs/download.md#storing-a-chunk`): no hand-off to another thread
+//!   per slice, and the pieces never leave the core that decrypted them.
+//!   A disk slower than the network slows that thread's reading, which
+//!   QUIC's flow control carries back to the seeders; the core and IPC,
+//!   on the main runtime, never wait for the disk.
 //!
 //! The workspace has no `unsafe` outside `install::libarchive` and no
 //! maintained crate wraps `ioprio_set`, so each serving thread asks
@@ -21,20 +31,22 @@ pub const SERVING_NICE: i32 = 19;
 /// Name of the serving threads (as `/proc/PID/task/*/comm` shows it).
 pub const SERVING_THREAD_NAME: &str = "lanspread-serve";
 
-/// Worker threads of the serving runtime: one. s2n-quic processes every
-/// connection of an endpoint in its one endpoint task (packets, AES-GCM,
-/// acknowledgements), and the disk reads go to blocking threads, so a
-/// second worker parallelizes nothing: it only takes stream tasks the
+/// Worker threads of each transport runtime: one. s2n-quic processes
+/// every connection of an endpoint in its one endpoint task (packets,
+/// AES-GCM, acknowledgements), so a second worker parallelizes nothing: it only takes stream tasks the
 /// endpoint woke over to another thread, each hand-over a futex wake and a
 /// task switch. In `just bench single` (same session, four rounds each)
 /// one worker cut the seeder's context switches from about 24 000 to
 /// 3 000 per GiB and lanspread moved 372 against 294 MiB/s
 /// (`docs/lab.md`, issue 16).
-const SERVING_WORKERS: usize = 1;
+const WORKERS: usize = 1;
 
 /// Threads for the blocking disk reads and hashing (created on demand,
-/// each lowering its priority once).
-const SERVING_BLOCKING_THREADS: usize = 8;
+/// each lowering its priority once, when serving).
+const BLOCKING_THREADS: usize = 8;
+
+/// Name of the fetch thread (as `/proc/PID/task/*/comm` shows it).
+pub const FETCH_THREAD_NAME: &str = "lanspread-fetch";
 
 /// I/O priority of the serving threads: `ionice` class 2 (best effort) at
 /// level 7 (the lowest).
@@ -43,21 +55,33 @@ const SERVING_IONICE: [&str; 4] = ["-c", "2", "-n", "7"];
 /// How long the runtime's tasks get to close their connections at stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// The serving runtime.
+/// A transport runtime: serving or fetching.
 #[derive(Debug)]
-pub struct ServingRuntime {
+pub struct TransportRuntime {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
-impl ServingRuntime {
-    /// Starts the runtime; every thread it creates lowers its own priority.
-    pub fn start() -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(SERVING_WORKERS)
-            .max_blocking_threads(SERVING_BLOCKING_THREADS)
+impl TransportRuntime {
+    /// Starts the serving runtime; every thread it creates lowers its own
+    /// priority.
+    pub fn serving() -> std::io::Result<Self> {
+        Self::start(
+            tokio::runtime::Builder::new_multi_thread()
+                .thread_name(SERVING_THREAD_NAME)
+                .on_thread_start(lower_priority),
+        )
+    }
+
+    /// Starts the fetch runtime (normal priority).
+    pub fn fetching() -> std::io::Result<Self> {
+        Self::start(tokio::runtime::Builder::new_multi_thread().thread_name(FETCH_THREAD_NAME))
+    }
+
+    fn start(builder: &mut tokio::runtime::Builder) -> std::io::Result<Self> {
+        let runtime = builder
+            .worker_threads(WORKERS)
+            .max_blocking_threads(BLOCKING_THREADS)
             .thread_keep_alive(Duration::from_secs(300))
-            .thread_name(SERVING_THREAD_NAME)
-            .on_thread_start(lower_priority)
             .enable_all()
             .build()?;
         Ok(Self {
@@ -65,11 +89,11 @@ impl ServingRuntime {
         })
     }
 
-    /// The handle to bind and spawn the server on.
+    /// The handle to bind endpoints in and spawn on.
     pub fn handle(&self) -> &tokio::runtime::Handle {
         self.runtime
             .as_ref()
-            .expect("the serving runtime runs until stopped")
+            .expect("a transport runtime runs until stopped")
             .handle()
     }
 
@@ -82,7 +106,7 @@ impl ServingRuntime {
     }
 }
 
-impl Drop for ServingRuntime {
+impl Drop for TransportRuntime {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
