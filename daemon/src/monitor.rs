@@ -11,8 +11,8 @@
 //! a rescan of that root, once it ended. Its raw changes become per-id
 //! rescan requests here, debounced so a long copy into a root yields one
 //! rescan after the writes settle. The core decides whether a rescan runs
-//! now or waits for an operation on that game to end. A full fallback scan runs every
-//! [`FALLBACK_SCAN_INTERVAL`] to catch what events missed.
+//! now or waits for an operation on that game to end. A full fallback
+//! scan runs every [`FALLBACK_SCAN_INTERVAL`] to catch what events missed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};

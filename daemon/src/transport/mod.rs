@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use client::{BULK_LANES, PeerClient};
 pub use framing::{ChunkData, ChunkSink};
 pub use rate::{RateLimiter, RateLimiters};
-pub use runtimes::{FETCH_THREAD_NAME, SERVING_NICE, SERVING_THREAD_NAME, TransportRuntime};
+pub use runtimes::{SERVING_NICE, SERVING_THREAD_NAME, TransportRuntime};
 pub use server::{QuicServer, RevisionFeed, ServeContext, ServeEvent};
 pub use tls::TlsIdentity;
 pub use turns::{ON_ITS_WAY_GRACE, SWARM_UPLOAD_BYTES, UPLOAD_BUDGET_BYTES};

@@ -33,20 +33,20 @@ pub const SERVING_THREAD_NAME: &str = "lanspread-serve";
 
 /// Worker threads of each transport runtime: one. s2n-quic processes
 /// every connection of an endpoint in its one endpoint task (packets,
-/// AES-GCM, acknowledgements), so a second worker parallelizes nothing: it only takes stream tasks the
-/// endpoint woke over to another thread, each hand-over a futex wake and a
-/// task switch. In `just bench single` (same session, four rounds each)
+/// AES-GCM, acknowledgements), so a second worker parallelizes nothing:
+/// it only takes stream tasks the endpoint woke over to another thread,
+/// each hand-over a futex wake and a task switch. In `just bench single` (same session, four rounds each)
 /// one worker cut the seeder's context switches from about 24 000 to
 /// 3 000 per GiB and lanspread moved 372 against 294 MiB/s
 /// (`docs/lab.md`, issue 16).
 const WORKERS: usize = 1;
 
-/// Threads for the blocking disk reads and hashing (created on demand,
-/// each lowering its priority once, when serving).
+/// Blocking threads of each runtime, created on demand: serving reads
+/// and hashes peers' chunks on them (each lowering its priority once).
 const BLOCKING_THREADS: usize = 8;
 
 /// Name of the fetch thread (as `/proc/PID/task/*/comm` shows it).
-pub const FETCH_THREAD_NAME: &str = "lanspread-fetch";
+const FETCH_THREAD_NAME: &str = "lanspread-fetch";
 
 /// I/O priority of the serving threads: `ionice` class 2 (best effort) at
 /// level 7 (the lowest).
