@@ -118,7 +118,7 @@ impl PeerClient {
     /// chooses. `length_of` gives each chunk's length: the peer must send
     /// one of the asked chunks, at its length. Once it announced which,
     /// `open(chunk)` gives the sink its bytes go to as the stream's pieces
-    /// arrive (never copied into one buffer); returns the chunk sent and
+    /// arrive (the transport copies none); returns the chunk sent and
     /// the sink. The sink takes the pieces on the client's runtime. The
     /// peer's refusal is a [`TransportError::Refused`].
     #[allow(clippy::too_many_arguments)]
