@@ -32,6 +32,12 @@ use super::sentinel::SentinelError;
 /// last decade) from the copy through the hash to the write.
 const SLICE_BYTES: usize = 128 * 1024;
 
+/// The buffer a slice needs when `rest` bytes of the chunk are to come
+/// (the one chunk of a small file needs less than a slice).
+fn slice_capacity(rest: u64) -> usize {
+    usize::try_from(rest).map_or(SLICE_BYTES, |rest| rest.min(SLICE_BYTES))
+}
+
 /// Where each chunk's region stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Region {
@@ -288,11 +294,11 @@ impl ChunkWriter {
             Claimed::Verified => Mode::Checking,
         };
         Self {
+            slice: Vec::with_capacity(slice_capacity(target.length)),
             target,
             claims: Arc::clone(claims),
             mode,
             hasher: blake3::Hasher::new(),
-            slice: Vec::with_capacity(SLICE_BYTES),
             flushed: 0,
             error: None,
         }
@@ -343,7 +349,9 @@ impl ChunkWriter {
                 }
             }
             Mode::Holding(kept) => {
-                let slice = std::mem::replace(&mut self.slice, Vec::with_capacity(SLICE_BYTES));
+                let rest = self.target.length.saturating_sub(self.flushed + len);
+                let slice =
+                    std::mem::replace(&mut self.slice, Vec::with_capacity(slice_capacity(rest)));
                 kept.push(slice);
             }
             Mode::Checking => {}
