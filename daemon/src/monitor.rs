@@ -145,7 +145,13 @@ fn watch_thread(
     changes: &mpsc::UnboundedSender<Change>,
     stop: &CancellationToken,
 ) {
-    let watcher = match notify::recommended_watcher(move |event| {
+    // Reads (opens, closes after reading) change nothing: a seeder serving
+    // files must not trigger rescans. They are dropped on notify's thread,
+    // before they wake this one.
+    let watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.as_ref().is_ok_and(is_read) {
+            return;
+        }
         let _ = inbox.send(Message::Fs(event));
     }) {
         Ok(watcher) => watcher,
@@ -289,13 +295,6 @@ impl Watches {
         event: &notify::Event,
         changes: &mpsc::UnboundedSender<Change>,
     ) -> Resync {
-        // Reads (opens, closes after reading) change nothing: a seeder
-        // serving files must not trigger rescans.
-        if let EventKind::Access(access) = event.kind
-            && access != notify::event::AccessKind::Close(notify::event::AccessMode::Write)
-        {
-            return Resync::Later;
-        }
         let Some(game_dir) = self.game_dir.clone() else {
             return Resync::Later;
         };
@@ -321,6 +320,13 @@ impl Watches {
         }
         Resync::Later
     }
+}
+
+/// Whether `event` only says something was read (opened, or closed after
+/// reading): nothing changed.
+fn is_read(event: &notify::Event) -> bool {
+    matches!(event.kind, EventKind::Access(access)
+        if access != notify::event::AccessKind::Close(notify::event::AccessMode::Write))
 }
 
 /// The game id of the root `path` lies in (or is).
@@ -474,6 +480,89 @@ mod watch_tests {
             }
             before.push(change);
         }
+    }
+
+    /// `library::open_beneath` opens no folder on the way for inotify: a
+    /// watch on the root sees nothing of a file served from a folder in it,
+    /// even before the monitor's own filter.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn opening_a_file_is_no_event_for_a_watch_on_the_folders_above_it() {
+        use notify::Watcher as _;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("game");
+        std::fs::create_dir_all(root.join("maps/q3dm17")).unwrap();
+        std::fs::write(root.join("maps/q3dm17/map.bsp"), b"bsp").unwrap();
+        let (tx, events) = std::sync::mpsc::channel();
+        let mut watcher = notify::recommended_watcher(tx).unwrap();
+        watcher
+            .watch(&root, notify::RecursiveMode::NonRecursive)
+            .unwrap();
+        assert_eq!(
+            std::io::read_to_string(
+                crate::library::open_beneath(&root, "maps/q3dm17/map.bsp").unwrap()
+            )
+            .unwrap(),
+            "bsp"
+        );
+        // A change after the open: every event of the open comes before it
+        // (one inotify queue, in order).
+        std::fs::write(root.join("marker"), b"").unwrap();
+        let mut before = Vec::new();
+        loop {
+            let event = events
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .expect("the marker's event within 5 s")
+                .unwrap();
+            if event.paths.contains(&root.join("marker")) {
+                break;
+            }
+            before.push(event);
+        }
+        assert!(before.is_empty(), "the walk was seen: {before:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_read_in_a_root_are_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        for root in ["served", "other"] {
+            std::fs::create_dir(dir.path().join(root)).unwrap();
+        }
+        std::fs::write(dir.path().join("served/pak0.eti"), [1u8; 4096]).unwrap();
+        let (_target_tx, target) = watch::channel(WatchTarget {
+            game_dir: Some(dir.path().to_owned()),
+            busy: BTreeSet::new(),
+        });
+        let (tx, mut changes) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let thread = NotifyWatcher.start(target, tx, stop.clone()).unwrap();
+        // Both roots are watched (in either order).
+        let first = until(&mut changes, Change::Root(id("served"))).await;
+        if !first.contains(&Change::Root(id("other"))) {
+            until(&mut changes, Change::Root(id("other"))).await;
+        }
+
+        // Served (opened, read, closed), then a change elsewhere.
+        for _ in 0..3 {
+            assert_eq!(
+                std::fs::read(dir.path().join("served/pak0.eti"))
+                    .unwrap()
+                    .len(),
+                4096
+            );
+        }
+        std::fs::write(dir.path().join("other/pak0.eti"), [2u8; 4096]).unwrap();
+        let before = until(&mut changes, Change::Root(id("other"))).await;
+        assert!(
+            !before.contains(&Change::Root(id("served"))),
+            "reading was a change: {before:?}"
+        );
+
+        stop.cancel();
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,10 @@
 //! Opening a file of a game root for reading without following a symlink
 //! at any step, so a path checked once cannot be redirected afterwards.
 //!
-//! The root is opened with `O_NOFOLLOW | O_DIRECTORY`, then every folder on
-//! the way relative to the one before (`openat`, same flags), then the file
-//! itself with `O_NOFOLLOW` and checked to be a regular file through its
-//! descriptor. Each step names one component and refuses a symlink, so
+//! The root is opened with `O_NOFOLLOW | O_DIRECTORY` (and `O_PATH` on
+//! Linux), then every folder on the way relative to the one before
+//! (`openat`, same flags), then the file itself with `O_NOFOLLOW` and
+//! checked to be a regular file through its descriptor. Each step names one component and refuses a symlink, so
 //! someone who can write the game directory and swaps a file or folder for
 //! a symlink between a check and the open gets a refusal, never a file
 //! outside the root. A plain walk rather than `openat2(RESOLVE_BENEATH |
@@ -19,6 +19,17 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, open, openat};
 use nix::sys::stat::{Mode, SFlag, fstatat, lstat};
+
+/// How the folders on the way are opened: on Linux only as handles to
+/// walk from (`O_PATH`), because opening a folder for reading is an
+/// inotify event for whoever watches the folder above it (the daemon's
+/// own monitor watches the game directory and each root), and a seeder
+/// walks one chain of folders per file it serves (two events, and two
+/// wake-ups of the monitor, per small file: `docs/design.md`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const FOLDER_ACCESS: OFlag = OFlag::O_PATH;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const FOLDER_ACCESS: OFlag = OFlag::O_RDONLY;
 
 /// Why a file could not be opened beneath its root.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +78,7 @@ pub fn open_beneath(root: &Path, relative_path: &str) -> Result<File, OpenBeneat
             path: relative_path.to_owned(),
         });
     }
-    let folder_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let folder_flags = FOLDER_ACCESS | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let symlink = |component: &str| OpenBeneathError::Symlink {
         path: relative_path.to_owned(),
         component: component.to_owned(),
