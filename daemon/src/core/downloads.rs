@@ -355,7 +355,7 @@ impl Daemon {
             version: manifest.version.clone(),
             root: game_dir.join(id.as_str()),
             manifest: std::sync::Arc::new(manifest.files.clone()),
-            files,
+            files: std::sync::Arc::new(files),
             sources,
             state_dir: self.scanner.state_dir.path().to_owned(),
             replaces: self.own_manifest(&id),

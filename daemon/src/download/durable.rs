@@ -158,7 +158,7 @@ mod tests {
             version: Version::new("1"),
             root,
             manifest: Arc::new(files.clone()),
-            files,
+            files: Arc::new(files),
             sources: Vec::new(),
             state_dir: state_dir.clone(),
             replaces: None,

@@ -82,8 +82,9 @@ pub struct DownloadRequest {
     pub root: PathBuf,
     /// The whole manifest (what the swarm names and serves).
     pub manifest: Arc<Vec<GameFileDescription>>,
-    /// The files to fetch; always includes `version.ini`.
-    pub files: Vec<GameFileDescription>,
+    /// The files to fetch; always includes `version.ini`. Shared with the
+    /// blocking steps and the fetches (150 000 entries are not copied).
+    pub files: Arc<Vec<GameFileDescription>>,
     pub sources: Vec<Source>,
     pub state_dir: PathBuf,
     /// The file list of the version on disk now, if this host serves one
@@ -1039,48 +1040,53 @@ fn fetch_task(
     peer: PeerIdx,
     addr: SocketAddr,
 ) -> impl Future<Output = FetchOutcome> + Send + 'static {
-    // What verifying and writing each candidate needs.
-    let candidate = |id: ChunkId| {
-        let chunk = plan.chunk(id);
-        let relative_path = &request.files[chunk.file].relative_path;
-        let target = store::Target {
-            id,
-            path: request.root.join(relative_path),
-            offset: chunk.offset,
-            length: chunk.length,
-            hash: chunk.hash.clone(),
-        };
-        (target, relative_path == SENTINEL)
-    };
-    let candidates: Vec<_> = std::iter::once(chunk_id)
+    // What verifying and writing each candidate needs; the path of its
+    // file is joined only for the one the peer sends.
+    let candidates: Vec<Candidate> = std::iter::once(chunk_id)
         .chain(alternatives)
-        .map(candidate)
+        .map(|id| {
+            let chunk = plan.chunk(id);
+            Candidate {
+                id,
+                file: chunk.file,
+                offset: chunk.offset,
+                length: chunk.length,
+                hash: Arc::clone(&chunk.hash),
+            }
+        })
         .collect();
-    let (client, id, numbering, claims) = (
+    let (client, id, numbering, claims, files, root) = (
         Arc::clone(client),
         request.id.clone(),
         Arc::clone(numbering),
         Arc::clone(claims),
+        Arc::clone(&request.files),
+        request.root.clone(),
     );
     let manifest = partial.manifest.to_hex();
     let timeout = plan.timeout_for(peer, plan.chunk(chunk_id).length);
     async move {
         let started = Instant::now();
-        let globals: Vec<u32> = candidates
-            .iter()
-            .map(|c| numbering.global[c.0.id])
-            .collect();
+        let globals: Vec<u32> = candidates.iter().map(|c| numbering.global[c.id]).collect();
         let index_of = |global: u32| globals.iter().position(|&g| g == global);
-        let length_of = |global: u32| index_of(global).map(|i| candidates[i].0.length);
+        let length_of = |global: u32| index_of(global).map(|i| candidates[i].length);
         // The sink the chunk sent streams into, chosen once the peer said
         // which chunk it sends.
         let open = |global: u32| {
-            let (target, is_sentinel) = &candidates[index_of(global).expect("asked")];
-            if *is_sentinel {
+            let sent = &candidates[index_of(global).expect("asked")];
+            let relative_path = &files[sent.file].relative_path;
+            if relative_path == SENTINEL {
                 // Kept in memory until the commit (never written early).
                 Sink::Memory(ChunkData::default())
             } else {
-                Sink::Store(store::Intake::new(&claims, target.clone()))
+                let target = store::Target {
+                    id: sent.id,
+                    path: root.join(relative_path),
+                    offset: sent.offset,
+                    length: sent.length,
+                    hash: Arc::clone(&sent.hash),
+                };
+                Sink::Store(store::Intake::new(&claims, target))
             }
         };
         let fetched = client
@@ -1114,12 +1120,12 @@ fn fetch_task(
         let Some(index) = index_of(sent) else {
             unreachable!("the client checks the chunk sent was asked for");
         };
-        let (target, _) = &candidates[index];
+        let sent = &candidates[index];
         let result = match sink {
             Sink::Memory(data) => {
-                let hash = target.hash.clone();
+                let hash = Arc::clone(&sent.hash);
                 tokio::task::spawn_blocking(move || {
-                    if data.hash().to_hex().as_str() == hash {
+                    if data.hash().to_hex().as_str() == &*hash {
                         Fetched::Sentinel(data.to_vec())
                     } else {
                         Fetched::Failed(FetchFailure::BadData)
@@ -1140,8 +1146,18 @@ fn fetch_task(
                 }
             },
         };
-        (chunk_id, target.id, peer, started, result)
+        (chunk_id, sent.id, peer, started, result)
     }
+}
+
+/// A chunk a fetch names: the one asked, or an alternative.
+struct Candidate {
+    id: ChunkId,
+    /// Index in the request's files.
+    file: usize,
+    offset: u64,
+    length: u64,
+    hash: Arc<str>,
 }
 
 /// Where a fetched chunk's bytes go while they arrive.

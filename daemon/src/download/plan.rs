@@ -23,6 +23,7 @@
 //! (callers pass durations), so it is unit-tested directly.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lanspread_proto::wire::CHUNK_SIZE;
@@ -86,8 +87,8 @@ pub struct Chunk {
     pub file: usize,
     pub offset: u64,
     pub length: u64,
-    /// Expected hex BLAKE3 hash.
-    pub hash: String,
+    /// Expected hex BLAKE3 hash (shared with the fetches that name it).
+    pub hash: Arc<str>,
     state: ChunkState,
     attempts: u32,
     /// Peers that sent bad data for this chunk (never asked again for it).
@@ -223,7 +224,7 @@ impl Plan {
                 file,
                 offset,
                 length,
-                hash,
+                hash: hash.into(),
                 state: if done {
                     ChunkState::Done
                 } else {

@@ -230,7 +230,7 @@ pub struct Target {
     pub offset: u64,
     pub length: u64,
     /// The chunk's BLAKE3 hash (hex, as the manifest has it).
-    pub hash: String,
+    pub hash: Arc<str>,
 }
 
 /// What became of a fetched chunk.
@@ -367,7 +367,7 @@ impl ChunkWriter {
         if let Some(err) = self.error.take() {
             return Stored::Disk(err);
         }
-        if self.hasher.finalize().to_hex().as_str() != self.target.hash {
+        if self.hasher.finalize().to_hex().as_str() != &*self.target.hash {
             // A claim we hold is dropped: the region is open again.
             return Stored::BadData;
         }
@@ -512,7 +512,7 @@ mod tests {
             path: path.to_owned(),
             offset,
             length: good.len() as u64,
-            hash: blake3::hash(good).to_hex().to_string(),
+            hash: blake3::hash(good).to_hex().as_str().into(),
         }
     }
 
