@@ -546,3 +546,57 @@ async fn a_game_of_ten_thousand_files_is_listed_in_pages_and_downloads() {
     assert!(!root.join("local").exists(), "nothing was installed");
     drop(seed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_gone_since_the_journal_counted_its_chunks_is_fetched_again() {
+    let lan = MemoryLan::default();
+    let seeder = TestDaemon::start_on(&lan, |d| {
+        write(&d.join("openarena/version.ini"), b"version=1.0\n");
+        write(&d.join("openarena/huge.eti"), &content(CHUNK_SIZE * 12, 5));
+    })
+    .await;
+    let leech = TestDaemon::start_on(&lan, |_| {}).await;
+    let mut client = leech.client().await;
+    connected(&mut client, 1).await;
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+    // Slow enough that the journal counts some chunks before the cancel.
+    client.set_limits(None, Some(8 << 20)).await.unwrap();
+    let _: GameFilesResult = client.get_game(&id("openarena")).await.unwrap();
+    client.download(&id("openarena"), vec![]).await.unwrap();
+    wait_for_event(&mut events, TIMEOUT_DL, "three chunks done", |e| {
+        matches!(e, PeerEvent::DownloadGameFilesProgress { bytes_done, .. }
+            if *bytes_done >= 3 * CHUNK_SIZE)
+    })
+    .await;
+    // A journal save (at most once a second) after those chunks.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.cancel_download(&id("openarena")).await.unwrap();
+    wait_for_event(&mut events, TIMEOUT_DL, "DownloadGameFilesCancelled", |e| {
+        matches!(e, PeerEvent::DownloadGameFilesCancelled { .. })
+    })
+    .await;
+    // The file goes away (a user, a crash before it was durable); the
+    // journal still counts its chunks.
+    let root = leech.game_dir.path().join("openarena");
+    std::fs::remove_file(root.join("huge.eti")).unwrap();
+    client.set_limits(None, Some(0)).await.unwrap();
+    client.download(&id("openarena"), vec![]).await.unwrap();
+    let end = wait_for_event(&mut events, TIMEOUT_DL, "the download's end", |e| {
+        matches!(
+            e,
+            PeerEvent::DownloadGameFilesFinished { .. } | PeerEvent::DownloadGameFilesFailed { .. }
+        )
+    })
+    .await;
+    let PeerEvent::DownloadGameFilesFinished { chunks_resumed, .. } = end.event else {
+        panic!("the second download failed: {:?}", end.event)
+    };
+    assert_eq!(chunks_resumed, 0, "chunks of a vanished file counted");
+    assert_eq!(
+        std::fs::read(root.join("huge.eti")).unwrap(),
+        content(CHUNK_SIZE * 12, 5)
+    );
+    leech.stop().await.0.unwrap();
+    seeder.stop().await.0.unwrap();
+}

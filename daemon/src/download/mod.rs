@@ -362,7 +362,11 @@ async fn transfer(
         for (c, hash) in file.chunk_hashes.iter().enumerate() {
             let offset = c as u64 * CHUNK_SIZE;
             let length = (file.size - offset).min(CHUNK_SIZE);
-            let already = !is_sentinel && done.contains(chunks.len());
+            // The journal's word, and the bytes are still there: a file
+            // that vanished since (or never became durable) is fetched again.
+            let already = !is_sentinel
+                && done.contains(chunks.len())
+                && offset + length <= old_sizes[file_idx];
             resumed += u64::from(already);
             let global = partial.table.index(full_file, c);
             numbering.plan[global] = Some(chunks.len());
