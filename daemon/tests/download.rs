@@ -38,6 +38,26 @@ fn seed_game(dir: &Path, version: &str) {
     std::fs::create_dir_all(root.join("emptydir")).unwrap();
 }
 
+/// A downloader on `lan` once it sees `peers` peers: the daemon, a client,
+/// and a client subscribed to its events.
+async fn leech_on(lan: &MemoryLan, peers: u32) -> (TestDaemon, IpcClient, IpcClient) {
+    let leech = TestDaemon::start_on(lan, |_| {}).await;
+    let mut client = leech.client().await;
+    connected(&mut client, peers).await;
+    let mut events = leech.client().await;
+    events.subscribe().await.unwrap();
+    (leech, client, events)
+}
+
+/// Cancels the download of `game` and waits until it is cancelled.
+async fn cancel(client: &mut IpcClient, events: &mut IpcClient, game: &str) {
+    client.cancel_download(&id(game)).await.unwrap();
+    wait_for_event(events, TIMEOUT_DL, "DownloadGameFilesCancelled", |e| {
+        matches!(e, PeerEvent::DownloadGameFilesCancelled { .. })
+    })
+    .await;
+}
+
 fn assert_same_tree(a: &Path, b: &Path) {
     for rel in ["version.ini", "pak0.eti", "maps/deep/dm1.eti", "empty.txt"] {
         let (x, y) = (
@@ -58,11 +78,7 @@ async fn a_game_downloads_from_two_seeders_byte_for_byte_with_the_sentinel_last(
     let lan = MemoryLan::default();
     let seed_a = TestDaemon::start_on(&lan, |d| seed_game(d, "1.0")).await;
     let seed_b = TestDaemon::start_on(&lan, |d| seed_game(d, "1.0")).await;
-    let leech = TestDaemon::start_on(&lan, |_| {}).await;
-    let mut client = leech.client().await;
-    connected(&mut client, 2).await;
-    let mut events = leech.client().await;
-    events.subscribe().await.unwrap();
+    let (leech, mut client, mut events) = leech_on(&lan, 2).await;
 
     let files: GameFilesResult = get_game_from(&mut client, &id("openarena"), 2).await;
     assert_eq!(files.peers, 2);
@@ -353,11 +369,7 @@ async fn a_download_after_the_chunk_lanes_went_idle_reconnects_them() {
         write(&other.join("data.eti"), &content(CHUNK_SIZE * 3 + 5, 4));
     })
     .await;
-    let leech = TestDaemon::start_on(&lan, |_| {}).await;
-    let mut client = leech.client().await;
-    connected(&mut client, 1).await;
-    let mut events = leech.client().await;
-    events.subscribe().await.unwrap();
+    let (leech, mut client, mut events) = leech_on(&lan, 1).await;
     for (game, wait) in [
         ("openarena", Duration::ZERO),
         (
@@ -403,22 +415,14 @@ async fn a_cancelled_download_leaves_no_sentinel_and_a_new_one_succeeds() {
         write(&d.join("openarena/huge.eti"), &content(CHUNK_SIZE * 60, 9));
     })
     .await;
-    let leech = TestDaemon::start_on(&lan, |_| {}).await;
-    let mut client = leech.client().await;
-    connected(&mut client, 1).await;
-    let mut events = leech.client().await;
-    events.subscribe().await.unwrap();
+    let (leech, mut client, mut events) = leech_on(&lan, 1).await;
     let _: GameFilesResult = client.get_game(&id("openarena")).await.unwrap();
     client.download(&id("openarena"), vec![]).await.unwrap();
     wait_for_event(&mut events, TIMEOUT_DL, "DownloadGameFilesBegin", |e| {
         matches!(e, PeerEvent::DownloadGameFilesBegin { .. })
     })
     .await;
-    client.cancel_download(&id("openarena")).await.unwrap();
-    wait_for_event(&mut events, TIMEOUT_DL, "DownloadGameFilesCancelled", |e| {
-        matches!(e, PeerEvent::DownloadGameFilesCancelled { .. })
-    })
-    .await;
+    cancel(&mut client, &mut events, "openarena").await;
     let root = leech.game_dir.path().join("openarena");
     for name in ["version.ini", ".version.ini.tmp", ".version.ini.discarded"] {
         assert!(!root.join(name).exists(), "{name} left behind");
@@ -484,11 +488,7 @@ async fn a_game_of_ten_thousand_files_is_listed_in_pages_and_downloads() {
         }
     })
     .await;
-    let leech = TestDaemon::start_on(&lan, |_| {}).await;
-    let mut client = leech.client().await;
-    connected(&mut client, 1).await;
-    let mut events = leech.client().await;
-    events.subscribe().await.unwrap();
+    let (leech, mut client, mut events) = leech_on(&lan, 1).await;
 
     let summary = client.get_game(&id("openarena")).await.unwrap();
     // 10,000 files, version.ini, 100 folders and `data`.
@@ -555,11 +555,7 @@ async fn a_file_gone_since_the_journal_counted_its_chunks_is_fetched_again() {
         write(&d.join("openarena/huge.eti"), &content(CHUNK_SIZE * 12, 5));
     })
     .await;
-    let leech = TestDaemon::start_on(&lan, |_| {}).await;
-    let mut client = leech.client().await;
-    connected(&mut client, 1).await;
-    let mut events = leech.client().await;
-    events.subscribe().await.unwrap();
+    let (leech, mut client, mut events) = leech_on(&lan, 1).await;
     // Slow enough that the journal counts some chunks before the cancel.
     client.set_limits(None, Some(8 << 20)).await.unwrap();
     let _: GameFilesResult = client.get_game(&id("openarena")).await.unwrap();
@@ -571,11 +567,7 @@ async fn a_file_gone_since_the_journal_counted_its_chunks_is_fetched_again() {
     .await;
     // A journal save (at most once a second) after those chunks.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    client.cancel_download(&id("openarena")).await.unwrap();
-    wait_for_event(&mut events, TIMEOUT_DL, "DownloadGameFilesCancelled", |e| {
-        matches!(e, PeerEvent::DownloadGameFilesCancelled { .. })
-    })
-    .await;
+    cancel(&mut client, &mut events, "openarena").await;
     // The file goes away (a user, a crash before it was durable); the
     // journal still counts its chunks.
     let root = leech.game_dir.path().join("openarena");

@@ -1,16 +1,16 @@
 //! Opening a file of a game root for reading without following a symlink
 //! at any step, so a path checked once cannot be redirected afterwards.
 //!
-//! The root is opened with `O_NOFOLLOW | O_DIRECTORY` (and `O_PATH` on
-//! Linux), then every folder on the way relative to the one before
-//! (`openat`, same flags), then the file itself with `O_NOFOLLOW` and
-//! checked to be a regular file through its descriptor. Each step names one component and refuses a symlink, so
-//! someone who can write the game directory and swaps a file or folder for
-//! a symlink between a check and the open gets a refusal, never a file
-//! outside the root. A plain walk rather than `openat2(RESOLVE_BENEATH |
+//! The root is opened with `O_NOFOLLOW | O_DIRECTORY` (and `O_PATH` on Linux),
+//! then every folder on the way relative to the one before (`openat`, same
+//! flags), then the file itself with `O_NOFOLLOW` and checked to be a regular
+//! file through its descriptor. Each step names one component and refuses a
+//! symlink, so someone who can write the game directory and swaps a file or
+//! folder for a symlink between a check and the open gets a refusal, never a
+//! file outside the root. A plain walk rather than `openat2(RESOLVE_BENEATH |
 //! RESOLVE_NO_SYMLINKS)`: the same guarantee on every Unix and every kernel
-//! (and under seccomp filters that refuse `openat2`), for one `openat` per
-//! path component.
+//! (and under seccomp filters that refuse `openat2`), for one `openat` per path
+//! component.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;

@@ -31,14 +31,14 @@ pub const SERVING_NICE: i32 = 19;
 /// Name of the serving threads (as `/proc/PID/task/*/comm` shows it).
 pub const SERVING_THREAD_NAME: &str = "lanspread-serve";
 
-/// Worker threads of each transport runtime: one. s2n-quic processes
-/// every connection of an endpoint in its one endpoint task (packets,
-/// AES-GCM, acknowledgements), so a second worker parallelizes nothing:
-/// it only takes stream tasks the endpoint woke over to another thread,
-/// each hand-over a futex wake and a task switch. In `just bench single` (same session, four rounds each)
-/// one worker cut the seeder's context switches from about 24 000 to
-/// 3 000 per GiB and lanspread moved 372 against 294 MiB/s
-/// (`docs/lab.md`, issue 16).
+/// Worker threads of each transport runtime: one. s2n-quic processes every
+/// connection of an endpoint in its one endpoint task (packets, AES-GCM,
+/// acknowledgements), so a second worker parallelizes nothing: it only takes
+/// stream tasks the endpoint woke over to another thread, each hand-over a
+/// futex wake and a task switch. In `just bench single` (same session, four
+/// rounds each) one worker cut the seeder's context switches from about 24 000
+/// to 3 000 per GiB and lanspread moved 372 against 294 MiB/s (`docs/lab.md`,
+/// issue 16).
 const WORKERS: usize = 1;
 
 /// Blocking threads of each runtime, created on demand: serving reads
